@@ -1,0 +1,1 @@
+"""Evaluation: the paper's metrics (MMAudio av-benchmark protocol), report and gallery."""

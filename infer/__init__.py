@@ -1,0 +1,1 @@
+"""Generation: mapper + AudioLDM-2 -> audio and the video with its new soundtrack."""

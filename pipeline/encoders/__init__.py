@@ -1,0 +1,1 @@
+"""Frozen encoders: CAVP, TimeChat visual path, pooled AudioMAE."""

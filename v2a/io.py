@@ -1,0 +1,115 @@
+"""Small I/O helpers shared by every stage: atomic writes, an exclusive lock, safe clip ids, hashing."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+_SAFE_ID = re.compile(r"^[A-Za-z0-9_\-][A-Za-z0-9_.\-]{0,199}$")
+
+
+def check_clip_id(clip_id: str) -> str:
+    """Return ``clip_id`` if it is safe to use as a file name, else raise ``ValueError``.
+
+    Allowed: letters, digits, ``_``, ``-`` and ``.`` (not leading), at most 200 characters.
+    Rejects path separators, ``..`` and empty ids so that no id can escape an output folder.
+    """
+    if not isinstance(clip_id, str) or not _SAFE_ID.match(clip_id) or ".." in clip_id:
+        raise ValueError(
+            f"clip id {clip_id!r} is not safe to use in a path: use letters, digits, '_', '-' and '.', "
+            "no '/', no '..', at most 200 characters"
+        )
+    return clip_id
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; on success rename it over ``path`` (atomic on POSIX).
+
+    On error the temporary file is removed and ``path`` is left as it was.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        with open(tmp_path, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    with open(path, "r", encoding="utf-8") as f:
+        return json.load(f)
+
+
+class LockedError(RuntimeError):
+    """Another process holds the lock of an output folder."""
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: str | os.PathLike, what: str = "this output") -> Iterator[None]:
+    """Hold an exclusive, non-blocking ``flock`` on ``path`` or refuse with a clear message.
+
+    The lock dies with its process (SIGKILL included), so a killed run never leaves a stale lock.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fh = open(path, "a+")
+    try:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "unknown"
+            raise LockedError(
+                f"{what} is being written by another process (pid {holder}, lock {path}); "
+                "wait for it to finish or stop it"
+            ) from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(str(os.getpid()))
+        fh.flush()
+        yield
+    finally:
+        fh.close()
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_json(obj: Any) -> str:
+    return sha256_bytes(json.dumps(obj, sort_keys=True, default=str).encode("utf-8"))
+
+
+def file_identity(path: str | os.PathLike) -> dict:
+    """Cheap identity of a file: resolved path, size and mtime (no full read of multi-GB checkpoints)."""
+    p = Path(path)
+    st = p.stat()
+    return {"path": str(p.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
