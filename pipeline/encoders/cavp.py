@@ -1,0 +1,308 @@
+"""CAVP video encoder (Diff-Foley): a SlowOnly ResNet3D-50 backbone plus a linear projection head.
+
+Facts (docs/../shared/reference/MODELS.md section 2): frames in [0, 1] without mean/std, no temporal stride
+anywhere (one output per input frame), spatial mean pooling, Linear(2048, 512), L2-normalised per frame.
+Submodule names reproduce the released checkpoint keys (``video_encoder.*``, ``video_project_head.*``).
+
+    build(params, device) -> CAVPEncoder      # the FrozenEncoder used by the cache stage
+    load_cavp_state_dict(path) -> dict         # the video keys of a cavp_epoch66.ckpt-style file
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pipeline.encoders.base import EncoderInfo, freeze, report_load
+
+log = logging.getLogger(__name__)
+
+KEEP_PREFIXES = ("video_encoder.", "video_project_head.")
+HUB_FILENAME = "diff_foley_ckpt/cavp_epoch66.ckpt"
+N_FRAMES = 40  # frames per clip (docs/CONTRACTS.md)
+IMAGE_SIZE = 224
+
+
+@dataclass
+class CAVPConfig:
+    """Sizes of the SlowOnly ResNet3D backbone and its projection head."""
+
+    depths: tuple[int, ...] = (3, 4, 6, 3)  # bottleneck blocks per stage
+    base_width: int = 64  # stem channels = planes of stage 1; stage i has base_width * 2**i planes
+    expansion: int = 4  # bottleneck output channels = planes * expansion
+    proj_dim: int = 512  # output feature size D
+    temporal_conv1: tuple[bool, ...] = (False, False, True, True)  # conv1 kernel (3,1,1) in that stage
+    spatial_strides: tuple[int, ...] = (1, 2, 2, 2)  # in conv2 of each stage's first block
+    bn_eps: float = 1e-5
+
+    def __post_init__(self) -> None:
+        self.depths = tuple(self.depths)
+        self.temporal_conv1 = tuple(bool(t) for t in self.temporal_conv1)
+        self.spatial_strides = tuple(self.spatial_strides)
+        n = len(self.depths)
+        if len(self.temporal_conv1) != n or len(self.spatial_strides) != n:
+            raise ValueError(
+                f"CAVPConfig: depths {self.depths}, temporal_conv1 {self.temporal_conv1} and spatial_strides "
+                f"{self.spatial_strides} must have one entry per stage"
+            )
+
+    @property
+    def feat_dim(self) -> int:
+        """Channels out of the last stage (2048 for the full model)."""
+        return self.base_width * 2 ** (len(self.depths) - 1) * self.expansion
+
+    @classmethod
+    def full(cls) -> "CAVPConfig":
+        """The released model: ResNet3D-50 SlowOnly, 2048 -> 512."""
+        return cls()
+
+    @classmethod
+    def tiny(cls) -> "CAVPConfig":
+        """Same classes, one block per stage, width 8 (feat 256), proj 32: for tests and CPU smoke runs."""
+        return cls(depths=(1, 1, 1, 1), base_width=8, proj_dim=32)
+
+
+class ConvBN(nn.Module):
+    """Conv3d (no bias) + BatchNorm3d, optionally ReLU; keys ``conv.weight``, ``bn.*`` (mmaction ConvModule)."""
+
+    def __init__(self, c_in: int, c_out: int, kernel, stride=1, padding=0, *, relu: bool, eps: float) -> None:
+        super().__init__()
+        self.conv = nn.Conv3d(c_in, c_out, kernel, stride=stride, padding=padding, bias=False)
+        self.bn = nn.BatchNorm3d(c_out, eps=eps)
+        self.relu = relu
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.bn(self.conv(x))
+        return F.relu(x) if self.relu else x
+
+
+class Bottleneck3d(nn.Module):
+    """1x1 (or 3x1x1 temporal) -> 1x3x3 (spatial stride) -> 1x1 expand; identity or downsample shortcut."""
+
+    def __init__(self, c_in: int, planes: int, *, stride: int, temporal: bool, cfg: CAVPConfig) -> None:
+        super().__init__()
+        c_out = planes * cfg.expansion
+        k1, p1 = ((3, 1, 1), (1, 0, 0)) if temporal else ((1, 1, 1), 0)
+        self.conv1 = ConvBN(c_in, planes, k1, padding=p1, relu=True, eps=cfg.bn_eps)
+        self.conv2 = ConvBN(planes, planes, (1, 3, 3), (1, stride, stride), (0, 1, 1), relu=True, eps=cfg.bn_eps)
+        self.conv3 = ConvBN(planes, c_out, 1, relu=False, eps=cfg.bn_eps)
+        self.downsample = None
+        if stride != 1 or c_in != c_out:
+            self.downsample = ConvBN(c_in, c_out, 1, (1, stride, stride), relu=False, eps=cfg.bn_eps)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.conv3(self.conv2(self.conv1(x)))
+        return F.relu(out + identity)
+
+
+class SlowOnlyResNet3d(nn.Module):
+    """Stem (1,7,7)/(1,2,2) + maxpool (1,3,3)/(1,2,2) + bottleneck stages; time is never strided."""
+
+    def __init__(self, cfg: CAVPConfig) -> None:
+        super().__init__()
+        w = cfg.base_width
+        self.conv1 = ConvBN(3, w, (1, 7, 7), (1, 2, 2), (0, 3, 3), relu=True, eps=cfg.bn_eps)
+        self.maxpool = nn.MaxPool3d((1, 3, 3), (1, 2, 2), (0, 1, 1))
+        c_in = w
+        self.layer_names = []
+        for i, depth in enumerate(cfg.depths):
+            planes = w * 2**i
+            blocks = []
+            for j in range(depth):
+                stride = cfg.spatial_strides[i] if j == 0 else 1
+                blocks.append(Bottleneck3d(c_in, planes, stride=stride, temporal=cfg.temporal_conv1[i], cfg=cfg))
+                c_in = planes * cfg.expansion
+            name = f"layer{i + 1}"
+            self.add_module(name, nn.Sequential(*blocks))
+            self.layer_names.append(name)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.maxpool(self.conv1(x))  # (B, w, T, H/4, W/4)
+        for name in self.layer_names:
+            x = getattr(self, name)(x)
+        return x  # (B, feat_dim, T, H/32, W/32)
+
+
+class CAVPVideoEncoder(nn.Module):
+    """frames (B, T, 3, H, W) in [0, 1] -> per-frame unit vectors (B, T, proj_dim)."""
+
+    def __init__(self, cfg: CAVPConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.video_encoder = SlowOnlyResNet3d(cfg)
+        self.video_project_head = nn.Linear(cfg.feat_dim, cfg.proj_dim)
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        x = frames.permute(0, 2, 1, 3, 4)  # (B, 3, T, H, W)
+        x = self.video_encoder(x)  # (B, C, T, h, w), C = feat_dim, T unchanged
+        x = x.mean(dim=(3, 4))  # (B, C, T)
+        x = x.transpose(1, 2)  # (B, T, C)
+        x = self.video_project_head(x)  # (B, T, D)
+        return F.normalize(x.float(), dim=-1)  # (B, T, D), unit L2 norm per frame, float32
+
+
+@torch.no_grad()
+def init_tiny_weights_(model: CAVPVideoEncoder, seed: int) -> CAVPVideoEncoder:
+    """Seeded random weights that do not depend on the global RNG; BN statistics are randomised too,
+    so that a test comparing against a hand computation exercises every parameter and buffer."""
+    g = torch.Generator().manual_seed(int(seed))
+
+    def randn(t: torch.Tensor) -> torch.Tensor:
+        return torch.randn(t.shape, generator=g, dtype=torch.float32)
+
+    def rand(t: torch.Tensor) -> torch.Tensor:
+        return torch.rand(t.shape, generator=g, dtype=torch.float32)
+
+    for m in model.modules():
+        if isinstance(m, nn.Conv3d):
+            fan_in = m.weight[0].numel()
+            m.weight.copy_(randn(m.weight) * (2.0 / fan_in) ** 0.5)
+        elif isinstance(m, nn.BatchNorm3d):
+            m.weight.copy_(0.5 + rand(m.weight))
+            m.bias.copy_(0.1 * randn(m.bias))
+            m.running_mean.copy_(0.1 * randn(m.running_mean))
+            m.running_var.copy_(0.5 + rand(m.running_var))
+        elif isinstance(m, nn.Linear):
+            m.weight.copy_(randn(m.weight) / m.in_features**0.5)
+            m.bias.copy_(0.01 * randn(m.bias))
+    return model
+
+
+def load_cavp_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a Diff-Foley CAVP checkpoint (``.ckpt``/``.pt`` via ``torch.load(weights_only=True)``, or
+    ``.safetensors``); accept ``{"state_dict": {...}}`` or flat, with or without DDP ``module.`` prefixes.
+    Returns only the ``video_encoder.*`` / ``video_project_head.*`` tensors, prefixes stripped."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"CAVP checkpoint {str(path)!r} does not exist or is not a file")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        raw = load_file(str(path), device="cpu")
+    else:
+        try:
+            raw = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:  # unpickling of arbitrary objects is refused on purpose
+            raise RuntimeError(
+                f"CAVP checkpoint {str(path)!r} could not be read with torch.load(weights_only=True): {err}. "
+                "If the file holds non-tensor Python objects, convert its 'state_dict' to .safetensors "
+                "once in a trusted environment and point 'checkpoint' at that file."
+            ) from err
+    if isinstance(raw, dict) and isinstance(raw.get("state_dict"), dict):
+        raw = raw["state_dict"]
+    if not isinstance(raw, dict):
+        raise RuntimeError(f"CAVP checkpoint {str(path)!r} holds a {type(raw).__name__}, not a state dict")
+    kept, dropped = {}, []
+    for key, value in raw.items():
+        name = key[len("module."):] if key.startswith("module.") else key
+        if name.startswith(KEEP_PREFIXES) and isinstance(value, torch.Tensor):
+            kept[name] = value
+        else:
+            dropped.append(key)
+    if dropped:
+        log.info("CAVP: %d non-video checkpoint entries ignored (e.g. %s)", len(dropped), dropped[:5])
+    return kept
+
+
+def load_into(model: CAVPVideoEncoder, state: dict[str, torch.Tensor]) -> None:
+    """Load ``state`` with every key checked: missing keys raise, unexpected ones are logged, shapes must match."""
+    result = model.load_state_dict(state, strict=False)
+    report_load("cavp", list(result.missing_keys), list(result.unexpected_keys))
+
+
+def resolve_checkpoint(params: dict) -> tuple[Path, dict]:
+    """A local file, or a hub id resolved with ``hf_hub_download`` (only when it is not a local path).
+    Returns the local path and the identity recorded in the cache."""
+    from v2a.io import file_identity
+
+    ckpt = params.get("checkpoint")
+    if not ckpt:
+        raise ValueError("cavp params: model 'full' needs 'checkpoint' (a local file or a hub id such as SimianLuo/Diff-Foley)")
+    local = Path(str(ckpt)).expanduser()
+    if local.is_file():
+        return local, file_identity(local)
+    looks_like_path = str(ckpt).startswith(("/", ".", "~")) or local.suffix in (".ckpt", ".pt", ".pth", ".safetensors")
+    if looks_like_path or str(ckpt).count("/") != 1:
+        raise FileNotFoundError(f"cavp params: checkpoint {str(ckpt)!r} is not an existing file nor a hub id 'owner/name'")
+    from huggingface_hub import hf_hub_download
+
+    filename = params.get("filename", HUB_FILENAME)
+    revision = params.get("revision")
+    downloaded = Path(hf_hub_download(repo_id=str(ckpt), filename=filename, revision=revision))
+    ident = {"hub_repo": str(ckpt), "filename": filename, "revision": revision, **file_identity(downloaded)}
+    return downloaded, ident
+
+
+class CAVPEncoder:
+    """FrozenEncoder for the cache stage: uint8 frames (B, 40, 224, 224, 3) -> (B, 40, D) float32 on CPU."""
+
+    def __init__(self, model: CAVPVideoEncoder, info: EncoderInfo, *, device: str, half: bool, chunk_frames: int) -> None:
+        self.model = model
+        self.info = info
+        self.device = torch.device(device)
+        self.dtype = torch.float16 if half else torch.float32
+        self.chunk_frames = chunk_frames
+
+    def check_inputs(self, batch: torch.Tensor, lengths: torch.Tensor) -> None:
+        want = (N_FRAMES, IMAGE_SIZE, IMAGE_SIZE, 3)
+        if batch.dtype != torch.uint8 or batch.ndim != 5 or tuple(batch.shape[1:]) != want:
+            raise ValueError(f"cavp.encode: batch must be uint8 (B, {', '.join(map(str, want))}), got {batch.dtype} {tuple(batch.shape)}")
+        if lengths.shape != (batch.shape[0],):
+            raise ValueError(f"cavp.encode: lengths must have shape ({batch.shape[0]},), got {tuple(lengths.shape)}")
+        if bool((lengths < 0).any()) or bool((lengths > N_FRAMES).any()):
+            raise ValueError(f"cavp.encode: lengths must lie in [0, {N_FRAMES}], got {lengths.tolist()}")
+
+    def encode(self, batch: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Padded frames are encoded like the reference does (zeros in); ``lengths`` is only validated."""
+        self.check_inputs(batch, lengths)
+        outs = []
+        with torch.inference_mode():
+            for t0 in range(0, batch.shape[1], self.chunk_frames):  # the reference encodes chunks independently
+                chunk = batch[:, t0 : t0 + self.chunk_frames].to(self.device)  # (B, t, H, W, 3) uint8
+                x = chunk.permute(0, 1, 4, 2, 3).to(self.dtype) / 255.0  # (B, t, 3, H, W) in [0, 1]
+                outs.append(self.model(x).float().cpu())  # (B, t, D)
+        return torch.cat(outs, dim=1)  # (B, 40, D)
+
+
+def build(params: dict, device: str = "cpu") -> CAVPEncoder:
+    """params: ``model`` full|tiny; ``checkpoint`` (+ ``filename``, ``revision``) for full; ``seed`` for tiny;
+    ``half`` (CUDA only); ``chunk_frames`` (default 40)."""
+    kind = params.get("model", "full")
+    half = bool(params.get("half", False))
+    chunk_frames = int(params.get("chunk_frames", N_FRAMES))
+    if half and not str(device).startswith("cuda"):
+        raise ValueError(f"cavp params: half=True needs a CUDA device, got device {device!r}; set half: false")
+    if chunk_frames < 1:
+        raise ValueError(f"cavp params: chunk_frames must be >= 1, got {chunk_frames}")
+    if kind == "tiny":
+        cfg = CAVPConfig.tiny()
+        seed = int(params.get("seed", 0))
+        model = init_tiny_weights_(CAVPVideoEncoder(cfg), seed)
+        identity = {"tiny_seed": seed}
+    elif kind == "full":
+        cfg = CAVPConfig.full()
+        path, identity = resolve_checkpoint(params)
+        with torch.device("meta"):
+            model = CAVPVideoEncoder(cfg)
+        model = model.to_empty(device="cpu")
+        load_into(model, load_cavp_state_dict(path))
+    else:
+        raise ValueError(f"cavp params: model must be 'full' or 'tiny', got {kind!r}")
+    model = freeze(model).to(device)
+    if half:
+        model = model.half()
+    info = EncoderInfo(
+        name="cavp",
+        input_kind="frames",
+        output_shape=(N_FRAMES, cfg.proj_dim),
+        config=asdict(cfg),
+        checkpoint=identity,
+    )
+    log.info("cavp: built %s model (D=%d) on %s%s", kind, cfg.proj_dim, device, " fp16" if half else "")
+    return CAVPEncoder(model, info, device=device, half=half, chunk_frames=chunk_frames)
