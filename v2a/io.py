@@ -73,8 +73,8 @@ class LockedError(RuntimeError):
 
 
 @contextlib.contextmanager
-def exclusive_lock(path: str | os.PathLike, what: str = "this output") -> Iterator[None]:
-    """Hold an exclusive, non-blocking ``flock`` on ``path`` or refuse with a clear message.
+def exclusive_lock(path: str | os.PathLike, what: str = "this output", *, wait: bool = False) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``path``; refuse with a clear message if taken (or wait, with ``wait``).
 
     The lock dies with its process (SIGKILL included), so a killed run never leaves a stale lock.
     """
@@ -83,7 +83,7 @@ def exclusive_lock(path: str | os.PathLike, what: str = "this output") -> Iterat
     fh = open(path, "a+")
     try:
         try:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         except BlockingIOError:
             fh.seek(0)
             holder = fh.read().strip() or "unknown"

@@ -1,0 +1,64 @@
+# MFM-Mapper. Set-up is two commands: `make demo` and `make test` (each creates .venv when needed).
+# The paper's full run: `make extract`, `make train`, `make generate` (paths and params in stages.yaml).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+V2A := $(VENV)/bin/v2a
+CONFIG ?= -c stages.yaml
+DEMO := -c stages.yaml -c configs/demo.yaml
+WORKERS ?= 1
+
+.PHONY: help install demo test extract train generate evaluate stage status bench clean-demo
+
+help:
+	@echo "make demo      tiny models on synthetic clips, end to end (writes demo/)"
+	@echo "make test      the test suite (offline, CPU)"
+	@echo "make extract   frames + CAVP + TimeChat + AudioMAE features into the cache (stages.yaml)"
+	@echo "make train     train the GPT-2 mapper on the cache"
+	@echo "make generate  generate audio + videos for the test split"
+	@echo "make stage STAGE=timechat [FORCE=1]   rerun one stage"
+	@echo "make status    which stages are fresh or stale, and why"
+	@echo "make bench     benchmarks (prints figures and ratios)"
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# torch first and pinned: the CPU wheel on disk, never a multi-GB CUDA download
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+install: $(VENV)/.installed
+
+demo/videos/labels.csv: | $(VENV)/.installed
+	$(V2A) demo-data demo/videos --n 12 --seed 0
+
+demo: install demo/videos/labels.csv
+	$(V2A) $(DEMO) run extract --workers 2
+	$(V2A) $(DEMO) status
+
+test: install
+	$(PY) -m pytest tests
+
+extract: install
+	$(V2A) $(CONFIG) run extract --workers $(WORKERS)
+
+train: install
+	$(V2A) $(CONFIG) run train
+
+generate: install
+	$(V2A) $(CONFIG) run generate
+
+stage: install
+	@test -n "$(STAGE)" || (echo "usage: make stage STAGE=<name> [FORCE=1]"; exit 2)
+	$(V2A) $(CONFIG) stage $(STAGE) $(if $(FORCE),--force) --workers $(WORKERS)
+
+status: install
+	$(V2A) $(CONFIG) status
+
+bench: install
+	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+clean-demo:
+	rm -rf demo

@@ -1,0 +1,132 @@
+"""The shared body of the encoder stages (``cavp``, ``timechat``, ``audiomae``).
+
+Each reads the frames stage's shards, runs one frozen encoder in batches under ``torch.inference_mode()`` and
+writes its group of the zarr cache, one chunk per shard, then marks the shard done. Finished shards are never
+recomputed on rerun; changing the encoder's params (its fingerprint) discards only that encoder's group.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from pipeline import cache
+from pipeline.framestore import iter_shard, read_plan
+from v2a.io import exclusive_lock
+from v2a.runner import StageContext
+
+log = logging.getLogger(__name__)
+
+
+def pick_device(requested: str | None) -> str:
+    if requested in (None, "", "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if requested.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"device {requested!r} was asked for but CUDA is not available; use device: auto or cpu")
+    return requested
+
+
+def read_record(ctx: StageContext) -> dict | None:
+    path = ctx.cfg.zarr_path
+    if not path.exists():
+        return None
+    root = cache.open_store(path, "r")
+    if ctx.name not in root:
+        return None
+    g = root[ctx.name]
+    done = g["done"][:]
+    rec = {"fingerprint": g.attrs.get("fingerprint"), "components": g.attrs.get("components"),
+           "complete": bool(g.attrs.get("complete", False))}
+    if not rec["complete"]:
+        rec["progress"] = f"{int(done.sum())}/{len(done)} shards done"
+    return rec
+
+
+def _usable(enc_kind: str, meta: dict) -> bool:
+    if enc_kind == "audio":
+        return bool(meta["has_audio"]) and not bool(meta["audio_silent"]) and meta["audio_len"] > 0
+    return True
+
+
+def run_encoder_stage(ctx: StageContext, encoder_module: str) -> None:
+    plan = read_plan(ctx.cfg.frames_dir)
+    n, n_shards, shard_size = plan["n_clips"], plan["n_shards"], plan["shard_size"]
+    fparams = plan["params"]
+    n_frames, n_samples = int(round(fparams["fps"] * fparams["seconds"])), int(round(
+        fparams["sample_rate"] * fparams["seconds"]))
+    device = pick_device(ctx.runtime("device", "auto"))
+    batch_size = int(ctx.runtime("batch_size", 8))
+    dtype = str(ctx.params.get("dtype", "float16"))
+    name = ctx.name
+    lock_dir = ctx.cfg.cache_dir
+    with exclusive_lock(lock_dir / f".lock.{name}.rank{ctx.rank}", what=f"the {name} stage (rank {ctx.rank})"):
+        encoder = importlib.import_module(encoder_module).build(
+            {k: v for k, v in ctx.params.items() if k != "dtype"}, device=device)
+        info = encoder.info
+        with exclusive_lock(lock_dir / f".lock.{name}.setup", what=f"{name} setup", wait=True):
+            root = cache.open_store(ctx.cfg.zarr_path, "a")
+            attrs = {"encoder": info.name, "input_kind": info.input_kind, "config": info.config,
+                     "checkpoint": info.checkpoint, "fps": fparams["fps"], "components": ctx.fingerprint.components,
+                     "params": ctx.params}
+            g, fresh = cache.encoder_group(
+                root, name, fingerprint=ctx.fingerprint.value, n=n, n_shards=n_shards, shard_size=shard_size,
+                out_shape=tuple(info.output_shape), dtype=dtype, attrs=attrs, force=ctx.force and ctx.rank == 0)
+            if info.input_kind == "audio" and "valid" not in g:
+                g.create_array("valid", shape=(n,), dtype=bool, chunks=(shard_size,), fill_value=False)
+        done = g["done"][:]
+        todo = [k for k in range(n_shards) if k % ctx.world_size == ctx.rank and not done[k]]
+        log.info("%s: %d/%d shards done, %d to do here on %s (batch %d)", name, int(done.sum()), n_shards,
+                 len(todo), device, batch_size)
+        want_frames, want_audio = info.input_kind == "frames", info.input_kind == "audio"
+
+        def load(k: int):
+            return list(iter_shard(ctx.cfg.frames_dir, k, want_frames=want_frames, want_audio=want_audio,
+                                   n_frames=n_frames, n_samples=n_samples))
+
+        bar = tqdm(total=len(todo), unit="shard", desc=name, disable=not ctx.progress)
+        with ThreadPoolExecutor(1) as prefetch:  # decode the next shard while this one is encoded
+            nxt = prefetch.submit(load, todo[0]) if todo else None
+            for i, k in enumerate(todo):
+                clips = nxt.result()
+                nxt = prefetch.submit(load, todo[i + 1]) if i + 1 < len(todo) else None
+                _encode_shard(g, k, clips, encoder, shard_size, n, batch_size, dtype)
+                bar.update(1)
+        bar.close()
+        done = g["done"][:]
+        if done.all():
+            g.attrs["complete"] = True
+            log.info("%s: complete (%d clips, dims %s)", name, n, list(info.output_shape))
+        else:
+            log.warning("%s: %d shards still to do (other ranks?)", name, int((~done.astype(bool)).sum()))
+
+
+def _encode_shard(g, k: int, clips, encoder, shard_size: int, n: int, batch_size: int, dtype: str) -> None:
+    start, stop = k * shard_size, min(n, (k + 1) * shard_size)
+    out = np.zeros((stop - start, *g["emb"].shape[1:]), dtype=dtype)  # (rows, *out_shape)
+    kind = encoder.info.input_kind
+    valid = np.zeros(stop - start, dtype=bool)
+    usable = [c for c in clips if _usable(kind, c.meta)]
+    for b in range(0, len(usable), batch_size):
+        batch = usable[b: b + batch_size]
+        if kind == "frames":
+            x = torch.from_numpy(np.stack([c.frames for c in batch]))  # (B, 40, 224, 224, 3) uint8
+            lengths = torch.tensor([c.meta["n_frames"] for c in batch])
+        else:
+            x = torch.from_numpy(np.stack([c.audio for c in batch]))  # (B, 160000) float32
+            lengths = torch.tensor([c.meta["audio_len"] for c in batch])
+        y = encoder.encode(x, lengths).float().numpy()  # (B, *out_shape)
+        if not np.isfinite(y).all():
+            raise RuntimeError(f"{encoder.info.name}: non-finite features in shard {k} (clips "
+                               f"{[c.id for c in batch]}); check the weights and the half-precision setting")
+        for c, row in zip(batch, y):
+            out[c.index - start] = row
+            valid[c.index - start] = True
+    g["emb"][start:stop] = out
+    if "valid" in g:
+        g["valid"][start:stop] = valid
+    g["done"][k] = 1  # last: the shard is complete

@@ -1,0 +1,143 @@
+"""Storage of decoded clips (the frames stage's output) and its reader for the encoder stages.
+
+Layout of ``cache/frames/``::
+
+    plan.json               every input clip in index order: id, source, label, split (rows of the cache)
+    shard-000003.tar        webdataset tar: per clip  <id>.frames.mkv|npy, <id>.audio.flac, <id>.json
+    shard-000003.json       the shard's manifest (per-clip metadata and rejects); written last = shard complete
+    rejects.csv             id,stage,reason of every rejected clip (written when all shards are complete)
+    _stage.json             the stage record (fingerprint), written last of all
+
+Frames are kept as a small 4 FPS video (H.264, 4:4:4, constant quality) so that 200,000 clips stay in the tens
+of GB; ``codec: raw`` keeps them as lossless uint8 ``.npy`` instead. Audio is 16-bit FLAC (lossless for
+16-bit sources, about 4x smaller than float32).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+import numpy as np
+import soundfile as sf
+
+SHARD_FMT = "shard-{:06d}"
+
+
+def shard_name(k: int) -> str:
+    return SHARD_FMT.format(k)
+
+
+# --------------------------------------------------------------------------------------------- frames codec
+def encode_frames(frames: np.ndarray, *, codec: str = "h264", crf: int = 14, fps: int = 4) -> tuple[bytes, str]:
+    """Encode (n, H, W, 3) uint8 RGB frames; returns (bytes, file extension). Deterministic for fixed inputs."""
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+        raise ValueError(f"frames must be (n, H, W, 3) uint8, got {frames.shape} {frames.dtype}")
+    if codec == "raw" or len(frames) == 0:
+        buf = io.BytesIO()
+        np.save(buf, frames, allow_pickle=False)
+        return buf.getvalue(), "npy"
+    if codec != "h264":
+        raise ValueError(f"frames codec must be 'h264' or 'raw', got {codec!r}")
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="matroska", options={"fflags": "+bitexact"}) as out:
+        st = out.add_stream("libx264", rate=fps)
+        st.width, st.height = frames.shape[2], frames.shape[1]
+        st.pix_fmt = "yuv444p"
+        # threads=1: x264's output must not depend on the machine; clips are parallel across workers anyway.
+        st.codec_context.options = {"crf": str(crf), "preset": "medium", "threads": "1"}
+        st.codec_context.flags |= av.codec.context.Flags.bitexact if hasattr(av.codec.context, "Flags") else 0
+        for i, arr in enumerate(frames):
+            vf = av.VideoFrame.from_ndarray(arr, format="rgb24")
+            vf.pts = i
+            for pkt in st.encode(vf):
+                out.mux(pkt)
+        for pkt in st.encode(None):
+            out.mux(pkt)
+    return buf.getvalue(), "mkv"
+
+
+def decode_frames(data: bytes, ext: str) -> np.ndarray:
+    """Inverse of :func:`encode_frames`: (n, H, W, 3) uint8."""
+    if ext == "npy":
+        return np.load(io.BytesIO(data), allow_pickle=False)
+    with av.open(io.BytesIO(data)) as c:
+        frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    return np.stack(frames) if frames else np.zeros((0, 0, 0, 3), np.uint8)
+
+
+def encode_audio(audio: np.ndarray, sample_rate: int) -> bytes:
+    buf = io.BytesIO()
+    sf.write(buf, np.clip(audio, -1.0, 1.0), sample_rate, format="FLAC", subtype="PCM_16")
+    return buf.getvalue()
+
+
+def decode_audio(data: bytes) -> tuple[np.ndarray, int]:
+    audio, sr = sf.read(io.BytesIO(data), dtype="float32", always_2d=False)
+    return audio, sr
+
+
+# --------------------------------------------------------------------------------------------- reading
+@dataclass
+class ClipRecord:
+    """One clip as the encoder stages see it (padded to the full 10 s)."""
+
+    index: int  # global row in the cache
+    id: str
+    meta: dict  # label, split, has_audio, audio_silent, n_frames, audio_len, duration, native_fps, source
+    frames: np.ndarray | None = None  # (40, 224, 224, 3) uint8, zeros after n_frames
+    audio: np.ndarray | None = None  # (160000,) float32, zeros after audio_len
+
+
+def read_manifest(frames_dir: Path, k: int) -> dict | None:
+    p = Path(frames_dir) / f"{shard_name(k)}.json"
+    if not p.exists():
+        return None
+    with open(p, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def read_plan(frames_dir: Path) -> dict:
+    p = Path(frames_dir) / "plan.json"
+    if not p.exists():
+        raise RuntimeError(f"{frames_dir} has no plan.json: run the frames stage first (`v2a stage frames`)")
+    with open(p, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def iter_shard(frames_dir: Path, k: int, *, want_frames: bool = True, want_audio: bool = True,
+               n_frames: int = 40, n_samples: int = 160_000):
+    """Yield a :class:`ClipRecord` for every clip of shard ``k`` that was not rejected, in row order."""
+    frames_dir = Path(frames_dir)
+    manifest = read_manifest(frames_dir, k)
+    if manifest is None:
+        raise RuntimeError(f"shard {k} of {frames_dir} is not complete: rerun the frames stage")
+    members: dict[str, bytes] = {}
+    with tarfile.open(frames_dir / f"{shard_name(k)}.tar") as tar:
+        for m in tar:
+            if not m.isfile():
+                continue
+            key, _, ext = m.name.partition(".")
+            wanted = (ext.startswith("frames") and want_frames) or (ext.startswith("audio") and want_audio)
+            if wanted:
+                members[m.name] = tar.extractfile(m).read()
+    for rec in manifest["clips"]:
+        if rec["status"]:
+            continue
+        cid = rec["id"]
+        frames = audio = None
+        if want_frames:
+            ext = rec["frames_ext"]
+            got = decode_frames(members[f"{cid}.frames.{ext}"], ext)
+            frames = np.zeros((n_frames, *got.shape[1:]) if got.size else (n_frames, 224, 224, 3), np.uint8)
+            frames[: len(got)] = got[:n_frames]
+        if want_audio:
+            audio = np.zeros(n_samples, np.float32)
+            if rec.get("audio_len", 0) > 0:
+                got, _ = decode_audio(members[f"{cid}.audio.flac"])
+                audio[: len(got)] = got[:n_samples]
+        yield ClipRecord(index=rec["index"], id=cid, meta=rec, frames=frames, audio=audio)

@@ -1,0 +1,125 @@
+"""The ``v2a`` command line: one entry point for every stage (logging is configured here, once)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from v2a.config import load_config
+from v2a.runner import Runner
+
+app = typer.Typer(
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+    no_args_is_help=True,
+    help="MFM-Mapper video-to-audio: extract features, train the GPT-2 mapper, generate sound for videos.\n\n"
+         "Every path and parameter comes from stages.yaml (overlay more files with -c, e.g. -c configs/demo.yaml).",
+)
+log = logging.getLogger("v2a")
+
+
+class State:
+    config_files: list[str] = ["stages.yaml"]
+    overrides: list[str] = []
+    progress: bool = True
+
+
+STATE = State()
+
+
+def _setup_logging(verbose: int, quiet: bool) -> None:
+    level = logging.WARNING if quiet else (logging.DEBUG if verbose > 0 else logging.INFO)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s", datefmt="%H:%M:%S",
+                        stream=sys.stderr, force=True)
+    for noisy in ("httpx", "urllib3", "huggingface_hub", "numcodecs", "diffusers", "transformers"):
+        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+
+
+@app.callback()
+def main(
+    config: List[str] = typer.Option(["stages.yaml"], "--config", "-c", help="Config files, merged in order."),
+    set_: List[str] = typer.Option([], "--set", help="Override one value: stages.cavp.runtime.batch_size=16"),
+    verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="More logging."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Warnings and errors only."),
+    no_progress: bool = typer.Option(False, "--no-progress", help="Hide progress bars."),
+) -> None:
+    _setup_logging(verbose, quiet)
+    STATE.config_files = list(config)
+    STATE.overrides = list(set_)
+    STATE.progress = not no_progress
+
+
+def _runner() -> Runner:
+    try:
+        return Runner(load_config(STATE.config_files, STATE.overrides))
+    except (FileNotFoundError, ValueError) as e:
+        raise typer.BadParameter(str(e)) from e
+
+
+def _fail(e: Exception) -> None:
+    log.error("%s", e)
+    raise typer.Exit(1)
+
+
+@app.command()
+def status() -> None:
+    """Print every stage as fresh or stale, and why."""
+    r = _runner()
+    for name in r.cfg.order():
+        try:
+            fresh, reasons = r.status(name)
+        except (RuntimeError, FileNotFoundError, ValueError) as e:
+            fresh, reasons = False, [f"cannot tell: {e}"]
+        state = "fresh" if fresh else "stale"
+        typer.echo(f"{name:<10} {state:<6} {r.fingerprint(name).value}  {'' if fresh else '; '.join(reasons)}")
+
+
+@app.command("run")
+def run_targets(
+    targets: List[str] = typer.Argument(..., help="Stages or groups (extract, train, generate, evaluate)."),
+    force: bool = typer.Option(False, "--force", help="Rerun the named stages even when fresh."),
+    workers: int = typer.Option(1, "--workers", "-w", help="Local worker processes (frames stage)."),
+) -> None:
+    """Run the targets and every stale stage upstream of them, in order; fresh stages are skipped."""
+    r = _runner()
+    try:
+        ran = r.run(targets, force=force, workers=workers, progress=STATE.progress)
+    except (RuntimeError, ValueError, FileNotFoundError) as e:
+        _fail(e)
+    typer.echo(f"ran: {', '.join(ran) if ran else 'nothing (all up to date)'}")
+
+
+@app.command()
+def stage(
+    name: str = typer.Argument(..., help="Stage name, e.g. frames, cavp, timechat, audiomae, train, generate."),
+    force: bool = typer.Option(False, "--force", help="Rerun even when fresh (discards its previous output)."),
+    workers: int = typer.Option(1, "--workers", "-w", help="Local worker processes (frames stage)."),
+) -> None:
+    """Run one stage alone (its upstream stages must be fresh). RANK/WORLD_SIZE split the work across machines."""
+    r = _runner()
+    try:
+        ran = r.run([name], force=force, only=True, workers=workers, progress=STATE.progress)
+    except (RuntimeError, ValueError, FileNotFoundError) as e:
+        _fail(e)
+    typer.echo(f"ran: {', '.join(ran) if ran else f'nothing ({name} is up to date; --force reruns it)'}")
+
+
+@app.command("demo-data")
+def demo_data(
+    out: Path = typer.Argument(Path("data/demo"), help="Folder for the synthetic clips and labels.csv."),
+    n: int = typer.Option(12, "--n", help="Number of clips."),
+    seed: int = typer.Option(0, "--seed", help="Random seed."),
+) -> None:
+    """Write N short synthetic clips with matched sound (a flashing shape + a click) and a VGGSound-style CSV."""
+    from pipeline.demo_data import make_demo_clips
+
+    specs = make_demo_clips(out, n=n, seed=seed)
+    typer.echo(f"wrote {len(specs)} clips to {out}")
+
+
+if __name__ == "__main__":
+    app()

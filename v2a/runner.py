@@ -1,0 +1,216 @@
+"""The stage runner: decides which stages are stale, runs them in order, records what they produced.
+
+A stage is *fresh* when the fingerprint recorded with its output equals the fingerprint computed now from
+  - its own ``params`` (not its ``runtime`` options: workers, batch size, device),
+  - its code version (the content of the files listed under ``code`` in stages.yaml),
+  - the identity of every checkpoint it loads (local file: path/size/mtime; hub id: the id itself),
+  - its inputs: raw input files for the frames stage, the *current* fingerprints of its upstream stages.
+Changing one encoder's params therefore makes that encoder and what reads it (train, generate) stale,
+and nothing else.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from v2a.config import Config, StageSpec
+from v2a.io import file_identity, sha256_bytes, sha256_json
+
+log = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def code_hash(files: list[str]) -> str:
+    """Hash of the content of the given source files (relative to the repository root)."""
+    parts = []
+    for rel in sorted(files):
+        p = REPO_ROOT / rel
+        if not p.exists():
+            raise FileNotFoundError(f"stages.yaml lists code file {rel}, which does not exist under {REPO_ROOT}")
+        parts.append((rel, sha256_bytes(p.read_bytes())))
+    return sha256_json(parts)
+
+
+def path_identity(p: Path) -> Any:
+    """Identity of a raw input: a file's path/size/mtime, or the sorted listing of a folder's files."""
+    if p.is_file():
+        return file_identity(p)
+    if p.is_dir():
+        entries = []
+        for f in sorted(p.rglob("*")):
+            if f.is_file() and not f.name.startswith("."):
+                st = f.stat()
+                entries.append((str(f.relative_to(p)), st.st_size, st.st_mtime_ns))
+        return {"dir": str(p.resolve()), "listing": sha256_json(entries), "files": len(entries)}
+    return {"missing": str(p)}
+
+
+def checkpoint_identity(spec: StageSpec, cfg: Config) -> dict:
+    """Identity of the weights a stage loads: files by path/size/mtime, hub ids by name, tiny by seed."""
+    out: dict[str, Any] = {}
+    params = spec.params
+    if params.get("model") == "tiny":
+        return {"tiny_seed": params.get("seed", 0)}
+    for key in spec.checkpoints:
+        value = params.get(key)
+        if value in (None, ""):
+            out[key] = None
+            continue
+        p = Path(str(value)).expanduser()
+        p = p if p.is_absolute() else cfg.root / p
+        out[key] = file_identity(p) if p.is_file() else (path_identity(p) if p.is_dir() else {"hub": str(value)})
+    return out
+
+
+@dataclass
+class Fingerprint:
+    components: dict[str, Any]
+
+    @property
+    def value(self) -> str:
+        return sha256_json(self.components)[:16]
+
+    def diff(self, recorded: dict | None) -> list[str]:
+        """Why a recorded fingerprint differs from this one, in words a user can act on."""
+        if not recorded:
+            return ["never run"]
+        old = recorded.get("components") or {}
+        reasons = []
+        for key, label in (("params", "params changed"), ("code", "code changed"),
+                           ("checkpoint", "checkpoint changed")):
+            if old.get(key) != self.components.get(key):
+                reasons.append(label)
+        old_in, new_in = old.get("inputs") or {}, self.components.get("inputs") or {}
+        for name in sorted(set(old_in) | set(new_in)):
+            if old_in.get(name) != new_in.get(name):
+                reasons.append(f"input {name} changed")
+        if not reasons and recorded.get("fingerprint") != self.value:
+            reasons.append("fingerprint changed")
+        return reasons
+
+
+@dataclass
+class StageContext:
+    cfg: Config
+    spec: StageSpec
+    fingerprint: Fingerprint
+    force: bool = False
+    rank: int = 0
+    world_size: int = 1
+    workers: int = 1
+    progress: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return self.spec.params
+
+    def runtime(self, key: str, default: Any = None) -> Any:
+        return self.spec.runtime.get(key, default)
+
+    def record(self, **extra: Any) -> dict:
+        """The record a stage writes with its output when it completes."""
+        return {
+            "stage": self.name,
+            "fingerprint": self.fingerprint.value,
+            "components": self.fingerprint.components,
+            "complete": True,
+            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            **extra,
+        }
+
+
+def stage_module(spec: StageSpec):
+    try:
+        return importlib.import_module(spec.module)
+    except ImportError as e:
+        raise RuntimeError(f"stage {spec.name}: cannot import its module {spec.module}: {e}") from e
+
+
+class Runner:
+    def __init__(self, cfg: Config):
+        self.cfg = cfg
+        self._fp: dict[str, Fingerprint] = {}
+
+    def fingerprint(self, name: str) -> Fingerprint:
+        if name in self._fp:
+            return self._fp[name]
+        spec = self.cfg.stage(name)
+        inputs: dict[str, Any] = {}
+        for raw in spec.inputs:
+            p = self.cfg.optional_path(raw)
+            inputs[raw] = None if p is None else path_identity(p)
+        for up in spec.needs:
+            inputs[up] = self.fingerprint(up).value
+        code = list(spec.code)
+        comps = {
+            "params": sha256_json(spec.params),
+            "code": code_hash(code) if code else None,
+            "checkpoint": sha256_json(checkpoint_identity(spec, self.cfg)),
+            "inputs": inputs,
+        }
+        fp = Fingerprint(comps)
+        self._fp[name] = fp
+        return fp
+
+    def context(self, name: str, **kw: Any) -> StageContext:
+        rank = int(os.environ.get("RANK", os.environ.get("SLURM_ARRAY_TASK_ID", 0)))
+        world = int(os.environ.get("WORLD_SIZE", os.environ.get("SLURM_ARRAY_TASK_COUNT", 1)))
+        kw.setdefault("rank", rank)
+        kw.setdefault("world_size", world)
+        return StageContext(cfg=self.cfg, spec=self.cfg.stage(name), fingerprint=self.fingerprint(name), **kw)
+
+    def recorded(self, name: str) -> dict | None:
+        ctx = self.context(name)
+        mod = stage_module(ctx.spec)
+        return mod.read_record(ctx)
+
+    def status(self, name: str) -> tuple[bool, list[str]]:
+        rec = self.recorded(name)
+        if rec and not rec.get("complete", False):
+            reasons = [rec.get("progress") or "incomplete"]
+            fp = self.fingerprint(name)
+            if rec.get("fingerprint") not in (None, fp.value):
+                reasons = fp.diff(rec) + reasons
+            return False, reasons
+        reasons = self.fingerprint(name).diff(rec)
+        return not reasons, reasons
+
+    def run(self, names: list[str], *, force: bool = False, only: bool = False, **kw: Any) -> list[str]:
+        """Run the named stages/targets (and their stale upstream stages unless ``only``); returns those run."""
+        order = [n for n in names] if only else self.cfg.closure(names)
+        ran = []
+        for name in order:
+            fresh, reasons = self.status(name)
+            forced = force and (only or name in names)
+            if fresh and not forced:
+                log.info("stage %-9s up to date (%s)", name, self.fingerprint(name).value)
+                continue
+            for up in self.cfg.stage(name).needs:
+                up_fresh, up_reasons = self.status(up)
+                if not up_fresh:
+                    raise RuntimeError(
+                        f"stage {name} needs {up}, which is stale ({'; '.join(up_reasons)}): "
+                        f"run `v2a stage {up}` (or `v2a run {name}`) first"
+                    )
+            why = "forced" if forced else ", ".join(reasons)
+            log.info("stage %-9s running (%s)", name, why)
+            ctx = self.context(name, force=forced, **kw)
+            t0 = time.time()
+            stage_module(ctx.spec).run(ctx)
+            log.info("stage %-9s finished in %.1f s", name, time.time() - t0)
+            ran.append(name)
+            # Downstream fingerprints depend on this stage's; recompute lazily.
+            self._fp.clear()
+        return ran
