@@ -131,7 +131,8 @@ def test_chunks_are_encoded_independently():
     x = clips(1)
     whole = build({"model": "tiny", "chunk_frames": 40}).encode(x, torch.tensor([40]))
     chunked = build({"model": "tiny", "chunk_frames": 20}).encode(x, torch.tensor([40]))
-    second_alone = build({"model": "tiny", "chunk_frames": 40}).model(x[:, 20:].permute(0, 1, 4, 2, 3) / 255.0)
+    model = build({"model": "tiny", "chunk_frames": 40}).model
+    second_alone = model(x[:, 20:].permute(0, 1, 4, 2, 3) / 255.0)  # (1, 20, 3, 224, 224) -> (1, 20, D)
     torch.testing.assert_close(chunked[:, 20:], second_alone.detach())
     assert not torch.allclose(whole[:, 19:21], chunked[:, 19:21])  # the chunk border cuts temporal mixing
 

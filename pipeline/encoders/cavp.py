@@ -223,13 +223,18 @@ def resolve_checkpoint(params: dict) -> tuple[Path, dict]:
 
     ckpt = params.get("checkpoint")
     if not ckpt:
-        raise ValueError("cavp params: model 'full' needs 'checkpoint' (a local file or a hub id such as SimianLuo/Diff-Foley)")
+        raise ValueError(
+            "cavp params: model 'full' needs 'checkpoint' (a local file or a hub id such as SimianLuo/Diff-Foley)"
+        )
     local = Path(str(ckpt)).expanduser()
     if local.is_file():
         return local, file_identity(local)
-    looks_like_path = str(ckpt).startswith(("/", ".", "~")) or local.suffix in (".ckpt", ".pt", ".pth", ".safetensors")
+    suffixes = (".ckpt", ".pt", ".pth", ".safetensors")
+    looks_like_path = str(ckpt).startswith(("/", ".", "~")) or local.suffix in suffixes
     if looks_like_path or str(ckpt).count("/") != 1:
-        raise FileNotFoundError(f"cavp params: checkpoint {str(ckpt)!r} is not an existing file nor a hub id 'owner/name'")
+        raise FileNotFoundError(
+            f"cavp params: checkpoint {str(ckpt)!r} is neither an existing file nor a hub id 'owner/name'"
+        )
     from huggingface_hub import hf_hub_download
 
     filename = params.get("filename", HUB_FILENAME)
@@ -242,7 +247,9 @@ def resolve_checkpoint(params: dict) -> tuple[Path, dict]:
 class CAVPEncoder:
     """FrozenEncoder for the cache stage: uint8 frames (B, 40, 224, 224, 3) -> (B, 40, D) float32 on CPU."""
 
-    def __init__(self, model: CAVPVideoEncoder, info: EncoderInfo, *, device: str, half: bool, chunk_frames: int) -> None:
+    def __init__(
+        self, model: CAVPVideoEncoder, info: EncoderInfo, *, device: str, half: bool, chunk_frames: int
+    ) -> None:
         self.model = model
         self.info = info
         self.device = torch.device(device)
@@ -252,9 +259,14 @@ class CAVPEncoder:
     def check_inputs(self, batch: torch.Tensor, lengths: torch.Tensor) -> None:
         want = (N_FRAMES, IMAGE_SIZE, IMAGE_SIZE, 3)
         if batch.dtype != torch.uint8 or batch.ndim != 5 or tuple(batch.shape[1:]) != want:
-            raise ValueError(f"cavp.encode: batch must be uint8 (B, {', '.join(map(str, want))}), got {batch.dtype} {tuple(batch.shape)}")
+            raise ValueError(
+                f"cavp.encode: batch must be uint8 (B, {', '.join(map(str, want))}), "
+                f"got {batch.dtype} {tuple(batch.shape)}"
+            )
         if lengths.shape != (batch.shape[0],):
-            raise ValueError(f"cavp.encode: lengths must have shape ({batch.shape[0]},), got {tuple(lengths.shape)}")
+            raise ValueError(
+                f"cavp.encode: lengths must have shape ({batch.shape[0]},), got {tuple(lengths.shape)}"
+            )
         if bool((lengths < 0).any()) or bool((lengths > N_FRAMES).any()):
             raise ValueError(f"cavp.encode: lengths must lie in [0, {N_FRAMES}], got {lengths.tolist()}")
 
