@@ -1,0 +1,393 @@
+"""Decode one clip into the frames stage's fixed-size arrays: 40 RGB frames at 4 FPS (224x224) and 10 s of 16 kHz audio.
+
+Rules (docs/CONTRACTS.md, reference/MODELS.md section 1):
+
+- **Timestamp rule.** Frame i is the frame *displayed* at t_i = i / fps seconds: the last decoded frame whose
+  presentation time (pts relative to the video stream's ``start_time``; the first frame's pts when the stream has
+  none) is <= t_i. A target before the first frame takes the first frame. Only targets t_i < min(duration, seconds)
+  are filled (``n_frames``); the rest stay zero. ``duration`` of the decoded part is last pts + frame duration.
+- **Resize.** Kept frames only are converted: YUV -> RGB24 at native size (swscale's default conversion, what
+  ``frame.to_image()`` gives), then a bilinear swscale resize straight to ``size`` x ``size`` (no crop, no aspect
+  preservation). swscale's bilinear widens its kernel when shrinking, like PIL's ``Image.resize(BILINEAR)`` that
+  torchvision's ``Resize`` uses on PIL images: on a textured 640x360 clip the mean absolute difference to
+  ``to_image().resize((224, 224), BILINEAR)`` is ~0.3 grey levels. ``resize="direct"`` does one YUV->RGB+scale
+  call instead (faster, ~2.5 levels off the PIL reference because chroma is scaled separately).
+- **Audio.** The first audio stream is decoded and resampled (swresample, ``ACCURATE_RND`` not needed for float)
+  to mono float32 at ``sample_rate``; the first ``seconds`` of the *audio stream itself* are kept (its first decoded
+  sample is sample 0, as ``ffmpeg -i clip -ac 1 -ar 16000 a.wav`` would give). The offset of the audio stream's
+  start relative to the video stream's start is reported as ``audio_offset`` (seconds) and not applied, unless
+  ``align_audio=True``: then sample 0 is at video time 0 (a late audio start is zero-padded, an early one cut).
+- Decoding stops once every target frame is known and ``seconds`` of audio are in hand.
+- Determinism: packets are decoded once in order; the same file gives the same bytes every time on one machine
+  (swscale's SIMD paths may differ by a grey level across CPU types).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import math
+import os
+from dataclasses import dataclass, field
+from typing import BinaryIO
+
+import av
+import numpy as np
+from av.video.reformatter import Interpolation, VideoReformatter
+
+log = logging.getLogger(__name__)
+
+_MAGIC = (  # container signatures: such a file that fails to open or ends early is "truncated"
+    (4, b"ftyp"), (0, b"\x1a\x45\xdf\xa3"), (0, b"RIFF"), (0, b"\x00\x00\x01\xba"), (0, b"\x00\x00\x01\xb3"),
+    (0, b"FLV"), (0, b"OggS"), (0, b"\x30\x26\xb2\x75"), (4, b"moov"), (4, b"mdat"), (4, b"free"), (4, b"wide"),
+)
+
+
+class MediaError(Exception):
+    """A clip that cannot be used; ``reason`` is short and machine-usable (``truncated``, ``decode_error: ...``)."""
+
+    def __init__(self, reason: str, detail: str = ""):
+        super().__init__(reason if not detail else f"{reason} ({detail})")
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass
+class DecodedClip:
+    frames: np.ndarray  # (n_target, size, size, 3) uint8 RGB, zero after n_frames
+    n_frames: int
+    audio: np.ndarray  # (seconds * sample_rate,) float32 in [-1, 1], zero after audio_len
+    audio_len: int
+    has_audio: bool
+    audio_silent: bool  # peak below silence_dbfs (True when there is no audio)
+    duration: float  # seconds of video (container/stream metadata when decoding stopped early)
+    native_fps: float
+    width: int
+    height: int
+    video_codec: str
+    container: str
+    audio_offset: float = 0.0  # audio stream start minus video stream start, seconds
+    audio_peak_dbfs: float = -math.inf
+    frame_times: list[float] = field(default_factory=list)  # pts time of the source frame kept for each target
+    decode_errors: int = 0  # corrupt packets skipped
+
+
+@dataclass
+class ProbeInfo:
+    container: str
+    duration: float  # seconds, 0.0 when unknown
+    has_video: bool
+    has_audio: bool
+    width: int = 0
+    height: int = 0
+    native_fps: float = 0.0
+    video_codec: str = ""
+    audio_codec: str = ""
+    audio_sample_rate: int = 0
+    audio_channels: int = 0
+
+
+Source = str | os.PathLike | BinaryIO | bytes
+
+
+def _check_nonempty(src: Source) -> Source:
+    if isinstance(src, (bytes, bytearray)):
+        src = io.BytesIO(bytes(src))
+    if isinstance(src, (str, os.PathLike)):
+        if not os.path.exists(src):
+            raise FileNotFoundError(f"video {src} does not exist")
+        if os.path.getsize(src) == 0:
+            raise MediaError("empty_file")
+        return src
+    pos = src.tell()
+    empty = src.read(1) == b""
+    src.seek(pos)
+    if empty:
+        raise MediaError("empty_file")
+    return src
+
+
+def _head(src: Source, n: int = 16) -> bytes:
+    if isinstance(src, (str, os.PathLike)):
+        with open(src, "rb") as f:
+            return f.read(n)
+    pos = src.tell()
+    data = src.read(n)
+    src.seek(pos)
+    return data
+
+
+def _looks_like_container(head: bytes) -> bool:
+    if head[:1] == b"\x47":  # MPEG-TS sync byte
+        return True
+    return any(head[o:o + len(m)] == m for o, m in _MAGIC)
+
+
+def _open(src: Source) -> av.container.InputContainer:
+    src = _check_nonempty(src)
+    try:
+        return av.open(src, mode="r")
+    except av.FFmpegError as e:
+        reason = "truncated" if _looks_like_container(_head(src)) else "not_a_video"
+        raise MediaError(reason, f"{type(e).__name__}: {e}") from None
+
+
+def _stream_duration(stream) -> float:
+    """Seconds of a stream from its own metadata (0.0 when unknown)."""
+    if stream.duration is not None and stream.time_base is not None:
+        return float(stream.duration * stream.time_base)
+    tag = (stream.metadata or {}).get("DURATION") or (stream.metadata or {}).get("duration")
+    if tag:  # matroska writes "HH:MM:SS.nnnnnnnnn" per track
+        try:
+            h, m, s = tag.split(":")
+            return int(h) * 3600 + int(m) * 60 + float(s)
+        except ValueError:
+            pass
+    if stream.frames and stream.average_rate:
+        return float(stream.frames / stream.average_rate)
+    return 0.0
+
+
+def _container_duration(container) -> float:
+    return float(container.duration / av.time_base) if container.duration else 0.0
+
+
+def _fps(stream) -> float:
+    rate = stream.average_rate or stream.base_rate or stream.guessed_rate
+    return float(rate) if rate else 0.0
+
+
+def probe(path: Source) -> ProbeInfo:
+    """Cheap metadata from the container headers (no decoding). Raises ``MediaError`` like ``decode_clip``."""
+    with _open(path) as c:
+        v = c.streams.video[0] if c.streams.video else None
+        a = c.streams.audio[0] if c.streams.audio else None
+        info = ProbeInfo(container=c.format.name, duration=_container_duration(c), has_video=v is not None,
+                         has_audio=a is not None)
+        if v is not None:
+            info.width, info.height = v.codec_context.width, v.codec_context.height
+            info.native_fps, info.video_codec = _fps(v), v.codec_context.name
+            info.duration = _stream_duration(v) or info.duration
+        if a is not None:
+            info.audio_codec = a.codec_context.name
+            info.audio_sample_rate = a.codec_context.sample_rate or 0
+            info.audio_channels = a.codec_context.channels or 0
+        return info
+
+
+class _FramePicker:
+    """Keeps, for each target time, the frame displayed then; converts only those frames."""
+
+    def __init__(self, targets: list[float], size: int, resize: str, threads: int):
+        self.targets = targets
+        self.size = size
+        self.resize = resize
+        self.scale_threads = 1  # small outputs: threading swscale costs more than it gains
+        self.out = np.zeros((len(targets), size, size, 3), np.uint8)  # (T, H, W, 3)
+        self.times = [0.0] * len(targets)
+        self.next = 0  # first target not yet assigned
+        self.prev = None  # (time, frame) of the last decoded frame
+        self._to_rgb = VideoReformatter()
+        self._scale = VideoReformatter()
+
+    @property
+    def done(self) -> bool:
+        return self.next >= len(self.targets)
+
+    def _convert(self, frame) -> np.ndarray:
+        s = self.size
+        if self.resize == "direct":
+            flags = Interpolation.BILINEAR | Interpolation.ACCURATE_RND | Interpolation.FULL_CHR_H_INT
+            return self._to_rgb.reformat(frame, s, s, "rgb24", interpolation=flags,
+                                         threads=self.scale_threads).to_ndarray()
+        rgb = self._to_rgb.reformat(frame, format="rgb24", threads=self.scale_threads)
+        flags = Interpolation.BILINEAR | Interpolation.ACCURATE_RND
+        return self._scale.reformat(rgb, s, s, interpolation=flags, threads=self.scale_threads).to_ndarray()
+
+    def _assign_prev_until(self, limit: float) -> None:
+        """Targets with time < limit are shown the previous frame."""
+        t_prev, f_prev = self.prev
+        first = None
+        while self.next < len(self.targets) and self.targets[self.next] < limit:
+            if first is None:
+                self.out[self.next] = self._convert(f_prev)  # (H, W, 3)
+                first = self.next
+            else:
+                self.out[self.next] = self.out[first]
+            self.times[self.next] = t_prev
+            self.next += 1
+
+    def push(self, t: float, frame) -> None:
+        if self.prev is None:
+            self.prev = (t, frame)
+            return
+        if t <= self.prev[0]:  # non-increasing pts: keep the later frame in decode order for the same instant
+            self.prev = (max(t, self.prev[0]), frame)
+            return
+        self._assign_prev_until(t)
+        self.prev = (t, frame)
+
+    def finish(self, end: float) -> int:
+        """End of video at ``end`` seconds: assign the remaining targets before it; returns n_frames."""
+        if self.prev is not None and not self.done:
+            self._assign_prev_until(end)
+        return self.next
+
+
+def _check_dims(w: int, h: int, *, min_side: int, max_side: int, max_pixels: int) -> None:
+    if w and h and (min(w, h) < min_side or max(w, h) > max_side or w * h > max_pixels):
+        raise MediaError("absurd_dimensions",
+                         f"{w}x{h}; allowed sides {min_side}..{max_side}, at most {max_pixels} pixels")
+
+
+class _AudioCollector:
+    """Decoded audio -> mono float32 at ``rate``; keeps the first ``need`` samples."""
+
+    def __init__(self, stream, rate: int, need: int):
+        self.stream = stream
+        self.need = need
+        # keep the channels and average them ourselves: swresample's float downmix sums stereo at 0.707 (+3 dB),
+        # a plain mean is what librosa/torchaudio mono loading and ffmpeg's s16 downmix give
+        self.resampler = av.AudioResampler(format="fltp", layout=None, rate=rate)
+        self.chunks: list[np.ndarray] = []
+        self.count = 0
+        self.first_time: float | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.count >= self.need
+
+    def _add(self, frames) -> None:
+        for rf in frames:
+            x = rf.to_ndarray()  # (C, n) planar float
+            x = x[0] if x.shape[0] == 1 else x.mean(axis=0, dtype=np.float32)  # (n,)
+            self.chunks.append(x)
+            self.count += x.shape[0]
+
+    def push(self, frame) -> None:
+        if self.first_time is None and frame.time is not None:
+            self.first_time = float(frame.time)
+        self._add(self.resampler.resample(frame))
+
+    def finish(self) -> np.ndarray:
+        self._add(self.resampler.resample(None))
+        return np.concatenate(self.chunks) if self.chunks else np.zeros(0, np.float32)
+
+
+def _decode_packet(packet, errors: list[str]) -> list:
+    try:
+        return packet.decode()
+    except av.error.InvalidDataError as e:  # a corrupt packet: skipped and counted
+        errors.append(f"{type(e).__name__}: {e}")
+        return []
+
+
+def decode_clip(src: Source, *, fps: int = 4, seconds: float = 10.0, size: int = 224, sample_rate: int = 16_000,
+                max_side: int = 8192, min_side: int = 16, max_pixels: int = 40_000_000, threads: int = 0,
+                silence_dbfs: float = -60.0, resize: str = "rgb", align_audio: bool = False,
+                max_decode_errors: int = 8, truncation_tolerance: float = 0.5) -> DecodedClip:
+    """Decode ``src`` (path, file object or bytes) into ``fps * seconds`` frames and ``seconds`` of audio.
+
+    Raises ``MediaError`` with ``reason`` in: ``empty_file``, ``not_a_video``, ``truncated``, ``no_video_stream``,
+    ``zero_frames``, ``absurd_dimensions``, ``decode_error: ...``. See the module docstring for the rules.
+    """
+    if resize not in ("rgb", "direct"):
+        raise ValueError(f"resize must be 'rgb' or 'direct', got {resize!r}")
+    n_target = int(round(fps * seconds))
+    targets = [i / fps for i in range(n_target)]  # t_i = i / fps
+    n_samples = int(round(sample_rate * seconds))
+    with _open(src) as c:
+        # 1. streams and cheap checks
+        if not c.streams.video:
+            raise MediaError("no_video_stream" if c.streams.audio else "not_a_video",
+                             f"container {c.format.name} has no video stream")
+        vs = c.streams.video[0]
+        cc = vs.codec_context
+        _check_dims(cc.width, cc.height, min_side=min_side, max_side=max_side, max_pixels=max_pixels)
+        vs.thread_type = "AUTO"
+        cc.thread_count = threads
+        a_s = c.streams.audio[0] if c.streams.audio else None
+        native_fps = _fps(vs)
+        v_start = float(vs.start_time * vs.time_base) if vs.start_time is not None else None
+        a_start = float(a_s.start_time * a_s.time_base) if a_s is not None and a_s.start_time is not None else None
+
+        # 2. demux once, in order; decode until every target frame and enough audio are known
+        picker = _FramePicker(targets, size, resize, threads)
+        audio = _AudioCollector(a_s, sample_rate, n_samples + int(sample_rate)) if a_s is not None else None
+        errors: list[str] = []
+        last_t, last_dur, n_decoded = None, 0.0, 0
+        streams = [vs] + ([a_s] if a_s is not None else [])
+        try:
+            for packet in c.demux(streams):
+                if packet.stream is vs:
+                    if picker.done:
+                        continue
+                    for frame in _decode_packet(packet, errors):
+                        if n_decoded == 0:
+                            _check_dims(frame.width, frame.height, min_side=min_side, max_side=max_side,
+                                        max_pixels=max_pixels)
+                        n_decoded += 1
+                        if frame.pts is not None:
+                            if v_start is None:
+                                v_start = float(frame.time)
+                            t = float(frame.time) - v_start
+                        else:
+                            t = (last_t + (last_dur or 1 / (native_fps or fps))) if last_t is not None else 0.0
+                        last_dur = float(frame.duration * frame.time_base) if frame.duration and frame.time_base \
+                            else (1 / native_fps if native_fps else 0.0)
+                        last_t = t if last_t is None else max(t, last_t)
+                        picker.push(t, frame)
+                        if picker.done:
+                            break
+                elif audio is not None and not audio.done:
+                    for frame in _decode_packet(packet, errors):
+                        audio.push(frame)
+                if len(errors) > max_decode_errors:
+                    raise MediaError(f"decode_error: {len(errors)} corrupt packets", errors[0])
+                if picker.done and (audio is None or audio.done):
+                    break
+        except av.FFmpegError as e:
+            raise MediaError(f"decode_error: {type(e).__name__}: {e}") from None
+
+        # 3. frames: how many targets lie inside the video, and is the file cut short?
+        if n_decoded == 0:
+            raise MediaError("truncated" if errors else "zero_frames",
+                             f"no video frame decoded ({len(errors)} corrupt packets)")
+        decoded_end = last_t + last_dur
+        meta_dur, tol = _stream_duration(vs), truncation_tolerance
+        if not meta_dur:  # the container's duration also covers the audio: allow more slack
+            meta_dur, tol = _container_duration(c), 2 * truncation_tolerance
+        if picker.done:
+            n_frames, duration = n_target, max(meta_dur, _container_duration(c) if not meta_dur else 0.0,
+                                               decoded_end)
+        else:
+            n_frames = picker.finish(min(decoded_end, seconds))
+            duration = decoded_end
+            if meta_dur and decoded_end < min(meta_dur, seconds) - tol:
+                raise MediaError("truncated", f"video ends at {decoded_end:.2f} s, its header says {meta_dur:.2f} s")
+        if n_frames == 0:
+            raise MediaError("zero_frames", f"video lasts {decoded_end:.3f} s")
+
+        # 4. audio: mono float at sample_rate, first `seconds` of the stream (or aligned to the video start)
+        wave = np.zeros(n_samples, np.float32)
+        audio_len, offset = 0, 0.0
+        if audio is not None:
+            x = audio.finish()
+            if a_start is None:
+                a_start = audio.first_time
+            if a_start is not None and v_start is not None:
+                offset = a_start - v_start
+            if align_audio and x.size:
+                shift = int(round(offset * sample_rate))
+                x = np.concatenate([np.zeros(shift, np.float32), x]) if shift > 0 else x[-shift:]
+            audio_len = min(int(x.size), n_samples)
+            wave[:audio_len] = np.clip(x[:audio_len], -1.0, 1.0)
+        peak = float(np.abs(wave[:audio_len]).max()) if audio_len else 0.0
+        peak_db = 20 * math.log10(peak) if peak > 0 else -math.inf
+
+        return DecodedClip(
+            frames=picker.out, n_frames=n_frames, audio=wave, audio_len=audio_len, has_audio=audio_len > 0,
+            audio_silent=peak_db < silence_dbfs, duration=float(duration), native_fps=native_fps,
+            width=int(cc.width or picker.prev[1].width), height=int(cc.height or picker.prev[1].height),
+            video_codec=cc.name, container=c.format.name, audio_offset=float(offset), audio_peak_dbfs=peak_db,
+            frame_times=picker.times[:n_frames], decode_errors=len(errors))
