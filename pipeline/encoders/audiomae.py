@@ -1,0 +1,420 @@
+"""Pooled AudioMAE target (AudioLDM-2's "LOA"): 16 kHz audio -> (8, 768) per 10.24 s clip.
+
+Facts (docs/../shared/reference/MODELS.md section 4, checked against AudioLDM2's ``audiomae`` code):
+
+1. waveform: mean removed and peak scaled to 0.5 over the real samples, zero-padded to 163,840 samples (10.24 s);
+2. Kaldi fbank (``pipeline/encoders/fbank.py``) after removing the padded waveform's mean: 1022 frames x 128 mel,
+   zero-padded to 1024 frames, then (x + 4.2677393) / (4.5689974 * 2);
+3. ViT-B/16 encoder of the AudioMAE masked autoencoder, no masking: 16x16 patches -> 64 (time) x 8 (freq) = 512
+   tokens in time-major order (Conv2d output (B, C, 64, 8) flattened) + CLS; the feature is the mean of
+   ``norm(x)`` over the outputs of blocks 9, 10, 11 (``contextual_depth = 8``: blocks n > 8);
+4. pooling: drop CLS, (B, C, 64, 8) grid, (AvgPool2d(8) + MaxPool2d(8)) / 2 -> (B, 8, C), token i = 1.28 s.
+
+Parameter names are timm's, so ``state_dict()`` matches the checkpoints key for key
+(``tests/data/audiomae_keys.tsv``); the decoder of the autoencoder is not built and its keys are ignored.
+
+    build(params, device) -> AudioMAEEncoder            # the FrozenEncoder used by the cache stage
+    load_audiomae_state_dict(path, prefix) -> dict       # encoder keys of audioldm2-full.pth or pretrained.pth
+    prepare_waveform / audio_to_fbank / is_silent        # the front end, usable alone
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pipeline.encoders.base import EncoderInfo, freeze, report_load
+from pipeline.encoders.fbank import FbankConfig, fbank
+
+log = logging.getLogger(__name__)
+
+SAMPLE_RATE = 16000
+CLIP_SAMPLES = 160000  # 10 s, docs/CONTRACTS.md
+SEGMENT_SAMPLES = 163840  # 10.24 s = 1024 hops of 160 samples, AudioLDM-2's segment
+TARGET_FRAMES = 1024  # fbank frames fed to the ViT (1022 computed + 2 zero rows)
+FBANK_MEAN = -4.2677393  # AudioMAE's dataset statistics
+FBANK_STD = 4.5689974
+FBANK_CONFIG = FbankConfig(num_mel_bins=128, window="hanning")  # other fields: Kaldi defaults, see fbank.py
+HUB_REPO = "haoheliu/audioldm2-full"
+HUB_FILENAME = "audioldm2-full.pth"
+FULL_PREFIX = "cond_stage_models.0.cond_stage_models.2.audiomae.model."
+DECODER_PREFIXES = ("decoder_", "mask_token")  # the MAE decoder: present in both released files, not needed
+
+
+@dataclass
+class AudioMAEConfig:
+    """Sizes of the ViT encoder and of the token pooling."""
+
+    width: int = 768
+    depth: int = 12
+    num_heads: int = 12
+    mlp_ratio: float = 4.0
+    patch: int = 16
+    input_frames: int = TARGET_FRAMES
+    input_mels: int = 128
+    feature_layers: tuple[int, ...] = (9, 10, 11)  # 0-based blocks whose norm(x) are averaged
+    pool: tuple[int, int] = (8, 8)  # (time, freq) pooling window on the 64 x 8 token grid
+    ln_eps: float = 1e-6
+
+    def __post_init__(self) -> None:
+        self.feature_layers = tuple(int(i) for i in self.feature_layers)
+        self.pool = tuple(int(p) for p in self.pool)
+        if not self.feature_layers or any(not 0 <= i < self.depth for i in self.feature_layers):
+            raise ValueError(f"AudioMAEConfig: feature_layers {self.feature_layers} must name blocks in [0, {self.depth})")
+        if self.width % self.num_heads:
+            raise ValueError(f"AudioMAEConfig: width {self.width} is not divisible by num_heads {self.num_heads}")
+        if self.input_frames % self.patch or self.input_mels % self.patch:
+            raise ValueError(f"AudioMAEConfig: input {self.input_frames}x{self.input_mels} is not a multiple of patch {self.patch}")
+        gt, gf = self.grid
+        if gt % self.pool[0] or gf % self.pool[1]:
+            raise ValueError(f"AudioMAEConfig: pool {self.pool} does not tile the {gt}x{gf} token grid")
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        """Token grid (time, freq): (64, 8)."""
+        return self.input_frames // self.patch, self.input_mels // self.patch
+
+    @property
+    def num_patches(self) -> int:
+        return self.grid[0] * self.grid[1]  # 512
+
+    @property
+    def num_tokens(self) -> int:
+        """Pooled tokens per clip: (64 / 8) * (8 / 8) = 8."""
+        return (self.grid[0] // self.pool[0]) * (self.grid[1] // self.pool[1])
+
+    @classmethod
+    def full(cls) -> "AudioMAEConfig":
+        """AudioMAE ViT-B/16 as used by AudioLDM-2."""
+        return cls()
+
+    @classmethod
+    def tiny(cls) -> "AudioMAEConfig":
+        """Same classes and input, width 32, 4 blocks, features from blocks 1-3: for tests and CPU smoke runs."""
+        return cls(width=32, depth=4, num_heads=4, feature_layers=(1, 2, 3))
+
+
+class Attention(nn.Module):
+    """timm multi-head self-attention: fused ``qkv`` Linear with bias, ``proj``."""
+
+    def __init__(self, dim: int, num_heads: int) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.qkv = nn.Linear(dim, dim * 3)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, c = x.shape
+        qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, c // self.num_heads)  # (B, N, 3, H, c/H)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # 3 x (B, H, N, c/H)
+        x = F.scaled_dot_product_attention(q, k, v)  # (B, H, N, c/H), scale (c/H) ** -0.5
+        return self.proj(x.transpose(1, 2).reshape(b, n, c))  # (B, N, C)
+
+
+class Mlp(nn.Module):
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(F.gelu(self.fc1(x)))  # exact (erf) GELU, timm's default
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block: x + attn(norm1(x)), then x + mlp(norm2(x))."""
+
+    def __init__(self, cfg: AudioMAEConfig) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(cfg.width, eps=cfg.ln_eps)
+        self.attn = Attention(cfg.width, cfg.num_heads)
+        self.norm2 = nn.LayerNorm(cfg.width, eps=cfg.ln_eps)
+        self.mlp = Mlp(cfg.width, int(cfg.width * cfg.mlp_ratio))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+
+class PatchEmbed(nn.Module):
+    def __init__(self, cfg: AudioMAEConfig) -> None:
+        super().__init__()
+        self.proj = nn.Conv2d(1, cfg.width, kernel_size=cfg.patch, stride=cfg.patch)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.proj(x)  # (B, C, 64, 8): time rows, frequency columns
+        return x.flatten(2).transpose(1, 2)  # (B, 512, C), token index = t * 8 + f (time-major)
+
+
+class AudioMAEViT(nn.Module):
+    """Normalised fbank (B, 1, 1024, 128) -> pooled tokens (B, num_tokens, width)."""
+
+    def __init__(self, cfg: AudioMAEConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.width))
+        self.pos_embed = nn.Parameter(torch.zeros(1, cfg.num_patches + 1, cfg.width))  # loaded, never regenerated
+        self.patch_embed = PatchEmbed(cfg)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.depth))
+        self.norm = nn.LayerNorm(cfg.width, eps=cfg.ln_eps)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 1, 1024, 128) -> mean over ``feature_layers`` of norm(block output): (B, 513, C), CLS first."""
+        x = self.patch_embed(x) + self.pos_embed[:, 1:]  # (B, 512, C)
+        cls = (self.cls_token + self.pos_embed[:, :1]).expand(x.shape[0], -1, -1)  # (B, 1, C)
+        x = torch.cat([cls, x], dim=1)  # (B, 513, C)
+        picked = []
+        for i, block in enumerate(self.blocks[: max(self.cfg.feature_layers) + 1]):
+            x = block(x)
+            if i in self.cfg.feature_layers:
+                picked.append(self.norm(x))
+        return torch.stack(picked).mean(dim=0)  # (B, 513, C)
+
+    def pool(self, feats: torch.Tensor) -> torch.Tensor:
+        """(B, 513, C) -> (avg + max) / 2 over pool windows of the token grid: (B, num_tokens, C)."""
+        b, _, c = feats.shape
+        grid = feats[:, 1:].transpose(1, 2).reshape(b, c, *self.cfg.grid)  # (B, C, 64, 8)
+        k = self.cfg.pool
+        pooled = (F.avg_pool2d(grid, k, k) + F.max_pool2d(grid, k, k)) / 2  # (B, C, 8, 1)
+        return pooled.flatten(2).transpose(1, 2)  # (B, 8, C), in time order
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pool(self.features(x))  # (B, 8, C)
+
+
+# ----------------------------------------------------------------------------------------- front end
+
+
+def prepare_waveform(audio: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """AudioLDM-2's waveform normalisation of each clip's real samples, then zero padding.
+
+    (B, N) float, lengths (B,) -> (B, 163840) float32: x[:L] -= mean; x[:L] /= max|x[:L]| + 1e-8; x *= 0.5;
+    zeros after L (and after N).  A clip with L = 0 stays all zeros.
+    """
+    x = audio.to(torch.float32)
+    n = x.shape[1]
+    mask = torch.arange(n, device=x.device).unsqueeze(0) < lengths.to(x.device).unsqueeze(1)  # (B, N)
+    count = mask.sum(dim=1, keepdim=True).clamp(min=1)  # (B, 1)
+    mean = (x * mask).sum(dim=1, keepdim=True) / count  # (B, 1)
+    x = (x - mean) * mask  # (B, N), zeros after L
+    peak = x.abs().amax(dim=1, keepdim=True)  # (B, 1)
+    x = x / (peak + 1e-8) * 0.5  # (B, N)
+    if n >= SEGMENT_SAMPLES:
+        return x[:, :SEGMENT_SAMPLES]
+    return F.pad(x, (0, SEGMENT_SAMPLES - n))  # (B, 163840)
+
+
+def audio_to_fbank(wave: torch.Tensor) -> torch.Tensor:
+    """Prepared waveform (B, 163840) -> normalised fbank (B, 1024, 128), AudioMAE's input."""
+    wave = wave - wave.mean(dim=1, keepdim=True)  # AudioLDM-2 removes the (padded) waveform's mean again
+    fb = fbank(wave, FBANK_CONFIG)  # (B, 1022, 128)
+    fb = fb[:, :TARGET_FRAMES]
+    fb = F.pad(fb, (0, 0, 0, TARGET_FRAMES - fb.shape[1]))  # (B, 1024, 128), zero rows before normalising
+    return (fb - FBANK_MEAN) / (FBANK_STD * 2)  # (B, 1024, 128)
+
+
+def is_silent(audio: torch.Tensor, lengths: torch.Tensor, threshold_db: float = -60.0, *, measure: str = "peak") -> torch.Tensor:
+    """(B,) bool: the real samples' peak (``measure="peak"``) or RMS (``"rms"``) is below ``threshold_db`` dBFS.
+
+    A clip without samples is silent.  Such clips give no usable target (``audiomae/valid`` = False): the
+    normalisation would blow up near-digital silence into noise.
+    """
+    if measure not in ("peak", "rms"):
+        raise ValueError(f"is_silent: measure must be 'peak' or 'rms', got {measure!r}")
+    x = audio.to(torch.float32)
+    lengths = lengths.to(x.device)
+    mask = torch.arange(x.shape[1], device=x.device).unsqueeze(0) < lengths.unsqueeze(1)  # (B, N)
+    if measure == "peak":
+        level = (x.abs() * mask).amax(dim=1)  # (B,)
+    else:
+        level = ((x * x * mask).sum(dim=1) / lengths.clamp(min=1)).sqrt()  # (B,)
+    threshold = 10.0 ** (threshold_db / 20.0)
+    return (level < threshold) | (lengths <= 0)
+
+
+# ----------------------------------------------------------------------------------------- weights
+
+
+@torch.no_grad()
+def init_tiny_weights_(model: AudioMAEViT, seed: int) -> AudioMAEViT:
+    """Seeded random weights independent of the global RNG; LayerNorm affine and biases are randomised too,
+    so that tests comparing against hand computations exercise every parameter."""
+    g = torch.Generator().manual_seed(int(seed))
+    for name, p in model.named_parameters():
+        noise = torch.randn(p.shape, generator=g, dtype=torch.float32)
+        if name.endswith("norm1.weight") or name.endswith("norm2.weight") or name == "norm.weight":
+            p.copy_(1.0 + 0.1 * noise)
+        elif name.endswith(".bias"):
+            p.copy_(0.02 * noise)
+        elif p.ndim >= 2 and name not in ("cls_token", "pos_embed"):
+            fan_in = p[0].numel()
+            p.copy_(noise / fan_in**0.5)
+        else:
+            p.copy_(0.5 * noise)  # cls_token, pos_embed
+    return model
+
+
+def _read_checkpoint(path: Path) -> dict:
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path), device="cpu")
+    try:
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)  # multi-GB: map, do not read
+        except RuntimeError as err:
+            if "mmap" not in str(err):
+                raise
+            return torch.load(path, map_location="cpu", weights_only=True)  # legacy (non-zip) format
+    except Exception as err:  # unpickling of arbitrary objects is refused on purpose
+        raise RuntimeError(
+            f"AudioMAE checkpoint {str(path)!r} could not be read with torch.load(weights_only=True): {err}. "
+            "Convert its state dict to .safetensors once in a trusted environment and point 'checkpoint' at it."
+        ) from err
+
+
+def load_audiomae_state_dict(path: str | Path, prefix: str = FULL_PREFIX) -> dict[str, torch.Tensor]:
+    """Encoder tensors of an AudioMAE checkpoint, with names relative to the ViT.
+
+    Formats: AudioLDM-2's ``audioldm2-full.pth`` (``{"state_dict": ...}``, keys under ``prefix``, every other key
+    belongs to other models and is ignored) or AudioMAE's ``pretrained.pth`` (``{"model": ...}``, no prefix).
+    Decoder keys (``decoder_*``, ``mask_token``) are dropped in both; any other key under the prefix is kept, so
+    that ``load_into`` reports it as unexpected.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"AudioMAE checkpoint {str(path)!r} does not exist or is not a file")
+    raw = _read_checkpoint(path)
+    if isinstance(raw, dict) and isinstance(raw.get("state_dict"), dict):
+        raw, strip = raw["state_dict"], prefix
+    elif isinstance(raw, dict) and isinstance(raw.get("model"), dict):
+        raw, strip = raw["model"], ""
+    elif isinstance(raw, dict) and any(str(k).startswith(prefix) for k in raw):
+        strip = prefix  # a flat (e.g. safetensors) copy of the full state dict
+    else:
+        strip = ""
+    if not isinstance(raw, dict):
+        raise RuntimeError(f"AudioMAE checkpoint {str(path)!r} holds a {type(raw).__name__}, not a state dict")
+    state, n_other, n_decoder = {}, 0, 0
+    for key, value in raw.items():
+        if not key.startswith(strip) or not isinstance(value, torch.Tensor):
+            n_other += 1
+            continue
+        name = key[len(strip):]
+        if name.startswith(DECODER_PREFIXES):
+            n_decoder += 1
+            continue
+        state[name] = value
+    log.info("AudioMAE: %d encoder tensors read from %s (%d decoder and %d other entries ignored)",
+             len(state), path.name, n_decoder, n_other)
+    if not state:
+        raise RuntimeError(
+            f"AudioMAE checkpoint {str(path)!r} has no AudioMAE weights"
+            + (f" under the prefix {strip!r}" if strip else "") + "; is this audioldm2-full.pth or AudioMAE's pretrained.pth?"
+        )
+    return state
+
+
+def load_into(model: AudioMAEViT, state: dict[str, torch.Tensor]) -> None:
+    """Load ``state`` with every key checked: missing keys raise, unexpected ones are logged, shapes must match."""
+    result = model.load_state_dict(state, strict=False)
+    report_load("audiomae", list(result.missing_keys), list(result.unexpected_keys))
+
+
+def resolve_checkpoint(params: dict) -> tuple[Path, dict]:
+    """A local file, or a hub id resolved with ``hf_hub_download`` (only when it is not a local path).
+    Returns the local path and the identity recorded in the cache."""
+    from v2a.io import file_identity
+
+    ckpt = str(params.get("checkpoint") or "")
+    local = Path(ckpt).expanduser()
+    if local.is_file():
+        return local, file_identity(local)
+    looks_like_path = ckpt.startswith(("/", ".", "~")) or local.suffix in (".ckpt", ".pt", ".pth", ".safetensors")
+    if looks_like_path or ckpt.count("/") != 1:
+        raise FileNotFoundError(
+            f"audiomae params: checkpoint {ckpt!r} is not an existing file nor a hub id 'owner/name' (e.g. {HUB_REPO})"
+        )
+    from huggingface_hub import hf_hub_download
+
+    filename = params.get("filename", HUB_FILENAME)
+    revision = params.get("revision")
+    downloaded = Path(hf_hub_download(repo_id=ckpt, filename=filename, revision=revision))
+    return downloaded, {"hub_repo": ckpt, "filename": filename, "revision": revision, **file_identity(downloaded)}
+
+
+# ----------------------------------------------------------------------------------------- encoder
+
+
+class AudioMAEEncoder:
+    """FrozenEncoder for the cache stage: audio (B, 160000) float32 16 kHz -> (B, 8, D) float32 on CPU."""
+
+    def __init__(self, model: AudioMAEViT, info: EncoderInfo, *, device: str, half: bool) -> None:
+        self.model = model
+        self.info = info
+        self.device = torch.device(device)
+        self.dtype = torch.float16 if half else torch.float32
+
+    def check_inputs(self, batch: torch.Tensor, lengths: torch.Tensor) -> None:
+        if not batch.is_floating_point() or batch.ndim != 2 or batch.shape[1] != CLIP_SAMPLES:
+            raise ValueError(f"audiomae.encode: batch must be float (B, {CLIP_SAMPLES}) 16 kHz, got {batch.dtype} {tuple(batch.shape)}")
+        if lengths.shape != (batch.shape[0],):
+            raise ValueError(f"audiomae.encode: lengths must have shape ({batch.shape[0]},), got {tuple(lengths.shape)}")
+        if bool((lengths < 0).any()) or bool((lengths > CLIP_SAMPLES).any()):
+            raise ValueError(f"audiomae.encode: lengths must lie in [0, {CLIP_SAMPLES}], got {lengths.tolist()}")
+
+    def fbank(self, batch: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """(B, 160000), (B,) -> normalised fbank (B, 1024, 128) float32 on the model's device."""
+        wave = prepare_waveform(batch.to(self.device), lengths.to(self.device))  # (B, 163840)
+        return audio_to_fbank(wave)  # (B, 1024, 128)
+
+    def encode(self, batch: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        self.check_inputs(batch, lengths)
+        with torch.inference_mode():
+            x = self.fbank(batch, lengths).unsqueeze(1).to(self.dtype)  # (B, 1, 1024, 128), fbank in float32
+            return self.model(x).float().cpu()  # (B, 8, D)
+
+
+def build(params: dict, device: str = "cpu") -> AudioMAEEncoder:
+    """params: ``model`` full|tiny (sizes); ``checkpoint`` (local file, or hub id + ``filename``/``revision``),
+    required for full, optional for tiny (else seeded random weights from ``seed``); ``prefix`` (key prefix inside
+    ``["state_dict"]``); ``feature_layers`` (override); ``half`` (CUDA only)."""
+    kind = params.get("model", "full")
+    half = bool(params.get("half", False))
+    if half and not str(device).startswith("cuda"):
+        raise ValueError(f"audiomae params: half=True needs a CUDA device, got device {device!r}; set half: false")
+    if kind not in ("full", "tiny"):
+        raise ValueError(f"audiomae params: model must be 'full' or 'tiny', got {kind!r}")
+    cfg = AudioMAEConfig.full() if kind == "full" else AudioMAEConfig.tiny()
+    if params.get("feature_layers") is not None:
+        cfg = replace(cfg, feature_layers=tuple(params["feature_layers"]))
+    if params.get("checkpoint"):
+        path, identity = resolve_checkpoint(params)
+        with torch.device("meta"):
+            model = AudioMAEViT(cfg)
+        model = model.to_empty(device="cpu")
+        load_into(model, load_audiomae_state_dict(path, params.get("prefix", FULL_PREFIX)))
+    elif kind == "tiny":
+        seed = int(params.get("seed", 0))
+        model = init_tiny_weights_(AudioMAEViT(cfg), seed)
+        identity = {"tiny_seed": seed}
+    else:
+        raise ValueError(f"audiomae params: model 'full' needs 'checkpoint' (a local file or the hub id {HUB_REPO})")
+    model = freeze(model).to(device)
+    if half:
+        model = model.half()
+    info = EncoderInfo(
+        name="audiomae",
+        input_kind="audio",
+        output_shape=(cfg.num_tokens, cfg.width),
+        config=asdict(cfg),
+        checkpoint=identity,
+    )
+    log.info("audiomae: built %s model (D=%d, layers %s) on %s%s", kind, cfg.width, cfg.feature_layers, device,
+             " fp16" if half else "")
+    return AudioMAEEncoder(model, info, device=device, half=half)
