@@ -1,0 +1,126 @@
+"""EVA-CLIP ViT-g/14 image tower as used by BLIP-2 / InstructBLIP / TimeChat (``visual_encoder.*``).
+
+Facts (shared/reference/MODELS.md section 3): patch 14 at 224 (256 patches + CLS = 257 tokens), width 1408,
+39 pre-LayerNorm blocks (eps 1e-6), 16 heads of 88, MLP 6144 with exact GELU, qkv without bias plus separate
+``q_bias``/``v_bias`` (the key bias is zero), absolute position embedding, no final norm, no head.
+Parameter names reproduce the released ``eva_vit_g.pth`` keys (without the ``visual_encoder.`` prefix).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass
+class EvaViTConfig:
+    """Sizes of the EVA ViT."""
+
+    img_size: int = 224
+    patch: int = 14
+    width: int = 1408
+    depth: int = 39  # the released file holds 40 blocks; BLIP-2 uses the first 39
+    heads: int = 16
+    mlp_dim: int = 6144
+    ln_eps: float = 1e-6
+
+    def __post_init__(self) -> None:
+        if self.img_size % self.patch != 0:
+            raise ValueError(f"EvaViTConfig: img_size {self.img_size} must be a multiple of patch {self.patch}")
+        if self.width % self.heads != 0:
+            raise ValueError(f"EvaViTConfig: width {self.width} must be a multiple of heads {self.heads}")
+
+    @property
+    def num_patches(self) -> int:
+        return (self.img_size // self.patch) ** 2
+
+    @property
+    def num_tokens(self) -> int:
+        """Patches + CLS (257 for the full model)."""
+        return self.num_patches + 1
+
+    @classmethod
+    def full(cls) -> "EvaViTConfig":
+        return cls()
+
+    @classmethod
+    def tiny(cls) -> "EvaViTConfig":
+        """Same classes, width 32, 2 blocks, 4 heads; still patch 14 at 224 (257 tokens)."""
+        return cls(width=32, depth=2, heads=4, mlp_dim=64)
+
+
+class PatchEmbed(nn.Module):
+    def __init__(self, cfg: EvaViTConfig) -> None:
+        super().__init__()
+        self.proj = nn.Conv2d(3, cfg.width, kernel_size=cfg.patch, stride=cfg.patch)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.proj(x)  # (N, C, h, w)
+        return x.flatten(2).transpose(1, 2)  # (N, h*w, C)
+
+
+class EvaAttention(nn.Module):
+    """Multi-head self-attention whose qkv bias is ``cat(q_bias, 0, v_bias)``."""
+
+    def __init__(self, cfg: EvaViTConfig) -> None:
+        super().__init__()
+        self.heads = cfg.heads
+        self.q_bias = nn.Parameter(torch.zeros(cfg.width))
+        self.v_bias = nn.Parameter(torch.zeros(cfg.width))
+        self.qkv = nn.Linear(cfg.width, 3 * cfg.width, bias=False)
+        self.proj = nn.Linear(cfg.width, cfg.width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, t, c = x.shape
+        bias = torch.cat([self.q_bias, torch.zeros_like(self.v_bias), self.v_bias])  # (3C,)
+        qkv = F.linear(x, self.qkv.weight, bias)  # (N, T, 3C)
+        qkv = qkv.reshape(n, t, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)  # (3, N, H, T, d)
+        out = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2])  # (N, H, T, d), scale d**-0.5
+        out = out.transpose(1, 2).reshape(n, t, c)  # (N, T, C)
+        return self.proj(out)
+
+
+class Mlp(nn.Module):
+    def __init__(self, cfg: EvaViTConfig) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(cfg.width, cfg.mlp_dim)
+        self.fc2 = nn.Linear(cfg.mlp_dim, cfg.width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(F.gelu(self.fc1(x)))  # exact (erf) GELU
+
+
+class EvaBlock(nn.Module):
+    def __init__(self, cfg: EvaViTConfig) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(cfg.width, eps=cfg.ln_eps)
+        self.attn = EvaAttention(cfg)
+        self.norm2 = nn.LayerNorm(cfg.width, eps=cfg.ln_eps)
+        self.mlp = Mlp(cfg)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+
+class EvaViT(nn.Module):
+    """images (N, 3, S, S), CLIP-normalised -> tokens (N, 1 + (S/p)^2, width); no final norm."""
+
+    def __init__(self, cfg: EvaViTConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.width))
+        self.pos_embed = nn.Parameter(torch.zeros(1, cfg.num_tokens, cfg.width))
+        self.patch_embed = PatchEmbed(cfg)
+        self.blocks = nn.ModuleList(EvaBlock(cfg) for _ in range(cfg.depth))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.patch_embed(x)  # (N, P, C)
+        cls = self.cls_token.expand(x.shape[0], -1, -1)  # (N, 1, C)
+        x = torch.cat([cls, x], dim=1) + self.pos_embed  # (N, 1 + P, C)
+        for blk in self.blocks:
+            x = blk(x)
+        return x  # (N, 1 + P, C)

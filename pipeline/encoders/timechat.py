@@ -1,0 +1,369 @@
+"""TimeChat (CVPR 2024) visual path up to the sliding-window video Q-Former: EVA ViT-g -> ln_vision ->
+time-aware frame Q-Former -> frame position embedding -> video Q-Former per window (-> optional llama_proj).
+
+Facts: shared/reference/MODELS.md section 3 and TimeChat's ``encode_videoQformer_visual``. Module names reproduce
+the released keys (``visual_encoder.*``, ``ln_vision.*``, ``Qformer.bert.*``, ``query_tokens``,
+``video_frame_position_embedding.*``, ``video_query_tokens``, ``video_Qformer.bert.*``, ``llama_proj.*``).
+
+Windows: like the reference, window k covers frames [k*stride, k*stride + window); a window starts at every
+multiple of ``stride`` below T, so the last ones may be shorter (partial windows are kept, never padded or
+dropped): W = ceil(T / stride).  Default window 4, stride 4 at 4 FPS: 10 windows of 1 s for 40 frames.
+Padded (black) frames after ``lengths`` are encoded like real ones, as in the paper's zero padding.
+
+    build(params, device) -> TimeChatEncoder     # FrozenEncoder: (B, 40, 224, 224, 3) uint8 -> (B, W, 32, D)
+    TimeChatVisual(cfg)                            # the nn.Module; forward(frames (B,T,3,S,S) normalised, ids, mask)
+    timestamp_texts(n, fps), window_starts(T, window, stride), make_tiny_tokenizer(), load_timechat_weights(...)
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from pipeline.encoders.base import EncoderInfo, freeze, report_load
+from pipeline.encoders.eva_vit import EvaViT, EvaViTConfig
+from pipeline.encoders.qformer import QFormer, QFormerConfig
+
+log = logging.getLogger(__name__)
+
+N_FRAMES = 40  # frames per clip (docs/CONTRACTS.md)
+IMAGE_SIZE = 224
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+TIMESTAMP_TEMPLATE = "This frame is sampled at {t} second."
+MAX_TEXT_LEN = 32
+TINY_WORDS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "this", "frame", "is", "sampled", "at", "second", "."]
+TINY_VOCAB = TINY_WORDS + [str(d) for d in range(10)] + [f"##{d}" for d in range(10)]  # + [DEC] = 33 tokens
+
+
+@dataclass
+class TimeChatConfig:
+    """Sizes of the whole visual path plus the run settings that shape its output."""
+
+    vit: EvaViTConfig = field(default_factory=EvaViTConfig.full)
+    ln_vision_eps: float = 1e-5
+    qformer: QFormerConfig = field(default_factory=QFormerConfig)
+    video_qformer: QFormerConfig = field(
+        default_factory=lambda: QFormerConfig(layers=2, encoder_width=768, cross_attention_freq=1, vocab_size=0, text_ffn=False)
+    )
+    num_query: int = 32
+    num_video_query: int = 32
+    max_frame_pos: int = 96
+    llama_dim: int = 4096  # 0: no llama_proj (the cache keeps the 768-d video Q-Former output)
+    window: int = 4
+    stride: int = 4
+    fps: float = 4.0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.vit, dict):
+            self.vit = EvaViTConfig(**self.vit)
+        if isinstance(self.qformer, dict):
+            self.qformer = QFormerConfig(**self.qformer)
+        if isinstance(self.video_qformer, dict):
+            self.video_qformer = QFormerConfig(**self.video_qformer)
+        if self.window < 1 or self.stride < 1:
+            raise ValueError(f"timechat: window and stride must be >= 1, got window={self.window}, stride={self.stride}")
+        if self.fps <= 0:
+            raise ValueError(f"timechat: fps must be > 0, got {self.fps}")
+        if self.qformer.encoder_width != self.vit.width or self.video_qformer.encoder_width != self.qformer.hidden:
+            raise ValueError("timechat: Q-Former cross-attention widths must equal the ViT width / frame Q-Former width")
+
+    @property
+    def out_dim(self) -> int:
+        return self.llama_dim if self.llama_dim > 0 else self.video_qformer.hidden
+
+    def n_windows(self, n_frames: int = N_FRAMES) -> int:
+        return len(window_starts(n_frames, self.window, self.stride))
+
+    @classmethod
+    def full(cls, **run) -> "TimeChatConfig":
+        return cls(**run)
+
+    @classmethod
+    def tiny(cls, **run) -> "TimeChatConfig":
+        """Same classes: ViT width 32 x 2 blocks (patch 14 at 224), Q-Formers hidden 32, 2 layers, vocab 33."""
+        q = QFormerConfig(hidden=32, layers=2, heads=4, intermediate=64, encoder_width=32, vocab_size=len(TINY_VOCAB) + 1, max_positions=64)
+        vq = QFormerConfig(hidden=32, layers=2, heads=4, intermediate=64, encoder_width=32, cross_attention_freq=1,
+                           vocab_size=0, max_positions=64, text_ffn=False)  # fmt: skip
+        run.setdefault("llama_dim", 48)
+        return cls(vit=EvaViTConfig.tiny(), qformer=q, video_qformer=vq, max_frame_pos=96, **run)
+
+
+def timestamp_texts(n_frames: int, fps: float) -> list[str]:
+    """One instruction per frame, exactly as TimeChat writes it: ``str(round(i / fps, 1))`` (so 0.25 -> '0.2')."""
+    return [TIMESTAMP_TEMPLATE.format(t=round(i / fps, 1)) for i in range(n_frames)]
+
+
+def window_starts(n_frames: int, window: int, stride: int) -> list[tuple[int, int]]:
+    """[(start, end)] like the reference's ``range(0, T, stride)`` with ``frames[i:i + window]``."""
+    return [(s, min(s + window, n_frames)) for s in range(0, n_frames, stride)]
+
+
+def make_tiny_tokenizer():
+    """An offline BERT WordPiece tokenizer whose vocabulary covers the timestamp template, + ``[DEC]``."""
+    from transformers import BertTokenizerFast
+
+    tok = BertTokenizerFast(vocab={w: i for i, w in enumerate(TINY_VOCAB)})
+    tok.add_special_tokens({"bos_token": "[DEC]"})
+    return tok
+
+
+def load_bert_tokenizer(name_or_path: str):
+    """bert-base-uncased (a local folder or a hub id) + ``[DEC]`` as BOS, as BLIP-2's ``init_tokenizer`` does."""
+    from transformers import BertTokenizerFast
+
+    tok = BertTokenizerFast.from_pretrained(name_or_path)
+    tok.add_special_tokens({"bos_token": "[DEC]"})
+    return tok
+
+
+class TimeChatVisual(nn.Module):
+    def __init__(self, cfg: TimeChatConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.visual_encoder = EvaViT(cfg.vit)
+        self.ln_vision = nn.LayerNorm(cfg.vit.width, eps=cfg.ln_vision_eps)
+        self.query_tokens = nn.Parameter(torch.zeros(1, cfg.num_query, cfg.qformer.hidden))
+        self.Qformer = QFormer(cfg.qformer)
+        self.video_frame_position_embedding = nn.Embedding(cfg.max_frame_pos, cfg.qformer.hidden)
+        self.video_query_tokens = nn.Parameter(torch.zeros(1, cfg.num_video_query, cfg.video_qformer.hidden))
+        self.video_Qformer = QFormer(cfg.video_qformer)
+        self.llama_proj = nn.Linear(cfg.video_qformer.hidden, cfg.llama_dim) if cfg.llama_dim > 0 else None
+
+    def encode_frames(self, images: torch.Tensor, input_ids: torch.Tensor, text_mask: torch.Tensor) -> torch.Tensor:
+        """images (N, 3, S, S) normalised, input_ids/text_mask (N, L) -> frame tokens (N, Q + L, H)."""
+        vit_dtype = self.visual_encoder.cls_token.dtype
+        img = self.visual_encoder(images.to(vit_dtype))  # (N, 257, 1408)
+        img = self.ln_vision(img.to(self.ln_vision.weight.dtype))  # (N, 257, 1408)
+        queries = self.query_tokens.expand(img.shape[0], -1, -1)  # (N, Q, H)
+        return self.Qformer(queries, img, input_ids, text_mask)  # (N, Q + L, H), text rows kept
+
+    def encode_video(self, frame_tokens: torch.Tensor) -> torch.Tensor:
+        """frame tokens (B, T, Q + L, H) -> (B, W, Qv, D) over sliding windows."""
+        b, t = frame_tokens.shape[:2]
+        if t > self.cfg.max_frame_pos:
+            raise ValueError(f"timechat: {t} frames exceed the {self.cfg.max_frame_pos} frame positions")
+        pos = self.video_frame_position_embedding.weight[:t]  # (T, H)
+        x = frame_tokens + pos[None, :, None, :]  # (B, T, Q + L, H), one embedding per frame, every token
+        outs = []
+        for s, e in window_starts(t, self.cfg.window, self.cfg.stride):
+            memory = x[:, s:e].flatten(1, 2)  # (B, w * (Q + L), H), all ones mask as in the reference
+            queries = self.video_query_tokens.expand(b, -1, -1)  # (B, Qv, H)
+            out = self.video_Qformer(queries, memory)  # (B, Qv, H)
+            outs.append(self.llama_proj(out) if self.llama_proj is not None else out)  # (B, Qv, D)
+        return torch.stack(outs, dim=1)  # (B, W, Qv, D)
+
+    def forward(self, images: torch.Tensor, input_ids: torch.Tensor, text_mask: torch.Tensor) -> torch.Tensor:
+        """images (B, T, 3, S, S) normalised, input_ids/text_mask (T, L) shared by every clip -> (B, W, Qv, D)."""
+        b, t = images.shape[:2]
+        ids = input_ids.repeat(b, 1)  # (B*T, L), frame-major inside each clip
+        mask = text_mask.repeat(b, 1)  # (B*T, L)
+        tokens = self.encode_frames(images.flatten(0, 1), ids, mask)  # (B*T, Q + L, H)
+        return self.encode_video(tokens.unflatten(0, (b, t)))  # (B, W, Qv, D)
+
+
+@torch.no_grad()
+def init_tiny_weights_(model: TimeChatVisual, seed: int) -> TimeChatVisual:
+    """Seeded random weights independent of the global RNG (LayerNorms randomised too)."""
+    g = torch.Generator().manual_seed(int(seed))
+    for name, p in model.named_parameters():
+        r = torch.randn(p.shape, generator=g)
+        if name.endswith(("norm1.weight", "norm2.weight", "LayerNorm.weight", "ln_vision.weight")):
+            p.copy_(1.0 + 0.1 * r)
+        elif p.ndim == 1:
+            p.copy_(0.05 * r)
+        else:
+            p.copy_(r / max(1, p.shape[-1] if p.ndim == 2 else p[0].numel()) ** 0.5)
+    return model
+
+
+# ----------------------------------------------------------------------------------------------- loading
+
+
+def read_checkpoint(path: str | Path, what: str) -> dict[str, torch.Tensor]:
+    """``torch.load(weights_only=True)`` (or safetensors); unwrap ``["model"]`` when present."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"timechat: {what} checkpoint {str(path)!r} does not exist or is not a file")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        raw = load_file(str(path), device="cpu")
+    else:
+        try:
+            raw = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:  # arbitrary pickled objects are refused on purpose
+            raise RuntimeError(
+                f"timechat: {what} checkpoint {str(path)!r} could not be read with torch.load(weights_only=True): "
+                f"{err}. Convert its tensors to .safetensors once in a trusted environment and point to that file."
+            ) from err
+    if isinstance(raw, dict) and isinstance(raw.get("model"), dict):
+        raw = raw["model"]
+    if not isinstance(raw, dict):
+        raise RuntimeError(f"timechat: {what} checkpoint {str(path)!r} holds a {type(raw).__name__}, not a state dict")
+    return {k: v for k, v in raw.items() if isinstance(v, torch.Tensor)}
+
+
+def load_timechat_weights(model: TimeChatVisual, files: list[tuple[str, str | Path, str]]) -> None:
+    """Load ``[(what, path, key_prefix)]`` in order (later files override earlier ones), e.g.
+    eva_vit_g.pth (flat, prefix ``visual_encoder.``) -> instruct_blip (["model"]) -> timechat_7b (["model"]).
+    Unexpected keys are logged per file; missing keys raise after all files (``position_ids`` are constants)."""
+    own = model.state_dict()
+    merged: dict[str, torch.Tensor] = {}
+    for what, path, prefix in files:
+        unexpected = []
+        for key, value in read_checkpoint(path, what).items():
+            name = prefix + key
+            if name not in own:
+                unexpected.append(key)
+                continue
+            if name == "video_frame_position_embedding.weight" and value.shape[0] != own[name].shape[0]:
+                log.warning("timechat: %s rows %d -> %d by nearest interpolation (as TimeChat does)", name, value.shape[0], own[name].shape[0])
+                value = nn.functional.interpolate(value.float().T[None], size=own[name].shape[0], mode="nearest")[0].T
+            if value.shape != own[name].shape:
+                raise RuntimeError(f"timechat: {what} key {key!r} has shape {tuple(value.shape)}, the model wants {tuple(own[name].shape)}")
+            merged[name] = value
+        report_load(f"timechat[{what}]", [], unexpected)
+    missing = [k for k in own if k not in merged and not k.endswith("position_ids")]
+    report_load("timechat", missing, [])
+    model.load_state_dict(merged, strict=False)
+
+
+def resolve_file(params: dict, key: str, default_filename: str | None) -> tuple[Path, dict]:
+    """A local file, or a hub reference ``owner/repo`` (with ``default_filename``) / ``owner/repo/path/in/repo``,
+    fetched with ``hf_hub_download`` only when it is not a local path."""
+    from v2a.io import file_identity
+
+    ref = str(params[key])
+    local = Path(ref).expanduser()
+    if local.is_file():
+        return local, file_identity(local)
+    parts = ref.split("/")
+    looks_local = ref.startswith(("/", ".", "~")) or (len(parts) < 3 and local.suffix in (".pth", ".pt", ".safetensors"))
+    if looks_local or len(parts) < 2 or (len(parts) == 2 and default_filename is None):
+        raise FileNotFoundError(f"timechat params: {key} {ref!r} is not an existing file nor a hub reference 'owner/repo/file'")
+    from huggingface_hub import hf_hub_download
+
+    repo, filename = "/".join(parts[:2]), "/".join(parts[2:]) or default_filename
+    got = Path(hf_hub_download(repo_id=repo, filename=filename, revision=params.get(f"{key}_revision")))
+    return got, {"hub_repo": repo, "filename": filename, **file_identity(got)}
+
+
+# ------------------------------------------------------------------------------------------ frozen encoder
+
+
+class TimeChatEncoder:
+    """FrozenEncoder for the cache stage: uint8 frames (B, 40, 224, 224, 3) -> (B, W, 32, D) float32 on CPU."""
+
+    def __init__(self, model: TimeChatVisual, tokenizer, info: EncoderInfo, *, device: str, frame_batch: int) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.info = info
+        self.device = torch.device(device)
+        self.frame_batch = frame_batch
+        self.mean = torch.tensor(CLIP_MEAN, device=self.device).view(1, 3, 1, 1)
+        self.std = torch.tensor(CLIP_STD, device=self.device).view(1, 3, 1, 1)
+
+    def check_inputs(self, batch: torch.Tensor, lengths: torch.Tensor) -> None:
+        want = (N_FRAMES, IMAGE_SIZE, IMAGE_SIZE, 3)
+        if batch.dtype != torch.uint8 or batch.ndim != 5 or tuple(batch.shape[1:]) != want:
+            raise ValueError(f"timechat.encode: batch must be uint8 (B, {', '.join(map(str, want))}), got {batch.dtype} {tuple(batch.shape)}")
+        if lengths.shape != (batch.shape[0],):
+            raise ValueError(f"timechat.encode: lengths must have shape ({batch.shape[0]},), got {tuple(lengths.shape)}")
+        if bool((lengths < 0).any()) or bool((lengths > N_FRAMES).any()):
+            raise ValueError(f"timechat.encode: lengths must lie in [0, {N_FRAMES}], got {lengths.tolist()}")
+
+    def timestamps(self, n_frames: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """input_ids, attention_mask (T, L): one instruction per frame, padding longest, max_length 32."""
+        tok = self.tokenizer(
+            timestamp_texts(n_frames, self.info.config["fps"]), padding="longest", truncation=True,
+            max_length=MAX_TEXT_LEN, return_tensors="pt",
+        )  # fmt: skip
+        return tok["input_ids"].to(self.device), tok["attention_mask"].to(self.device)
+
+    def preprocess(self, frames: torch.Tensor) -> torch.Tensor:
+        """(N, 224, 224, 3) uint8 -> (N, 3, 224, 224) float32, /255 then CLIP mean/std."""
+        x = frames.to(self.device).permute(0, 3, 1, 2).float() / 255.0  # (N, 3, H, W)
+        return (x - self.mean) / self.std
+
+    def encode(self, batch: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Padded frames are encoded as they are (black frames, as the paper pads); ``lengths`` is validated."""
+        self.check_inputs(batch, lengths)
+        b, t = batch.shape[:2]
+        with torch.inference_mode():
+            ids, mask = self.timestamps(t)  # (T, L)
+            flat = batch.flatten(0, 1)  # (B*T, H, W, 3)
+            ids_all, mask_all = ids.repeat(b, 1), mask.repeat(b, 1)  # (B*T, L), frame-major per clip
+            tokens = []
+            for i in range(0, flat.shape[0], self.frame_batch):
+                j = i + self.frame_batch
+                tokens.append(self.model.encode_frames(self.preprocess(flat[i:j]), ids_all[i:j], mask_all[i:j]).float())
+            frame_tokens = torch.cat(tokens).unflatten(0, (b, t))  # (B, T, Q + L, H)
+            out = self.model.encode_video(frame_tokens)  # (B, W, Qv, D)
+        return out.float().cpu()
+
+
+def _tokenizer_vocab_check(tokenizer, cfg: TimeChatConfig) -> None:
+    if len(tokenizer) > cfg.qformer.vocab_size:
+        raise ValueError(
+            f"timechat: the tokenizer has {len(tokenizer)} tokens (with [DEC]) but the Q-Former embeds only "
+            f"{cfg.qformer.vocab_size}; use bert-base-uncased for the full model"
+        )
+
+
+def build(params: dict, device: str = "cpu") -> TimeChatEncoder:
+    """params: ``model`` full|tiny; ``eva_vit``, ``instructblip``, ``timechat`` (files or hub refs; for tiny,
+    optional: without them the weights are seeded random); ``tokenizer`` (full: folder or hub id, default
+    bert-base-uncased); ``window``/``stride`` (4/4), ``fps`` (4); ``llama_proj`` (bool, default false);
+    ``seed`` (tiny); ``half`` (ViT in fp16, CUDA only); ``frame_batch`` (frames per ViT call, default 40)."""
+    kind = params.get("model", "full")
+    half = bool(params.get("half", False))
+    frame_batch = int(params.get("frame_batch", N_FRAMES))
+    if half and not str(device).startswith("cuda"):
+        raise ValueError(f"timechat params: half=True needs a CUDA device, got device {device!r}; set half: false")
+    if frame_batch < 1:
+        raise ValueError(f"timechat params: frame_batch must be >= 1, got {frame_batch}")
+    run = {"window": int(params.get("window", 4)), "stride": int(params.get("stride", 4)), "fps": float(params.get("fps", 4))}
+    if kind not in ("full", "tiny"):
+        raise ValueError(f"timechat params: model must be 'full' or 'tiny', got {kind!r}")
+    cfg = (TimeChatConfig.full if kind == "full" else TimeChatConfig.tiny)(**run)
+    if not params.get("llama_proj", False):
+        cfg.llama_dim = 0
+    files = [(k, params.get(k), pre) for k, pre in (("eva_vit", "visual_encoder."), ("instructblip", ""), ("timechat", ""))]
+    if kind == "full" or any(p for _, p, _ in files):
+        with torch.device("meta"):
+            model = TimeChatVisual(cfg)
+        model = model.to_empty(device="cpu")
+        for name, buf in model.named_buffers():
+            if name.endswith("position_ids"):
+                buf.copy_(torch.arange(buf.shape[1]).expand(1, -1))
+        resolved, identity = [], {}
+        for key, ref, prefix in files:
+            if not ref:
+                raise ValueError(f"timechat params: '{key}' is required when loading checkpoints (model {kind!r})")
+            path, identity[key] = resolve_file(params, key, "timechat_7b.pth" if key == "timechat" else None)
+            resolved.append((key, path, prefix))
+        load_timechat_weights(model, resolved)
+    else:
+        seed = int(params.get("seed", 0))
+        model = init_tiny_weights_(TimeChatVisual(cfg), seed)
+        identity = {"tiny_seed": seed}
+    tokenizer = load_bert_tokenizer(str(params.get("tokenizer", "bert-base-uncased"))) if kind == "full" else make_tiny_tokenizer()
+    _tokenizer_vocab_check(tokenizer, cfg)
+    model = freeze(model).to(device)
+    if half:
+        model.visual_encoder.half()
+    info = EncoderInfo(
+        name="timechat",
+        input_kind="frames",
+        output_shape=(cfg.n_windows(N_FRAMES), cfg.num_video_query, cfg.out_dim),
+        config={**asdict(cfg), "half": half},
+        checkpoint=identity,
+    )
+    log.info("timechat: built %s model, %d windows x %d x %d on %s%s", kind, *info.output_shape, device, " (ViT fp16)" if half else "")
+    return TimeChatEncoder(model, tokenizer, info, device=device, frame_batch=frame_batch)
