@@ -83,7 +83,7 @@ def test_fbank_matches_kaldi_native_fbank(num_bins):
 def test_fbank_128_bins_has_an_empty_filter_like_torchaudio():
     """128 mel bins on a 512-point FFT leave bin 3 without any FFT bin: Kaldi (and kaldi-native-fbank) refuse,
     torchaudio (what AudioLDM-2 ran) keeps an all-zero filter, whose log energy is log(float32 eps)."""
-    knf = pytest.importorskip("kaldi_native_fbank")
+    pytest.importorskip("kaldi_native_fbank")
     with pytest.raises(ValueError, match="num_mel_bins too large"):
         _knf_fbank(np.ones(800, np.float32), 128)
     banks = mel_banks(FbankConfig(num_mel_bins=128)).double().numpy()
