@@ -1,0 +1,177 @@
+"""Frozen audio embedders for the metrics (PANNs, VGGish, PaSST) and the video-audio scorer interface.
+
+Each embedder is built with ``model: full`` (weights from a local checkpoint path, loaded strictly: every missing
+or unexpected key is an error, except the documented ignorable ones) or ``model: tiny`` (the same class, small,
+random weights from a seed, for tests). Embedders take 16 kHz mono float32 waveforms already cropped to 8 s and
+resample to what their network needs.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Protocol
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from evaluate.audio import EVAL_SR, pad_or_crop, remove_dc, resample
+from evaluate.panns import Cnn14, Cnn14Config
+from evaluate.passt import CLIP_SAMPLES, SR as PASST_SR, PaSST, PaSSTConfig
+from evaluate.vggish import VGGish, VGGishConfig, waveform_to_examples
+
+log = logging.getLogger(__name__)
+
+
+def _unwrap_state_dict(obj, prefixes: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    for key in ("model", "state_dict"):
+        if isinstance(obj, dict) and key in obj and isinstance(obj[key], dict):
+            obj = obj[key]
+    if not isinstance(obj, dict):
+        raise ValueError(f"checkpoint holds a {type(obj).__name__}, expected a state dict")
+    out = {}
+    for k, v in obj.items():
+        for p in prefixes:
+            if k.startswith(p):
+                k = k[len(p):]
+        out[k] = v
+    return out
+
+
+def load_checkpoint(module: nn.Module, path: str | Path, *, prefixes: tuple[str, ...] = ("module.",),
+                    ignore: tuple[str, ...] = ()) -> None:
+    """Load ``path`` into ``module`` strictly; keys starting with an ``ignore`` prefix are dropped (and logged)."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist; set its path in stages.yaml (evaluate.params)")
+    sd = _unwrap_state_dict(torch.load(path, map_location="cpu", weights_only=True), prefixes)
+    dropped = [k for k in sd if k.startswith(ignore)] if ignore else []
+    for k in dropped:
+        sd.pop(k)
+    if dropped:
+        log.info("%s: ignored %d checkpoint keys (%s...)", path.name, len(dropped), dropped[0])
+    own = module.state_dict()
+    missing = sorted(set(own) - set(sd))
+    unexpected = sorted(set(sd) - set(own))
+    bad_shape = sorted(k for k in set(own) & set(sd) if tuple(own[k].shape) != tuple(sd[k].shape))
+    if missing or unexpected or bad_shape:
+        raise RuntimeError(
+            f"checkpoint {path} does not match {type(module).__name__}: missing {missing[:8]} ({len(missing)}), "
+            f"unexpected {unexpected[:8]} ({len(unexpected)}), wrong shape {bad_shape[:8]} ({len(bad_shape)})")
+    module.load_state_dict(sd, strict=True)
+
+
+def _seeded(build: Callable[[], nn.Module], seed: int) -> nn.Module:
+    gen_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        return build()
+    finally:
+        torch.random.set_rng_state(gen_state)
+
+
+@dataclass
+class Embeddings:
+    embedding: np.ndarray  # (N, D) float64; VGGish: (N_examples, D) per clip
+    logits: np.ndarray | None = None  # (N, C)
+
+
+class AudioEmbedder:
+    """Base: a frozen network in eval mode under inference_mode, one clip at a time or batched equal lengths."""
+
+    name = "base"
+
+    def __init__(self, net: nn.Module, device: str = "cpu"):
+        self.net = net.eval().requires_grad_(False).to(device)
+        self.device = device
+
+    @torch.inference_mode()
+    def embed(self, wav16k: np.ndarray) -> Embeddings:
+        raise NotImplementedError
+
+
+class PannsEmbedder(AudioEmbedder):
+    name = "panns"
+
+    @torch.inference_mode()
+    def embed(self, wav16k: np.ndarray) -> Embeddings:
+        x = torch.from_numpy(remove_dc(wav16k))[None].to(self.device)  # (1, L)
+        out = self.net(x)
+        return Embeddings(out["embedding"][0].double().cpu().numpy(), out["logits"][0].double().cpu().numpy())
+
+
+class VGGishEmbedder(AudioEmbedder):
+    name = "vggish"
+
+    @torch.inference_mode()
+    def embed(self, wav16k: np.ndarray) -> Embeddings:
+        ex = torch.from_numpy(waveform_to_examples(remove_dc(wav16k))).to(self.device)  # (N_ex, 96, 64)
+        if ex.shape[0] == 0:
+            raise ValueError("VGGish needs at least 0.96 s of audio")
+        return Embeddings(self.net(ex).double().cpu().numpy())  # (N_ex, 128)
+
+
+class PasstEmbedder(AudioEmbedder):
+    name = "passt"
+
+    @torch.inference_mode()
+    def embed(self, wav16k: np.ndarray) -> Embeddings:
+        x = pad_or_crop(resample(remove_dc(wav16k), EVAL_SR, PASST_SR), CLIP_SAMPLES)  # 10 s at 32 kHz
+        out = self.net(torch.from_numpy(x)[None].to(self.device))
+        return Embeddings(out["embedding"][0].double().cpu().numpy(), out["logits"][0].double().cpu().numpy())
+
+
+def build_embedders(params: dict, device: str = "cpu") -> dict[str, AudioEmbedder]:
+    """``params``: model (full|tiny), seed, panns_ckpt, vggish_ckpt, passt_ckpt (local files for ``full``)."""
+    model = params.get("model", "full")
+    if model not in ("full", "tiny"):
+        raise ValueError(f"evaluate.params.model must be 'full' or 'tiny', got {model!r}")
+    if model == "tiny":
+        seed = int(params.get("seed", 0))
+        return {
+            "panns": PannsEmbedder(_seeded(lambda: Cnn14(Cnn14Config.tiny()), seed), device),
+            "vggish": VGGishEmbedder(_seeded(lambda: VGGish(VGGishConfig.tiny()), seed + 1), device),
+            "passt": PasstEmbedder(_seeded(lambda: PaSST(PaSSTConfig.tiny()), seed + 2), device),
+        }
+    for key, what in (("panns_ckpt", "Cnn14_16k_mAP=0.438.pth (PANNs, zenodo record 3987831)"),
+                      ("vggish_ckpt", "vggish-10086976.pth (torchvggish release)"),
+                      ("passt_ckpt", "passt-s-f128-p16-s10-ap.476-swa.pt (PaSST release v0.0.1-audioset)")):
+        if not params.get(key):
+            raise ValueError(f"evaluate.params.{key} is not set: give the local path of {what}")
+    panns = Cnn14()
+    load_checkpoint(panns, params["panns_ckpt"])
+    vgg = VGGish()
+    load_checkpoint(vgg, params["vggish_ckpt"], ignore=("pproc.",))
+    passt = PaSST()
+    load_checkpoint(passt.net, params["passt_ckpt"], prefixes=("module.", "net."))
+    return {"panns": PannsEmbedder(panns, device), "vggish": VGGishEmbedder(vgg, device),
+            "passt": PasstEmbedder(passt, device)}
+
+
+class VideoAudioScorer(Protocol):
+    """IB-score / DeSync interface: (video path, generated 16 kHz waveform cropped to 8 s) -> one number.
+
+    IB-score: 100 x cosine(ImageBind video embedding, ImageBind audio embedding) (higher is better).
+    DeSync: mean |predicted offset| in seconds from Synchformer on the first and last 4.8 s (lower is better).
+    """
+
+    def __call__(self, video_path: Path, wav16k: np.ndarray) -> float: ...
+
+
+def build_video_scorers(params: dict) -> tuple[dict[str, VideoAudioScorer], dict[str, str]]:
+    """Return (scorers, skipped reasons). No ImageBind or Synchformer implementation ships here yet."""
+    reasons = {}
+    for metric, key, why in (
+        ("ib_score", "imagebind_ckpt",
+         "the imagebind package needs torchvision, torchaudio and pytorchvideo, which this project cannot install, "
+         "and no own ImageBind-huge port exists yet"),
+        ("desync", "synchformer_ckpt",
+         "Synchformer is not on PyPI and no own port exists yet"),
+    ):
+        if not params.get(key):
+            reasons[metric] = f"not configured (evaluate.params.{key} is empty)"
+        else:
+            reasons[metric] = f"{params[key]} is set but {why}"
+    return {}, reasons
