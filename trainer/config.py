@@ -1,0 +1,149 @@
+"""Typed configs of the train stage: ``TrainConfig`` (what stages.yaml ``train.params`` holds) and ``MapperSpec``
+(the architecture actually built, with the sizes read from the cache; saved next to the weights)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+FUSIONS = ("concat", "add", "cat")  # paper Table 3: channel-wise + proj (Algorithm 1), add, cat along time
+ENCODERS = ("both", "cavp", "timechat")  # paper Table 2
+TC_POOLS = ("mean", "max", "none")  # per-window pooling of TimeChat's 32 queries ("none": keep them, cat only)
+UPSAMPLES = ("nearest", "linear")
+LOSSES = ("mse", "l1")
+SCHEDULES = ("none", "cosine")
+
+TINY_GPT2 = {"n_layer": 2, "n_head": 2, "n_positions": 128}
+
+
+@dataclass
+class TrainConfig:
+    # --- model -------------------------------------------------------------------------------------------
+    model: str = "full"  # full: GPT-2 from AudioLDM-2 (768 x 12); tiny: seeded random GPT-2 for tests/demo
+    gpt2: str = "cvssp/audioldm2"  # local diffusers folder (<root>/language_model/) or hub id (full only)
+    gpt2_subfolder: str = "language_model"
+    pretrained: bool = True  # full: load AudioLDM-2's weights; False = same shape, random init (benchmarks)
+    n_embd: int | None = None  # tiny only; None = the cached AudioMAE dim (so no target projection is needed)
+    dropout: float | None = None  # None: full keeps the checkpoint's (0.1), tiny uses 0.0
+    target_proj: bool = False  # Linear in/out around the targets when GPT-2 width != AudioMAE dim
+    sos_eos: bool = False  # learned SOS/EOS around the visual prefix (AudioLDM-2 does it; the paper is silent)
+    # --- fusion (paper 3.2) ------------------------------------------------------------------------------
+    encoders: str = "both"
+    fusion: str = "concat"
+    tc_pool: str = "mean"
+    upsample: str = "nearest"
+    # --- expected cache (None = accept what the cache holds; an int is checked) ---------------------------
+    cavp_dim: int | None = None
+    timechat_dim: int | None = None
+    timechat_windows: int | None = None
+    cavp_steps: int = 40
+    n_tokens: int = 8
+    audiomae_dim: int | None = None
+    # --- optimisation (paper 4.1.2) ----------------------------------------------------------------------
+    loss: str = "mse"
+    lr: float = 1e-3
+    weight_decay: float = 0.01  # torch's AdamW default; the paper is silent
+    betas: tuple[float, float] = (0.9, 0.999)
+    epochs: int = 40
+    global_batch: int = 48  # = micro_batch x world size x accumulation
+    micro_batch: int | None = None  # per process per step; None = global_batch / world size
+    grad_clip: float = 0.0  # 0 = off
+    schedule: str = "none"
+    warmup_steps: int = 0
+    seed: int = 0
+    # --- data ------------------------------------------------------------------------------------------
+    val_fraction: float = 0.05  # held out of train, seeded, only when the cache has no val rows
+    in_memory: str = "auto"  # auto | yes | no: load the needed rows once instead of reading zarr per batch
+    max_memory_gb: float = 32.0  # auto: in memory when the selected rows take less than this
+    val_max_clips: int | None = None  # cap validation (AR rollout is 8 forward passes)
+    # --- runtime ---------------------------------------------------------------------------------------
+    device: str = "auto"
+    bf16: bool = True  # autocast on GPU only
+    ckpt_every_steps: int = 0  # extra `last/` checkpoints inside an epoch (0 = end of epoch only)
+    extra: dict[str, Any] = field(default_factory=dict)  # ignored keys, kept for the record
+
+    def __post_init__(self):
+        for name, allowed in (("encoders", ENCODERS), ("fusion", FUSIONS), ("tc_pool", TC_POOLS),
+                              ("upsample", UPSAMPLES), ("loss", LOSSES), ("schedule", SCHEDULES),
+                              ("model", ("full", "tiny")), ("in_memory", ("auto", "yes", "no"))):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"train params: {name}={getattr(self, name)!r} is not one of {allowed}")
+        if self.tc_pool == "none" and self.fusion != "cat" and self.encoders != "cavp":
+            raise ValueError("train params: tc_pool='none' keeps 32 tokens per window, which only the 'cat' fusion "
+                             "(along time) can use; pick tc_pool mean|max or fusion cat")
+        if self.fusion != "concat" and self.encoders != "both":
+            raise ValueError(f"train params: fusion={self.fusion!r} needs encoders='both' (got {self.encoders!r})")
+        if self.global_batch < 1 or self.epochs < 0 or self.lr <= 0:
+            raise ValueError("train params: global_batch >= 1, epochs >= 0 and lr > 0 are required")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ValueError(f"train params: val_fraction={self.val_fraction} must be in [0, 1)")
+        self.betas = tuple(self.betas)
+
+    @classmethod
+    def from_dict(cls, params: dict | None) -> "TrainConfig":
+        """Build from stages.yaml ``train.params``; unknown keys are an error (a typo must not be ignored)."""
+        params = dict(params or {})
+        names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
+        unknown = sorted(set(params) - names - {"extra"})
+        if unknown:
+            raise ValueError(f"train params: unknown keys {unknown}; known keys are {sorted(names)}")
+        return cls(**params)
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["betas"] = list(self.betas)
+        return d
+
+    def accumulation(self, world_size: int) -> tuple[int, int]:
+        """(micro_batch, accumulation steps) so that micro x world x accum == global_batch, or raise."""
+        micro = self.micro_batch or max(1, self.global_batch // world_size)
+        per_step = micro * world_size
+        if self.global_batch % per_step:
+            raise ValueError(f"global_batch {self.global_batch} is not a multiple of micro_batch {micro} x "
+                             f"{world_size} processes; change micro_batch or global_batch")
+        return micro, self.global_batch // per_step
+
+
+@dataclass
+class MapperSpec:
+    """Everything needed to rebuild the mapper without the cache or the hub (saved as ``mapper.json``)."""
+
+    encoders: str
+    fusion: str
+    tc_pool: str
+    upsample: str
+    cavp_steps: int
+    cavp_dim: int
+    timechat_windows: int
+    timechat_queries: int
+    timechat_dim: int
+    n_tokens: int
+    target_dim: int
+    sos_eos: bool
+    target_proj: bool
+    gpt2_config: dict  # GPT2Config.to_dict() subset
+
+    @property
+    def width(self) -> int:
+        return int(self.gpt2_config["n_embd"])
+
+    @property
+    def tc_steps(self) -> int:
+        """TimeChat steps in the prefix for the 'cat' fusion (windows, or windows x queries unpooled)."""
+        return self.timechat_windows * (self.timechat_queries if self.tc_pool == "none" else 1)
+
+    @property
+    def prefix_len(self) -> int:
+        if self.encoders == "timechat" or self.fusion != "cat":
+            n = self.cavp_steps
+        else:
+            n = self.cavp_steps + self.tc_steps
+        return n + (2 if self.sos_eos else 0)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "MapperSpec":
+        return cls(**d)

@@ -1,0 +1,213 @@
+"""The trainer's view of the feature cache (layout in docs/CONTRACTS.md): checks, row selection, batches.
+
+The trainer reads only the zarr store. ``check_cache`` refuses (``CacheError``) when an array it needs is missing,
+incomplete, shaped differently from its attributes or from the config, or stale (fingerprint differs from the
+one the stage runner says is current). ``load_features`` then loads the selected rows once (in memory, CPU or
+GPU tensors; TimeChat already pooled per window) or serves batches straight from zarr.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+import zarr
+
+from trainer.config import TrainConfig
+from trainer.fusion import pool_timechat
+
+log = logging.getLogger(__name__)
+
+
+class CacheError(ValueError):
+    """The feature cache cannot be used for this training config (message says what to run or change)."""
+
+
+def needed_groups(cfg: TrainConfig) -> list[str]:
+    return {"both": ["cavp", "timechat"], "cavp": ["cavp"], "timechat": ["timechat"]}[cfg.encoders] + ["audiomae"]
+
+
+def expected_inputs(cfg: TrainConfig) -> dict[str, dict]:
+    """The cache arrays this config reads, with the per-clip shape it expects (None = any size)."""
+    out = {"meta/status": {"dims": []}, "meta/split": {"dims": []}, "audiomae/valid": {"dims": []}}
+    if "cavp" in needed_groups(cfg):
+        out["cavp/emb"] = {"stage": "cavp", "dims": [cfg.cavp_steps, cfg.cavp_dim]}
+    if "timechat" in needed_groups(cfg):
+        out["timechat/emb"] = {"stage": "timechat", "dims": [cfg.timechat_windows, None, cfg.timechat_dim]}
+    out["audiomae/emb"] = {"stage": "audiomae", "dims": [cfg.n_tokens, cfg.audiomae_dim]}
+    return out
+
+
+def open_cache(path: str | Path) -> zarr.Group:
+    if not Path(path).exists():
+        raise CacheError(f"feature cache {path} does not exist: run the frames and encoder stages first (make extract)")
+    return zarr.open_group(str(path), mode="r")
+
+
+def check_cache(cfg: TrainConfig, root: zarr.Group, upstream_fingerprints: dict | None = None) -> dict:
+    """Verify the cache against ``cfg``; return the sizes found and the groups' fingerprints, or raise CacheError."""
+    problems: list[str] = []
+    if "meta" not in root or "status" not in root["meta"] or "split" not in root["meta"]:
+        raise CacheError("the feature cache has no meta/status or meta/split: run the frames stage")
+    n = root["meta"]["status"].shape[0]
+    found: dict = {"n_clips": n, "fingerprints": {}}
+    for name, want in expected_inputs(cfg).items():
+        if "stage" not in want:
+            continue
+        group = want["stage"]
+        if group not in root or "emb" not in root[group]:
+            problems.append(f"{name} is missing: run the {group} stage")
+            continue
+        g, emb = root[group], root[group]["emb"]
+        attrs = dict(g.attrs)
+        found["fingerprints"][group] = attrs.get("fingerprint")
+        if not attrs.get("complete", False):
+            done = g["done"][:] if "done" in g else np.zeros(0)
+            problems.append(f"{group} is incomplete ({int(done.sum())}/{len(done)} shards done): finish the "
+                            f"{group} stage before training")
+        elif "done" in g and not g["done"][:].all():
+            problems.append(f"{group} says complete but some shards are not done: rerun the {group} stage")
+        shape = tuple(emb.shape)
+        if shape[0] != n:
+            problems.append(f"{name} has {shape[0]} rows but meta has {n}: the cache mixes two runs, rerun {group}")
+        if list(shape[1:]) != list(attrs.get("dims", shape[1:])):
+            problems.append(f"{name} has per-clip shape {list(shape[1:])} but its attribute dims says {attrs['dims']}")
+        if len(shape) - 1 != len(want["dims"]) or any(w is not None and w != s for w, s in zip(want["dims"], shape[1:])):
+            problems.append(f"{name} has per-clip shape {list(shape[1:])}, the train config expects "
+                            f"{['any' if w is None else w for w in want['dims']]}: fix the train params or rerun {group}")
+        up = (upstream_fingerprints or {}).get(group)
+        if up is not None and up != attrs.get("fingerprint"):
+            problems.append(f"{group} is stale: the cache holds fingerprint {attrs.get('fingerprint')} but the "
+                            f"stage is now {up}; rerun the {group} stage")
+        found[group] = shape[1:]
+    if "audiomae" in root and "valid" not in root["audiomae"]:
+        problems.append("audiomae/valid is missing: rerun the audiomae stage")
+    if problems:
+        raise CacheError("the feature cache cannot be used for training:\n  - " + "\n  - ".join(problems))
+    cv, tc, am = found.get("cavp"), found.get("timechat"), found["audiomae"]
+    found.update(cavp_steps=cv[0] if cv else cfg.cavp_steps, cavp_dim=cv[1] if cv else 0,
+                 timechat_windows=tc[0] if tc else 0, timechat_queries=tc[1] if tc else 0, timechat_dim=tc[2] if tc else 0,
+                 n_tokens=am[0], target_dim=am[1])
+    return found
+
+
+def _strings(a) -> np.ndarray:
+    """zarr string arrays come back as numpy StringDType (or object): plain Python str objects."""
+    return np.array([str(v) for v in np.asarray(a).tolist()], dtype=object)
+
+
+def select_rows(cfg: TrainConfig, root: zarr.Group) -> tuple[np.ndarray, np.ndarray, str]:
+    """(train rows, val rows, how val was chosen): status == '' and audiomae/valid, split train / val."""
+    status = _strings(root["meta"]["status"][:])
+    split = _strings(root["meta"]["split"][:])
+    valid = np.asarray(root["audiomae"]["valid"][:]).astype(bool)
+    ok = (status == "") & valid
+    train, val = np.flatnonzero(ok & (split == "train")), np.flatnonzero(ok & (split == "val"))
+    how = "split == 'val'"
+    if len(val) == 0 and cfg.val_fraction > 0 and len(train) > 1:
+        k = max(1, int(math.ceil(cfg.val_fraction * len(train))))
+        perm = np.random.default_rng([cfg.seed, 7]).permutation(len(train))
+        val, train = np.sort(train[perm[:k]]), np.sort(train[perm[k:]])
+        how = f"{k} train rows held out (val_fraction {cfg.val_fraction}, seed {cfg.seed})"
+    if len(train) == 0:
+        raise CacheError(f"no usable training rows (status == '', audiomae/valid, split == 'train') among "
+                         f"{len(status)} clips: check the labels file's split column and the rejects")
+    if cfg.val_max_clips is not None and len(val) > cfg.val_max_clips:
+        val = val[np.random.default_rng([cfg.seed, 11]).permutation(len(val))[: cfg.val_max_clips]]
+        val = np.sort(val)
+    return train, val, how
+
+
+class Features:
+    """Selected rows of the cache; ``batch(positions)`` -> (cavp, timechat, target) float32 on ``device``.
+
+    ``mode``: ``memory`` (rows loaded once), ``zarr`` (one sorted read per batch) or ``per_sample`` (one zarr
+    read per row, the slow baseline of the benchmark). TimeChat is pooled per window as it is read.
+    """
+
+    def __init__(self, root: zarr.Group, rows: np.ndarray, cfg: TrainConfig, *, mode: str, device="cpu",
+                 data_device="cpu"):
+        self.root, self.rows, self.cfg, self.mode = root, np.asarray(rows), cfg, mode
+        self.device, self.data_device = torch.device(device), torch.device(data_device)
+        self.groups = needed_groups(cfg)
+        self.mem: dict[str, torch.Tensor] = {}
+        if mode == "memory":
+            for g in self.groups:
+                self.mem[g] = self._read_blocks(g).to(self.data_device)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def _convert(self, group: str, a: np.ndarray) -> torch.Tensor:
+        t = torch.from_numpy(np.ascontiguousarray(a))
+        if group == "timechat":
+            return pool_timechat(t.float(), self.cfg.tc_pool)  # (n, W, Dt) float32
+        return t  # cache dtype (float16): converted per batch
+
+    def _read_blocks(self, group: str) -> torch.Tensor:
+        """The selected rows of ``group/emb``, read chunk by chunk (memory = selected rows only)."""
+        arr = self.root[group]["emb"]
+        step = arr.chunks[0]
+        parts = []
+        for start in range(0, arr.shape[0], step):
+            sel = self.rows[(self.rows >= start) & (self.rows < start + step)]
+            if len(sel):
+                parts.append(self._convert(group, arr[start: start + step][sel - start]))
+        return torch.cat(parts)
+
+    def _read_rows(self, group: str, rows: np.ndarray) -> torch.Tensor:
+        arr = self.root[group]["emb"]
+        if self.mode == "per_sample":
+            return self._convert(group, np.stack([arr[int(r)] for r in rows]))
+        order = np.argsort(rows)
+        a = arr.get_orthogonal_selection((rows[order],))
+        out = np.empty_like(a)
+        out[order] = a
+        return self._convert(group, out)
+
+    def batch(self, positions) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor]:
+        positions = np.asarray(positions)
+        got = {}
+        for g in self.groups:
+            if self.mode == "memory":
+                t = self.mem[g][torch.as_tensor(positions, device=self.data_device)]
+            else:
+                t = self._read_rows(g, self.rows[positions])
+            got[g] = t.to(self.device, non_blocking=True).float()
+        return got.get("cavp"), got.get("timechat"), got["audiomae"]
+
+    def mean_target(self, chunk: int = 1024) -> torch.Tensor:
+        """Training-set mean of each of the n_tokens positions (n_tokens, D), float64 accumulation."""
+        total = None
+        for s in range(0, len(self), chunk):
+            t = self.batch(np.arange(s, min(len(self), s + chunk)))[2].double().sum(0)
+            total = t if total is None else total + t
+        return (total / len(self)).float()
+
+
+def bytes_per_row(dims: dict, cfg: TrainConfig) -> int:
+    b = dims["n_tokens"] * dims["target_dim"] * 2
+    if "cavp" in needed_groups(cfg):
+        b += dims["cavp_steps"] * dims["cavp_dim"] * 2
+    if "timechat" in needed_groups(cfg):
+        q = dims["timechat"][1] if cfg.tc_pool == "none" else 1
+        b += dims["timechat_windows"] * q * dims["timechat_dim"] * 4
+    return b
+
+
+def load_features(cfg: TrainConfig, root: zarr.Group, dims: dict, train_rows, val_rows, device) -> tuple:
+    """(train Features, val Features, mode, data device) following ``cfg.in_memory`` and ``cfg.max_memory_gb``."""
+    need = bytes_per_row(dims, cfg) * (len(train_rows) + len(val_rows))
+    fits = need < cfg.max_memory_gb * 2**30
+    mode = "memory" if cfg.in_memory == "yes" or (cfg.in_memory == "auto" and fits) else "zarr"
+    data_device = torch.device("cpu")
+    if mode == "memory" and torch.device(device).type == "cuda":
+        free, _ = torch.cuda.mem_get_info(torch.device(device))
+        data_device = torch.device(device) if need < 0.25 * free else data_device
+    log.info("data: %d train / %d val rows, %.2f GB selected, %s on %s", len(train_rows), len(val_rows),
+             need / 2**30, mode, data_device)
+    mk = lambda rows: Features(root, rows, cfg, mode=mode, device=device, data_device=data_device)  # noqa: E731
+    return mk(train_rows), mk(val_rows), mode, data_device

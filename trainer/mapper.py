@@ -1,0 +1,187 @@
+"""The GPT-2 mapper (paper section 3.4): fused visual prefix -> 8 continuous pooled-AudioMAE tokens.
+
+Teacher forcing (training): inputs_embeds = [prefix (P steps) ; targets 0..6]; the final hidden state (after
+ln_f, no LM head) at position P-1+i is the prediction of target i, so position P-1 predicts target 0 and the last
+position P+6 predicts target 7. Generation (AudioLDM-2's loop): run GPT-2 on the prefix, append the last
+position's final hidden state as the next input, 8 times, keep the 8 appended states.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+from torch import nn
+from transformers import GPT2Config, GPT2Model
+
+from trainer.config import TINY_GPT2, MapperSpec, TrainConfig
+from trainer.fusion import Fusion
+
+log = logging.getLogger(__name__)
+
+GPT2_KEYS = ("n_embd", "n_layer", "n_head", "n_positions", "n_inner", "activation_function", "resid_pdrop",
+             "embd_pdrop", "attn_pdrop", "layer_norm_epsilon", "initializer_range", "vocab_size",
+             "scale_attn_weights", "scale_attn_by_inverse_layer_idx", "reorder_and_upcast_attn")
+
+
+class Mapper(nn.Module):
+    def __init__(self, spec: MapperSpec, gpt2: GPT2Model | None = None):
+        super().__init__()
+        self.spec = spec
+        self.fusion = Fusion(spec)
+        self.gpt2 = gpt2 if gpt2 is not None else GPT2Model(make_gpt2_config(spec.gpt2_config))
+        self.gpt2.wte.requires_grad_(False)  # token embeddings are never used (inputs_embeds only)
+        w = spec.width
+        if spec.sos_eos:
+            self.sos = nn.Parameter(torch.randn(1, 1, w) * 0.02)
+            self.eos = nn.Parameter(torch.randn(1, 1, w) * 0.02)
+        if spec.target_proj:
+            self.tgt_in = nn.Linear(spec.target_dim, w)
+            self.tgt_out = nn.Linear(w, spec.target_dim)
+        elif spec.target_dim != w:
+            raise ValueError(f"the AudioMAE targets are {spec.target_dim}-d but GPT-2 is {w} wide; set "
+                             "target_proj: true (or n_embd equal to the target dim in the tiny model)")
+
+    def _in(self, c: torch.Tensor) -> torch.Tensor:
+        return self.tgt_in(c) if self.spec.target_proj else c
+
+    def _out(self, h: torch.Tensor) -> torch.Tensor:
+        return self.tgt_out(h) if self.spec.target_proj else h
+
+    def prefix(self, cavp: torch.Tensor | None, tc: torch.Tensor | None) -> torch.Tensor:
+        x = self.fusion(cavp, tc)  # (B, T, width)
+        if self.spec.sos_eos:
+            b = x.shape[0]
+            x = torch.cat([self.sos.expand(b, -1, -1), x, self.eos.expand(b, -1, -1)], dim=1)  # (B, T+2, width)
+        return x
+
+    def forward(self, cavp: torch.Tensor | None, tc: torch.Tensor | None, target: torch.Tensor) -> torch.Tensor:
+        """Teacher-forced predictions (B, n_tokens, D) of ``target`` (B, n_tokens, D)."""
+        x = self.prefix(cavp, tc)  # (B, P, width)
+        p, n = x.shape[1], target.shape[1]
+        x = torch.cat([x, self._in(target[:, :-1].to(x.dtype))], dim=1)  # (B, P + n - 1, width)
+        h = self.gpt2(inputs_embeds=x).last_hidden_state  # (B, P + n - 1, width), after ln_f
+        return self._out(h[:, p - 1: p - 1 + n])  # (B, n, D): position P-1+i predicts target i
+
+    @torch.no_grad()
+    def generate(self, cavp: torch.Tensor | None, tc: torch.Tensor | None, n_tokens: int | None = None,
+                 use_cache: bool = True) -> torch.Tensor:
+        """Autoregressive rollout -> (B, n_tokens, D); ``use_cache=False`` reruns the whole sequence each step."""
+        n = n_tokens or self.spec.n_tokens
+        x = self.prefix(cavp, tc)  # (B, P, width)
+        preds = []
+        if use_cache:
+            out = self.gpt2(inputs_embeds=x, use_cache=True)
+            for i in range(n):
+                c = self._out(out.last_hidden_state[:, -1:])  # (B, 1, D)
+                preds.append(c)
+                if i + 1 < n:
+                    out = self.gpt2(inputs_embeds=self._in(c), past_key_values=out.past_key_values, use_cache=True)
+        else:
+            for _ in range(n):
+                c = self._out(self.gpt2(inputs_embeds=x, use_cache=False).last_hidden_state[:, -1:])
+                preds.append(c)
+                x = torch.cat([x, self._in(c)], dim=1)
+        return torch.cat(preds, dim=1)  # (B, n, D)
+
+
+def make_gpt2_config(d: dict) -> GPT2Config:
+    return GPT2Config(**{**d, "bos_token_id": None, "eos_token_id": None})  # no vocabulary is used
+
+
+def _set_dropout(cfg: GPT2Config, p: float | None) -> None:
+    if p is not None:
+        cfg.resid_pdrop = cfg.embd_pdrop = cfg.attn_pdrop = float(p)
+
+
+def gpt2_folder(root: str, subfolder: str) -> Path | None:
+    """The local folder holding config.json (``<root>/<subfolder>`` or ``<root>``), or None for a hub id."""
+    p = Path(root).expanduser()
+    for cand in (p / subfolder, p):
+        if (cand / "config.json").is_file():
+            return cand
+    if p.exists() or root.startswith((".", "/", "~")):
+        raise FileNotFoundError(f"gpt2={root!r}: no config.json in {p / subfolder} or {p}; expected the diffusers "
+                                "layout <root>/language_model/{config.json, model.safetensors | pytorch_model.bin}")
+    return None
+
+
+def _read_state_dict(folder: Path) -> dict[str, torch.Tensor]:
+    st, pt = folder / "model.safetensors", folder / "pytorch_model.bin"
+    if st.is_file():
+        from safetensors.torch import load_file
+        return load_file(str(st))
+    if pt.is_file():
+        return torch.load(pt, map_location="cpu", weights_only=True)
+    raise FileNotFoundError(f"{folder}: neither model.safetensors nor pytorch_model.bin")
+
+
+def load_gpt2_pretrained(root: str, subfolder: str = "language_model", dropout: float | None = None) -> GPT2Model:
+    """AudioLDM-2's GPT-2 from a local diffusers folder (every key and shape checked) or from the hub."""
+    folder = gpt2_folder(root, subfolder)
+    if folder is None:  # a hub id: only reached outside the tests
+        model = GPT2Model.from_pretrained(root, subfolder=subfolder)
+        _set_dropout(model.config, dropout)
+        return model
+    cfg = GPT2Config.from_json_file(str(folder / "config.json"))
+    _set_dropout(cfg, dropout)
+    model = GPT2Model(make_gpt2_config({k: getattr(cfg, k) for k in GPT2_KEYS if hasattr(cfg, k)}))
+    sd = _read_state_dict(folder)
+    sd = {k.removeprefix("transformer."): v for k, v in sd.items() if not k.startswith("lm_head.")}
+    ignorable = (".attn.bias", ".attn.masked_bias")  # causal-mask buffers of older checkpoints
+    unexpected = [k for k in sd if k not in model.state_dict()]
+    sd = {k: v for k, v in sd.items() if k in model.state_dict()}
+    missing = [k for k in model.state_dict() if k not in sd]
+    for k, v in sd.items():
+        if tuple(v.shape) != tuple(model.state_dict()[k].shape):
+            raise RuntimeError(f"{folder}: weight {k} has shape {tuple(v.shape)}, the config wants "
+                               f"{tuple(model.state_dict()[k].shape)}")
+    if missing:
+        raise RuntimeError(f"{folder}: {len(missing)} GPT-2 weights missing, e.g. {missing[:6]}")
+    real_unexpected = [k for k in unexpected if not k.endswith(ignorable)]
+    if real_unexpected:
+        raise RuntimeError(f"{folder}: {len(real_unexpected)} unexpected weights, e.g. {real_unexpected[:6]}; "
+                           "is this a GPT-2 checkpoint?")
+    model.load_state_dict(sd, strict=True)
+    log.info("loaded GPT-2 (%d layers, width %d) from %s", cfg.n_layer, cfg.n_embd, folder)
+    return model
+
+
+def build_mapper(cfg: TrainConfig, dims: dict) -> Mapper:
+    """The mapper for ``cfg`` with the sizes found in the cache (``dims`` from ``trainer.data.check_cache``)."""
+    torch.manual_seed(cfg.seed)
+    if cfg.model == "full":
+        if cfg.pretrained:
+            gpt2 = load_gpt2_pretrained(cfg.gpt2, cfg.gpt2_subfolder, cfg.dropout)
+        else:  # AudioLDM-2's shape, random weights (benchmarks)
+            gpt2 = GPT2Model(make_gpt2_config({"n_embd": 768, "n_layer": 12, "n_head": 12, "n_positions": 1024,
+                                               **({} if cfg.dropout is None else {"resid_pdrop": cfg.dropout,
+                                                  "embd_pdrop": cfg.dropout, "attn_pdrop": cfg.dropout})}))
+        gcfg = {k: getattr(gpt2.config, k) for k in GPT2_KEYS if hasattr(gpt2.config, k)}
+    else:
+        p = 0.0 if cfg.dropout is None else cfg.dropout
+        gcfg = {**TINY_GPT2, "n_embd": cfg.n_embd or dims["target_dim"], "vocab_size": 1,
+                "resid_pdrop": p, "embd_pdrop": p, "attn_pdrop": p}
+        gpt2 = None
+    spec = MapperSpec(encoders=cfg.encoders, fusion=cfg.fusion, tc_pool=cfg.tc_pool, upsample=cfg.upsample,
+                      cavp_steps=dims["cavp_steps"], cavp_dim=dims["cavp_dim"],
+                      timechat_windows=dims["timechat_windows"],
+                      timechat_queries=dims["timechat_queries"], timechat_dim=dims["timechat_dim"],
+                      n_tokens=dims["n_tokens"], target_dim=dims["target_dim"], sos_eos=cfg.sos_eos,
+                      target_proj=cfg.target_proj, gpt2_config=gcfg)
+    if spec.prefix_len + spec.n_tokens > int(gcfg["n_positions"]):
+        raise ValueError(f"the sequence ({spec.prefix_len} prefix + {spec.n_tokens} tokens) is longer than GPT-2's "
+                         f"n_positions {gcfg['n_positions']}")
+    torch.manual_seed(cfg.seed)
+    return Mapper(spec, gpt2)
+
+
+def load_mapper(checkpoint_dir: str | Path, device: str | torch.device = "cpu") -> Mapper:
+    """Rebuild the mapper saved by the trainer (``<run>/best`` or ``<run>/last``) in eval mode, for ``infer/``."""
+    from trainer.checkpoint import read_checkpoint
+
+    ck = read_checkpoint(checkpoint_dir, with_optimizer=False)
+    mapper = Mapper(MapperSpec.from_dict(ck["mapper"]))
+    mapper.load_state_dict(ck["weights"], strict=True)
+    return mapper.to(device).eval()

@@ -1,0 +1,73 @@
+"""A small synthetic feature cache in the documented layout (docs/CONTRACTS.md), for tests and benchmarks.
+
+Each clip has a "flash" at frame f (0..39). CAVP step f carries a spike direction, TimeChat's window holding f
+carries another; the AudioMAE target token k is vector A when the flash falls in token k's 5 frames, else B
+(plus a little noise). So the target is a deterministic function of the visual features: the mean token cannot
+predict it, a mapper that localises the flash can.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import zarr
+
+
+def write_synthetic_cache(path: str | Path, *, n: int = 96, shard_size: int = 16, cavp_dim: int = 16,
+                          windows: int = 2, queries: int = 4, tc_dim: int = 24, n_tokens: int = 8,
+                          target_dim: int = 32, steps: int = 40, n_val: int = 16, n_rejected: int = 2,
+                          n_silent: int = 2, seed: int = 0, noise: float = 0.05) -> dict:
+    """Write the store; returns {"flash": (n,) frames, "split": (n,) str} for assertions."""
+    rng = np.random.default_rng(seed)
+    root = zarr.open_group(str(path), mode="w")
+    n_shards = -(-n // shard_size)
+    flash = rng.integers(0, steps, size=n)
+    split = np.array(["train"] * n, dtype=object)
+    split[rng.permutation(n)[:n_val]] = "val"
+    status = np.array([""] * n, dtype=object)
+    status[rng.permutation(n)[:n_rejected]] = "decode error"
+    valid = np.ones(n, dtype=bool)
+    valid[rng.permutation(n)[:n_silent]] = False
+
+    meta = root.create_group("meta")
+    cols = {"id": np.array([f"clip{i:05d}" for i in range(n)], dtype=object), "label": np.array(["x"] * n, dtype=object),
+            "split": split, "status": status, "n_frames": np.full(n, steps, np.int32),
+            "audio_len": np.full(n, 160000, np.int32), "has_audio": np.ones(n, bool),
+            "audio_silent": ~valid, "duration": np.full(n, 10.0, np.float32)}
+    for name, values in cols.items():
+        dtype = str if values.dtype == object else values.dtype
+        meta.create_array(name, shape=(n,), dtype=dtype, chunks=(shard_size,))[:] = values
+    meta.attrs.update({"n_clips": n, "shard_size": shard_size})
+
+    # CAVP: noise + spike at the flash frame; L2-normalised per frame like the real encoder
+    spike_c = rng.standard_normal(cavp_dim)
+    cavp = rng.standard_normal((n, steps, cavp_dim)) * 0.3
+    cavp[np.arange(n), flash] += 3 * spike_c
+    cavp /= np.linalg.norm(cavp, axis=-1, keepdims=True)
+    # TimeChat: per window, queries share a "flash here" direction when the window holds the flash
+    spike_t = rng.standard_normal(tc_dim)
+    tc = rng.standard_normal((n, windows, queries, tc_dim)) * 0.3
+    win = flash * windows // steps
+    tc[np.arange(n), win] += spike_t
+    # targets: token k = A if the flash is in token k's span, else B
+    a, b = rng.standard_normal(target_dim), rng.standard_normal(target_dim)
+    tok = flash * n_tokens // steps
+    target = np.where((np.arange(n_tokens)[None, :] == tok[:, None])[..., None], a, b)
+    target = target + noise * rng.standard_normal((n, n_tokens, target_dim))
+
+    def group(name, data, extra=None):
+        g = root.create_group(name)
+        g.create_array("emb", shape=data.shape, dtype="float16", chunks=(shard_size, *data.shape[1:]))[:] = \
+            data.astype(np.float16)
+        g.create_array("done", shape=(n_shards,), dtype=np.uint8, chunks=(1,))[:] = 1
+        g.attrs.update({"encoder": name, "config": {"synthetic": True}, "checkpoint": {"tiny_seed": seed},
+                        "fps": 4.0, "dims": list(data.shape[1:]), "dtype": "float16",
+                        "fingerprint": f"synthetic-{name}-{seed}", "complete": True, "shard_size": shard_size})
+        return g
+
+    group("cavp", cavp)
+    group("timechat", tc)
+    g = group("audiomae", target)
+    g.create_array("valid", shape=(n,), dtype=bool, chunks=(shard_size,))[:] = valid
+    return {"flash": flash, "split": split, "status": status, "valid": valid}

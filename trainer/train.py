@@ -1,0 +1,250 @@
+"""Stage ``train``: feature cache -> GPT-2 mapper weights (``<out>/best``, ``<out>/last``, ``<out>/log.csv``).
+
+Single CPU/GPU process by default; under torchrun (env RANK/WORLD_SIZE/LOCAL_RANK) it runs DDP with the same
+global batch (micro_batch x world x accumulation), so results equal one process up to float error.
+
+Data order: epoch e visits the train rows in ``default_rng([seed, e]).permutation``; global batch b is the slice
+[b G, (b+1) G) (a last incomplete batch is dropped), and rank r takes its contiguous share of it. Dropout is
+reseeded from (seed, step, rank) before every optimizer step, so a resumed run repeats the masks exactly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import logging
+import math
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from tqdm import tqdm
+
+from trainer.checkpoint import has_checkpoint, read_checkpoint, rng_state, set_rng_state, write_checkpoint
+from trainer.config import TrainConfig
+from trainer.data import check_cache, load_features, open_cache, select_rows
+from trainer.mapper import build_mapper
+from trainer.validate import evaluate, loss_fn
+from v2a.io import atomic_write_json, atomic_write_text, exclusive_lock, sha256_bytes
+
+log = logging.getLogger(__name__)
+
+# params that may change between a run and its resume (they do not change the maths beyond float error)
+RESUME_FREE = {"device", "in_memory", "max_memory_gb", "ckpt_every_steps", "micro_batch", "extra"}
+CSV_FIELDS = ["epoch", "step", "lr", "train_loss", "val_loss", "tf_mse", "tf_cos", "ar_mse", "ar_cos",
+              "base_mse", "base_cos", "seconds"]
+
+
+def setup_distributed() -> tuple[int, int, int, bool]:
+    """(rank, world size, local rank, whether we created the process group) from torchrun's environment."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1, 0, False
+    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    if dist.is_initialized():
+        return rank, world, local, False
+    dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo", rank=rank, world_size=world)
+    return rank, world, local, True
+
+
+def pick_device(cfg: TrainConfig, local_rank: int) -> torch.device:
+    if cfg.device in ("auto", ""):
+        return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
+    if cfg.device.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"train device {cfg.device!r} was asked for but CUDA is not available; use auto or cpu")
+    return torch.device(cfg.device)
+
+
+def lr_factor(cfg: TrainConfig, total_steps: int):
+    def f(step: int) -> float:
+        if cfg.warmup_steps and step < cfg.warmup_steps:
+            return (step + 1) / cfg.warmup_steps
+        if cfg.schedule == "cosine":
+            t = (step - cfg.warmup_steps) / max(1, total_steps - cfg.warmup_steps)
+            return 0.5 * (1.0 + math.cos(math.pi * min(1.0, t)))
+        return 1.0
+    return f
+
+
+def epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
+    return np.random.default_rng([seed, epoch]).permutation(n)
+
+
+def _write_log(out: Path, history: list[dict], writer) -> None:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=CSV_FIELDS, extrasaction="ignore")
+    w.writeheader()
+    w.writerows(history)
+    atomic_write_text(out / "log.csv", buf.getvalue())
+    if writer is not None and history:
+        row = history[-1]
+        for k in CSV_FIELDS[3:-1]:
+            if row.get(k) is not None:
+                writer.add_scalar(k, row[k], row["epoch"])
+        writer.flush()
+
+
+def _tensorboard(out: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except Exception:  # tensorboard not installed: CSV only
+        return None
+    return SummaryWriter(str(out / "tb"))
+
+
+def _check_resume(ck: dict, cfg: TrainConfig, run_id: dict) -> None:
+    old, new = ck["config"], cfg.to_dict()
+    changed = sorted(k for k in set(old) | set(new) if k not in RESUME_FREE and old.get(k) != new.get(k))
+    if changed:
+        raise ValueError(f"cannot resume: train params {changed} differ from the checkpoint's "
+                         f"({ {k: old.get(k) for k in changed} }); restore them or start over (resume=False)")
+    old_id = ck["manifest"].get("run_id", {})
+    diff = sorted(k for k in run_id if old_id.get(k) != run_id[k])
+    if diff:
+        raise ValueError(f"cannot resume: the data changed since the checkpoint ({diff}); start over (resume=False)")
+
+
+def run(cfg: TrainConfig, *, cache: str, out_dir: str, resume: bool = True, progress: bool = True,
+        upstream_fingerprints: dict | None = None) -> dict:
+    """Train the mapper on the cache at ``cache``; write checkpoints and logs under ``out_dir``; return a summary."""
+    rank, world, local_rank, own_group = setup_distributed()
+    out = Path(out_dir)
+    lock = exclusive_lock(out / ".lock", "the mapper training run") if rank == 0 else contextlib.nullcontext()
+    try:
+        with lock:
+            return _train(cfg, cache, out, resume, progress, upstream_fingerprints, rank, world, local_rank)
+    finally:
+        if own_group:
+            dist.destroy_process_group()
+
+
+def _train(cfg, cache, out, resume, progress, upstream, rank, world, local_rank) -> dict:
+    t_start = time.perf_counter()
+    # 1. check the cache and select rows
+    root = open_cache(cache)
+    dims = check_cache(cfg, root, upstream)
+    train_rows, val_rows, val_from = select_rows(cfg, root)
+    micro, accum = cfg.accumulation(world)
+    G = cfg.global_batch
+    steps_per_epoch = len(train_rows) // G
+    if steps_per_epoch == 0:
+        raise ValueError(f"{len(train_rows)} training rows are fewer than global_batch {G}; lower global_batch")
+    device = pick_device(cfg, local_rank)
+    train_set, val_set, data_mode, _ = load_features(cfg, root, dims, train_rows, val_rows, device)
+    run_id = {"cache_fingerprints": dims["fingerprints"], "upstream_fingerprints": upstream or {},
+              "train_rows": sha256_bytes(np.asarray(train_rows, np.int64).tobytes())[:16],
+              "val_rows": sha256_bytes(np.asarray(val_rows, np.int64).tobytes())[:16]}
+    # 2. model, optimizer, schedule
+    mapper = build_mapper(cfg, dims).to(device)
+    params = [p for p in mapper.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+    total_steps = cfg.epochs * steps_per_epoch
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor(cfg, total_steps))
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" and cfg.bf16 \
+        else contextlib.nullcontext()
+    # 3. resume from last/ (or start over)
+    st = {"epoch": 0, "batch": 0, "step": 0, "best_val": None, "best_epoch": None, "history": [],
+          "loss_sum": 0.0, "loss_n": 0}
+    if resume and has_checkpoint(out / "last"):
+        ck = read_checkpoint(out / "last")
+        _check_resume(ck, cfg, run_id)
+        mapper.load_state_dict({k: v.to(device) for k, v in ck["weights"].items()}, strict=True)
+        opt.load_state_dict(ck["train_state"]["optimizer"])
+        sched.load_state_dict(ck["train_state"]["scheduler"])
+        set_rng_state(ck["train_state"]["rng"])
+        st = {k: ck["manifest"][k] for k in st}
+        log.info("resuming from %s: epoch %d, batch %d, step %d", out / "last", st["epoch"], st["batch"], st["step"])
+    elif rank == 0:
+        for d in ("last", "best"):
+            shutil.rmtree(out / d, ignore_errors=True)
+    model = torch.nn.parallel.DistributedDataParallel(mapper) if world > 1 else mapper
+    mean_token = train_set.mean_target().to(device) if rank == 0 else None
+    writer = _tensorboard(out) if rank == 0 else None
+
+    def save(folder: str, with_state: bool) -> None:
+        manifest = {**st, "run_id": run_id, "steps_per_epoch": steps_per_epoch, "seed": cfg.seed,
+                    "world_size": world, "data_order": "default_rng([seed, epoch]).permutation; drop last"}
+        state = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "rng": rng_state()} \
+            if with_state else None
+        write_checkpoint(out / folder, weights=mapper.state_dict(), manifest=manifest, config=cfg.to_dict(),
+                         mapper=mapper.spec.to_dict(), train_state=state)
+
+    # 4. train
+    t_data = t_steps = 0.0
+    model.train()
+    for epoch in range(st["epoch"], cfg.epochs):
+        t_epoch = time.perf_counter()
+        perm = epoch_order(cfg.seed, epoch, len(train_set))
+        bar = tqdm(range(st["batch"], steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                   disable=not progress or rank != 0, unit="step")
+        for b in bar:
+            t0 = time.perf_counter()
+            mine = perm[b * G: (b + 1) * G][rank * micro * accum: (rank + 1) * micro * accum]
+            torch.manual_seed(cfg.seed * 1_000_003 + st["step"] * 1009 + rank)  # dropout masks per step
+            loss_sum = torch.zeros((), device=device)
+            for a in range(accum):
+                td = time.perf_counter()
+                cavp, tc, target = train_set.batch(mine[a * micro: (a + 1) * micro])
+                t_data += time.perf_counter() - td
+                sync = model.no_sync if world > 1 and a + 1 < accum else contextlib.nullcontext
+                with sync():
+                    with autocast:
+                        pred = model(cavp, tc, target)  # (micro, 8, D)
+                    loss = loss_fn(cfg.loss, pred, target) / accum
+                    loss.backward()
+                loss_sum += loss.detach()
+            if cfg.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+            opt.step()
+            sched.step()
+            opt.zero_grad(set_to_none=True)
+            if world > 1:
+                dist.all_reduce(loss_sum)
+                loss_sum /= world
+            step_loss = float(loss_sum)
+            st.update(step=st["step"] + 1, batch=b + 1, loss_sum=st["loss_sum"] + step_loss, loss_n=st["loss_n"] + 1)
+            t_steps += time.perf_counter() - t0
+            bar.set_postfix(loss=f"{step_loss:.4f}")
+            if rank == 0 and cfg.ckpt_every_steps and st["step"] % cfg.ckpt_every_steps == 0 \
+                    and b + 1 < steps_per_epoch:
+                save("last", True)
+        bar.close()
+        # 5. validate (rank 0), log, checkpoint
+        row = {"epoch": epoch + 1, "step": st["step"], "lr": sched.get_last_lr()[0],
+               "train_loss": st["loss_sum"] / max(1, st["loss_n"]), "seconds": round(time.perf_counter() - t_epoch, 3)}
+        if rank == 0 and len(val_set):
+            row.update(evaluate(mapper, val_set, mean_token, batch=max(micro, 16), loss=cfg.loss, autocast=autocast))
+        st.update(epoch=epoch + 1, batch=0, loss_sum=0.0, loss_n=0)
+        if rank == 0:
+            st["history"] = st["history"] + [row]
+            improved = "val_loss" in row and (st["best_val"] is None or row["val_loss"] < st["best_val"])
+            if improved:
+                st.update(best_val=row["val_loss"], best_epoch=epoch + 1)
+            _write_log(out, st["history"], writer)
+            if improved:
+                save("best", False)
+            save("last", True)
+            log.info("epoch %d: train %.5f val %s (tf cos %s, mean baseline %s)", epoch + 1, row["train_loss"],
+                     row.get("val_loss"), row.get("tf_cos"), row.get("base_mse"))
+        if world > 1:
+            dist.barrier()
+    # 6. summary
+    summary = {"out_dir": str(out), "best_dir": str(out / "best") if st["best_epoch"] else None,
+               "last_dir": str(out / "last"), "epochs_done": st["epoch"], "steps": st["step"],
+               "best_val_loss": st["best_val"], "best_epoch": st["best_epoch"],
+               "final": st["history"][-1] if st["history"] else None, "train_rows": len(train_rows),
+               "val_rows": len(val_rows), "val_from": val_from, "data_mode": data_mode, "world_size": world,
+               "micro_batch": micro, "accumulation": accum, "device": str(device),
+               "timing": {"total_s": time.perf_counter() - t_start, "steps_s": t_steps, "data_s": t_data,
+                          "data_share": t_data / t_steps if t_steps else None},
+               "run_id": run_id}
+    if rank == 0:
+        atomic_write_json(out / "summary.json", summary)
+        if writer is not None:
+            writer.close()
+    return summary

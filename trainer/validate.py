@@ -1,0 +1,62 @@
+"""Validation metrics: MSE and per-token cosine similarity, teacher-forced and autoregressive, against a
+baseline that predicts the training-set mean of each token position."""
+
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from trainer.data import Features
+
+
+def loss_fn(kind: str, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Element-mean MSE (the paper's sum over dims / T_c, divided by D) or L1 (AudioLDM-2's code)."""
+    pred, target = pred.float(), target.float()
+    return F.mse_loss(pred, target) if kind == "mse" else F.l1_loss(pred, target)
+
+
+class _Acc:
+    def __init__(self, n_tokens: int):
+        self.sq = torch.zeros(n_tokens, dtype=torch.float64)
+        self.ab = torch.zeros(n_tokens, dtype=torch.float64)
+        self.cos = torch.zeros(n_tokens, dtype=torch.float64)
+        self.n, self.d = 0, 1
+
+    def add(self, pred: torch.Tensor, target: torch.Tensor) -> None:
+        pred, target = pred.float().cpu(), target.float().cpu()  # (B, n_tokens, D)
+        self.sq += ((pred - target) ** 2).mean(-1).sum(0).double()
+        self.ab += (pred - target).abs().mean(-1).sum(0).double()
+        self.cos += F.cosine_similarity(pred, target, dim=-1, eps=1e-8).sum(0).double()
+        self.n += pred.shape[0]
+
+    def result(self, prefix: str) -> dict:
+        n = max(self.n, 1)
+        return {f"{prefix}_mse": float(self.sq.sum() / n / len(self.sq)),
+                f"{prefix}_l1": float(self.ab.sum() / n / len(self.ab)),
+                f"{prefix}_cos": float(self.cos.sum() / n / len(self.cos)),
+                f"{prefix}_cos_per_token": [round(float(c), 6) for c in self.cos / n]}
+
+
+@torch.no_grad()
+def evaluate(mapper, data: Features, mean_token: torch.Tensor, *, batch: int = 64, loss: str = "mse",
+             autocast: contextlib.AbstractContextManager | None = None) -> dict:
+    """Metrics over ``data`` (``tf_*``, ``ar_*``, ``base_*``, and ``val_loss`` = teacher-forced training loss)."""
+    was_training = mapper.training
+    mapper.eval()
+    n_tok = mapper.spec.n_tokens
+    tf, ar, base = _Acc(n_tok), _Acc(n_tok), _Acc(n_tok)
+    for s in range(0, len(data), batch):
+        cavp, tc, target = data.batch(np.arange(s, min(len(data), s + batch)))
+        with autocast or contextlib.nullcontext():
+            p_tf = mapper(cavp, tc, target)  # (B, 8, D)
+            p_ar = mapper.generate(cavp, tc)  # (B, 8, D)
+        tf.add(p_tf, target)
+        ar.add(p_ar, target)
+        base.add(mean_token.to(target.device).expand_as(target), target)
+    mapper.train(was_training)
+    out = {**tf.result("tf"), **ar.result("ar"), **base.result("base"), "n_val": len(data)}
+    out["val_loss"] = out["tf_mse"] if loss == "mse" else out["tf_l1"]
+    return out
