@@ -302,3 +302,16 @@ def test_invalid_inputs_and_params():
         build({"model": "tiny", "window": 0})
     with pytest.raises(FileNotFoundError, match="eva_vit"):
         build({"model": "full", "eva_vit": "./nope.pth", "instructblip": "./x.pth", "timechat": "./y.pth"})
+
+
+def test_half_vit_stays_close_and_returns_float32():
+    """The `half` option casts only the ViT (as the reference ran it in fp16); the rest stays float32."""
+    model = tiny_model(seed=10)
+    x = normalise(clips(1, seed=2)[:, :4])  # (1, 4, 3, 224, 224)
+    ids, mask = text_inputs(4)
+    with torch.no_grad():
+        full = model(x, ids, mask)
+        model.visual_encoder.half()
+        half = model(x, ids, mask)
+    assert half.dtype == torch.float32 and model.ln_vision.weight.dtype == torch.float32
+    torch.testing.assert_close(half, full, rtol=0, atol=2e-2)

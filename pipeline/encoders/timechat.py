@@ -196,7 +196,12 @@ def read_checkpoint(path: str | Path, what: str) -> dict[str, torch.Tensor]:
         raw = load_file(str(path), device="cpu")
     else:
         try:
-            raw = torch.load(path, map_location="cpu", weights_only=True)
+            try:  # memory-mapped: timechat_7b.pth also holds LLaMA weights we never copy
+                raw = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            except RuntimeError as err:
+                if "mmap" not in str(err):
+                    raise
+                raw = torch.load(path, map_location="cpu", weights_only=True)  # legacy (non-zip) files
         except Exception as err:  # arbitrary pickled objects are refused on purpose
             raise RuntimeError(
                 f"timechat: {what} checkpoint {str(path)!r} could not be read with torch.load(weights_only=True): "
