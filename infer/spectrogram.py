@@ -1,0 +1,105 @@
+"""Log-mel spectrogram PNGs of generated (and ground-truth) audio, drawn with Pillow (no plotting dependency).
+
+One figure, one panel per waveform stacked vertically on a shared time axis; each panel has a title, a
+frequency axis (Hz ticks placed on the mel scale) and the time axis in seconds; colours span the top ``db_range`` dB
+of the figure's loudest bin (one scale for every panel, so the panels are comparable).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from v2a.io import atomic_path
+
+SAMPLE_RATE = 16_000
+N_FFT, HOP, N_MELS = 1024, 160, 64  # AudioLDM-2's mel front end: 10 ms hop, 64 bands up to 8 kHz
+PANEL_H, LEFT, RIGHT, TOP, GAP, BOTTOM = 160, 64, 16, 22, 30, 40
+# dark blue -> purple -> orange -> pale yellow; interpolated linearly (a magma-like map)
+_ANCHORS = np.array([[0, 0, 4], [60, 15, 110], [150, 40, 120], [235, 95, 70], [252, 200, 90], [252, 253, 191]], float)
+
+
+def mel_filterbank(sample_rate: int = SAMPLE_RATE, n_fft: int = N_FFT, n_mels: int = N_MELS,
+                   fmin: float = 0.0, fmax: float | None = None) -> np.ndarray:
+    """HTK-mel triangular filters, (n_mels, n_fft // 2 + 1), peak 1."""
+    fmax = fmax or sample_rate / 2
+    mel = lambda f: 2595.0 * np.log10(1.0 + np.asarray(f) / 700.0)  # noqa: E731
+    edges = 700.0 * (10 ** (np.linspace(mel(fmin), mel(fmax), n_mels + 2) / 2595.0) - 1.0)  # (n_mels + 2,) Hz
+    freqs = np.linspace(0, sample_rate / 2, n_fft // 2 + 1)
+    lo, mid, hi = edges[:-2, None], edges[1:-1, None], edges[2:, None]
+    return np.clip(np.minimum((freqs - lo) / (mid - lo), (hi - freqs) / (hi - mid)), 0.0, None)
+
+
+def log_mel(audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """Power log-mel in dB, (n_mels, frames); centred frames (reflect padding), Hann window."""
+    x = np.asarray(audio, dtype=np.float64)
+    if x.ndim != 1:
+        raise ValueError(f"log_mel expects mono audio (samples,), got {x.shape}")
+    x = np.pad(x, N_FFT // 2, mode="reflect" if len(x) > N_FFT // 2 else "constant")
+    n_frames = 1 + (len(x) - N_FFT) // HOP
+    idx = np.arange(N_FFT)[None, :] + HOP * np.arange(n_frames)[:, None]  # (frames, n_fft)
+    spec = np.abs(np.fft.rfft(x[idx] * np.hanning(N_FFT + 1)[:-1], axis=1)) ** 2  # (frames, n_fft/2+1)
+    return 10.0 * np.log10(np.maximum(mel_filterbank(sample_rate) @ spec.T, 1e-10))  # (n_mels, frames)
+
+
+def write_spectrogram_png(path: str | os.PathLike, generated: np.ndarray, ground_truth: np.ndarray | None = None, *,
+                          sample_rate: int = SAMPLE_RATE, title: str = "", width: int = 800,
+                          db_range: float = 80.0) -> tuple[int, int]:
+    """Write the PNG (atomic); returns its (width, height): ``width`` x (panels * (160 + 30) + 62)."""
+    panels = [("Generated" + (f": {title}" if title else ""), log_mel(generated, sample_rate))]
+    if ground_truth is not None:
+        panels.append(("Ground truth", log_mel(ground_truth, sample_rate)))
+    top_db = max(float(m.max()) for _, m in panels)
+    seconds = max(len(generated), 0 if ground_truth is None else len(ground_truth)) / sample_rate
+    height = TOP + len(panels) * (PANEL_H + GAP) - GAP + BOTTOM
+    img = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(img)
+    font = ImageFont.load_default()
+    plot_w = width - LEFT - RIGHT
+    for k, (name, mel) in enumerate(panels):
+        y0 = TOP + k * (PANEL_H + GAP)
+        frames_w = max(1, round(plot_w * (mel.shape[1] * HOP / sample_rate) / seconds)) if seconds else plot_w
+        rgb = _colour((mel - (top_db - db_range)) / db_range)[::-1]  # low frequencies at the bottom
+        img.paste(Image.fromarray(rgb).resize((min(frames_w, plot_w), PANEL_H), Image.NEAREST), (LEFT, y0))
+        draw.rectangle([LEFT - 1, y0 - 1, LEFT + plot_w, y0 + PANEL_H], outline="black")
+        draw.text((LEFT, y0 - 14), name, fill="black", font=font)
+        _freq_ticks(draw, font, y0, sample_rate)
+        _time_ticks(draw, font, y0 + PANEL_H, seconds, plot_w)
+    draw.text((LEFT + plot_w // 2 - 24, height - 14), "Time (s)", fill="black", font=font)
+    draw.text((2, TOP - 14), "Hz (mel)", fill="black", font=font)
+    with atomic_path(path) as tmp:
+        img.save(tmp, format="PNG")
+    return img.size
+
+
+def _colour(v: np.ndarray) -> np.ndarray:
+    v = np.clip(v, 0.0, 1.0) * (len(_ANCHORS) - 1)
+    i = np.minimum(v.astype(int), len(_ANCHORS) - 2)
+    f = (v - i)[..., None]
+    return (_ANCHORS[i] * (1 - f) + _ANCHORS[i + 1] * f).astype(np.uint8)  # (..., 3)
+
+
+def _freq_ticks(draw, font, y0: int, sample_rate: int) -> None:
+    mel = lambda f: 2595.0 * np.log10(1.0 + f / 700.0)  # noqa: E731
+    top = mel(sample_rate / 2)
+    for hz in (0, 500, 1000, 2000, 4000, 8000):
+        if hz > sample_rate / 2:
+            continue
+        y = y0 + PANEL_H - round(PANEL_H * mel(hz) / top)
+        draw.line([LEFT - 5, y, LEFT - 1, y], fill="black")
+        label = f"{hz // 1000}k" if hz >= 1000 else str(hz)
+        draw.text((LEFT - 8 - 6 * len(label), y - 5), label, fill="black", font=font)
+
+
+def _time_ticks(draw, font, y: int, seconds: float, plot_w: int) -> None:
+    if seconds <= 0:
+        return
+    step = 1.0 if seconds <= 12 else 5.0
+    for t in np.arange(0.0, seconds + 1e-9, step):
+        x = LEFT + round(plot_w * t / seconds)
+        draw.line([x, y + 1, x, y + 5], fill="black")
+        draw.text((x - 3, y + 7), f"{t:g}", fill="black", font=font)
+
