@@ -19,7 +19,7 @@ import torch.nn as nn
 
 from evaluate.audio import EVAL_SR, pad_or_crop, remove_dc, resample
 from evaluate.panns import Cnn14, Cnn14Config
-from evaluate.passt import CLIP_SAMPLES, SR as PASST_SR, PaSST, PaSSTConfig
+from evaluate.passt import SR as PASST_SR, PaSST, PaSSTConfig
 from evaluate.vggish import VGGish, VGGishConfig, waveform_to_examples
 
 log = logging.getLogger(__name__)
@@ -118,7 +118,8 @@ class PasstEmbedder(AudioEmbedder):
 
     @torch.inference_mode()
     def embed(self, wav16k: np.ndarray) -> Embeddings:
-        x = pad_or_crop(resample(remove_dc(wav16k), EVAL_SR, PASST_SR), CLIP_SAMPLES)  # 10 s at 32 kHz
+        x = resample(remove_dc(wav16k), EVAL_SR, PASST_SR)
+        x = pad_or_crop(x, self.net.cfg.clip_samples)  # full: 320,000 samples = 10 s at 32 kHz
         out = self.net(torch.from_numpy(x)[None].to(self.device))
         return Embeddings(out["embedding"][0].double().cpu().numpy(), out["logits"][0].double().cpu().numpy())
 

@@ -42,6 +42,11 @@ class PaSSTConfig:
     heads: int = 12
     mlp_ratio: float = 4.0
     classes: int = 527
+    clip_seconds: float = 10.0  # inputs are zero-padded/cut to this length (the model's positional range)
+
+    @property
+    def clip_samples(self) -> int:
+        return int(round(self.clip_seconds * SR))
 
     @property
     def grid(self) -> tuple[int, int]:  # (freq, time) sizes of the positional embeddings, as the reference
@@ -49,7 +54,7 @@ class PaSSTConfig:
 
     @classmethod
     def tiny(cls) -> "PaSSTConfig":
-        return cls(embed_dim=8, depth=1, heads=2, classes=6)
+        return cls(embed_dim=8, depth=1, heads=2, classes=6, clip_seconds=2.0, input_tdim=198)
 
 
 def kaldi_mel_banks(n_mels: int, n_fft: int, sr: int, fmin: float, fmax: float) -> np.ndarray:

@@ -147,12 +147,14 @@ def _fd(gen: dict, gt: dict, stack: Callable) -> dict:
     n_gen, n_gt = len(gen), len(gt)
     if n_gen < 2 or n_gt < 2:
         return _metric("skipped", n_gen=n_gen, n_gt=n_gt, reason="needs at least 2 clips on each side")
+    a, b = stack(gen.values()), stack(gt.values())  # (rows, D): one row per clip, VGGish one per 0.96 s
+    counts = {"n_gen": n_gen, "n_gt": n_gt, "n_gen_rows": int(a.shape[0]), "n_gt_rows": int(b.shape[0])}
     try:
-        r = M.compute_fd(stack(gen.values()), stack(gt.values()))
+        r = M.compute_fd(a, b)
     except M.FrechetDistanceError as e:
-        return _metric("failed", n_gen=n_gen, n_gt=n_gt, reason=str(e))
+        return _metric("failed", reason=str(e), **counts)
     note = "covariances regularised with 1e-6*I" if r.retried else None
-    return _metric("ok", r.value, n_gen=n_gen, n_gt=n_gt, retried=r.retried, note=note)
+    return _metric("ok", r.value, retried=r.retried, note=note, **counts)
 
 
 def _kl(gen: dict, gt: dict, key: str, rows: dict) -> dict:

@@ -63,7 +63,9 @@ def test_vggish_examples_and_mel():
 
 
 def test_passt_frontend_grid_matches_positional_embeddings():
-    m = PaSST(PaSSTConfig.tiny()).eval()
+    with torch.device("meta"):
+        assert PaSSTConfig().clip_samples == 320000 and PaSSTConfig().grid == (12, 99)
+    m = PaSST(PaSSTConfig(embed_dim=8, depth=1, heads=2, classes=6)).eval()  # full-size front end and grid
     with torch.no_grad():
         mel = m.mel(torch.zeros(1, 320000) + 0.01)
         patches = m.net.patch_embed(mel)
