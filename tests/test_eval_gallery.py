@@ -1,0 +1,79 @@
+"""The static gallery: parses, has every clip, every referenced file exists; optionally rendered by chromium."""
+
+import shutil
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from PIL import Image
+
+from evaluate.gallery import build_gallery
+from evaluate.run import ClipPair
+
+SR = 16000
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+class _Collect(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.clips, self.srcs, self.tags = [], [], {}
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        self.tags[tag] = self.tags.get(tag, 0) + 1
+        if "data-clip-id" in a:
+            self.clips.append(a["data-clip-id"])
+        if "src" in a:
+            self.srcs.append((tag, a["src"]))
+
+
+def _clips(tmp_path):
+    t = np.arange(SR) / SR
+    gen_wav = tmp_path / "outputs" / "c1.wav"
+    gen_wav.parent.mkdir()
+    sf.write(gen_wav, (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32), SR)
+    frame_files = []
+    for i in range(3):
+        f = tmp_path / "frames" / f"{i}.jpg"
+        f.parent.mkdir(exist_ok=True)
+        Image.new("RGB", (32, 24), (80 * i, 10, 10)).save(f)
+        frame_files.append(f)
+    video = tmp_path / "videos" / "c1.mp4"
+    video.parent.mkdir()
+    video.write_bytes(b"\x00")
+    frames = np.random.default_rng(0).integers(0, 255, size=(40, 24, 32, 3), dtype=np.uint8)
+    return [ClipPair("c0", np.sin(2 * np.pi * 220 * t).astype(np.float32), 0.1 * np.ones(SR, np.float32),
+                     frames=frames),
+            ClipPair("c1", None, gen_wav, video=video, frames=frame_files),
+            ClipPair("c2", gen_wav, gen_wav)]
+
+
+def test_gallery_html_parses_and_references_exist(tmp_path):
+    page = build_gallery(_clips(tmp_path), tmp_path / "gallery", scores={"c0": {"status": "ok", "kl_panns": 1.5}})
+    p = _Collect()
+    p.feed(page.read_text())
+    assert p.clips == ["c0", "c1", "c2"]
+    assert p.tags["audio"] == 5 and p.tags["video"] == 1  # c1 has no ground truth
+    assert sum(1 for t, _ in p.srcs if t == "img") == 8 + 3 + 5  # frames (8 of 40, 3 files) + 5 spectrograms
+    for tag, src in p.srcs:
+        assert not src.startswith(("http:", "https:", "/")), src
+        assert (page.parent / src).is_file(), (tag, src)
+    assert "missing" in page.read_text() and "1.500" in page.read_text()
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="chromium not installed at /usr/bin/chromium")
+def test_gallery_renders_in_headless_chromium(tmp_path):
+    page = build_gallery(_clips(tmp_path), tmp_path / "gallery")
+    cmd = [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+           "--disable-background-networking", "--disable-component-update", "--disable-sync",
+           f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom", page.resolve().as_uri()]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    p = _Collect()
+    p.feed(out.stdout)
+    assert p.clips == ["c0", "c1", "c2"]
+    shutil.rmtree(tmp_path / "profile", ignore_errors=True)
