@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from pipeline.encoders.eva_vit import EvaAttention, EvaViT, EvaViTConfig
 from pipeline.encoders.qformer import QFormer
@@ -315,3 +314,10 @@ def test_half_vit_stays_close_and_returns_float32():
         half = model(x, ids, mask)
     assert half.dtype == torch.float32 and model.ln_vision.weight.dtype == torch.float32
     torch.testing.assert_close(half, full, rtol=0, atol=2e-2)
+
+
+def test_hub_reference_failure_names_both_readings(tmp_path):
+    pytest.importorskip("huggingface_hub")
+    files = write_released_files(tiny_model(seed=11), tmp_path)
+    with pytest.raises(FileNotFoundError, match="not a local file"):  # HF_HUB_OFFLINE=1 (conftest): no network
+        build({"model": "tiny", **files, "eva_vit": "nobody/no-such-repo/eva_vit_g.pth"})

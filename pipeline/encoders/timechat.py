@@ -18,7 +18,6 @@ Padded (black) frames after ``lengths`` are encoded like real ones, as in the pa
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -255,7 +254,12 @@ def resolve_file(params: dict, key: str, default_filename: str | None) -> tuple[
     from huggingface_hub import hf_hub_download
 
     repo, filename = "/".join(parts[:2]), "/".join(parts[2:]) or default_filename
-    got = Path(hf_hub_download(repo_id=repo, filename=filename, revision=params.get(f"{key}_revision")))
+    try:
+        got = Path(hf_hub_download(repo_id=repo, filename=filename, revision=params.get(f"{key}_revision")))
+    except Exception as err:  # a mistyped relative path also lands here: say both readings
+        raise FileNotFoundError(
+            f"timechat params: {key} {ref!r} is not a local file, and as hub file {repo}:{filename} it failed: {err}"
+        ) from err
     return got, {"hub_repo": repo, "filename": filename, **file_identity(got)}
 
 
