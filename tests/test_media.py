@@ -212,3 +212,27 @@ def test_webdataset_shards(demo, tmp_path):
     assert seen == sorted(by_id)
     again = pack_webdataset(demo, tmp_path / "again", shard_size=3)
     assert [p.read_bytes() for p in shards] == [p.read_bytes() for p in again]
+
+
+def _reference_frames(path: str, n: int, fps_src: int) -> list:
+    """Independent pick: decode every frame with PyAV, take frame floor(t_i * fps_src) in display order."""
+    with av.open(path) as c:
+        frames = list(c.decode(video=0))
+    return [frames[i * fps_src // FPS] for i in range(n)]
+
+
+@pytest.mark.parametrize("resize,max_mae", [("direct", 1.0), ("via_rgb", 0.6)])
+def test_resize_matches_pil_bilinear(demo, resize, max_mae):
+    from av.video.reformatter import Interpolation
+    from PIL import Image
+
+    s = next(s for s in demo if s.ext == "mp4" and s.duration == 10.0)
+    d = decode_clip(s.path, resize=resize)
+    for i, f in enumerate(_reference_frames(s.path, 40, s.fps)):
+        if resize == "direct":  # accurate full-chroma RGB at native size
+            rgb = f.reformat(format="rgb24", interpolation=Interpolation.BILINEAR | Interpolation.ACCURATE_RND
+                             | Interpolation.FULL_CHR_H_INT).to_image()
+        else:
+            rgb = f.to_image()
+        ref = np.asarray(rgb.resize((224, 224), Image.BILINEAR), np.float32)  # torchvision Resize on PIL
+        assert np.abs(d.frames[i].astype(np.float32) - ref).mean() < max_mae, (resize, i)
