@@ -1,8 +1,9 @@
 """A small synthetic feature cache in the documented layout (docs/CONTRACTS.md), for tests and benchmarks.
 
 Each clip has a "flash" at frame f (0..39). CAVP step f carries a spike direction, TimeChat's window holding f
-carries another; the AudioMAE target token k is vector A when the flash falls in token k's 5 frames, else B
-(plus a little noise). So the target is a deterministic function of the visual features: the mean token cannot
+carries another; with ``task="token"`` the AudioMAE target token k is vector A when the flash falls in token k's
+5 frames, else B; with ``task="half"`` every token is A when the flash comes in the first 5 s, else B (plus a fixed
+per-token offset and a little noise). So the target is a deterministic function of the visual features: the mean token cannot
 predict it, a mapper that localises the flash can.
 """
 
@@ -17,7 +18,7 @@ import zarr
 def write_synthetic_cache(path: str | Path, *, n: int = 96, shard_size: int = 16, cavp_dim: int = 16,
                           windows: int = 2, queries: int = 4, tc_dim: int = 24, n_tokens: int = 8,
                           target_dim: int = 32, steps: int = 40, n_val: int = 16, n_rejected: int = 2,
-                          n_silent: int = 2, seed: int = 0, noise: float = 0.05) -> dict:
+                          n_silent: int = 2, seed: int = 0, noise: float = 0.05, task: str = "token") -> dict:
     """Write the store; returns {"flash": (n,) frames, "split": (n,) str} for assertions."""
     rng = np.random.default_rng(seed)
     root = zarr.open_group(str(path), mode="w")
@@ -52,8 +53,11 @@ def write_synthetic_cache(path: str | Path, *, n: int = 96, shard_size: int = 16
     tc[np.arange(n), win] += spike_t
     # targets: token k = A if the flash is in token k's span, else B
     a, b = rng.standard_normal(target_dim), rng.standard_normal(target_dim)
-    tok = flash * n_tokens // steps
-    target = np.where((np.arange(n_tokens)[None, :] == tok[:, None])[..., None], a, b)
+    if task == "token":  # localise the flash to one of the 8 tokens
+        hit = np.arange(n_tokens)[None, :] == (flash * n_tokens // steps)[:, None]  # (n, n_tokens)
+    else:  # "half": every token says whether the flash came in the first or second half (easier)
+        hit = np.repeat((flash < steps // 2)[:, None], n_tokens, axis=1)
+    target = np.where(hit[..., None], a, b) + 0.5 * rng.standard_normal((1, n_tokens, target_dim))
     target = target + noise * rng.standard_normal((n, n_tokens, target_dim))
 
     def group(name, data, extra=None):
