@@ -124,3 +124,12 @@ class EvaViT(nn.Module):
         for blk in self.blocks:
             x = blk(x)
         return x  # (N, 1 + P, C)
+
+
+def half_matmul_weights_(vit: EvaViT) -> EvaViT:
+    """The reference's ``convert_weights_to_fp16``: Linear/Conv weights to fp16, LayerNorms, tokens, positions
+    and q/v biases stay fp32. Run it under ``torch.autocast(float16)``: the residual stream then stays fp32."""
+    for m in vit.modules():
+        if isinstance(m, (nn.Linear, nn.Conv2d)):
+            m.half()
+    return vit

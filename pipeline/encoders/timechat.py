@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from pipeline.encoders.base import EncoderInfo, freeze, report_load
-from pipeline.encoders.eva_vit import EvaViT, EvaViTConfig
+from pipeline.encoders.eva_vit import EvaViT, EvaViTConfig, half_matmul_weights_
 from pipeline.encoders.qformer import QFormer, QFormerConfig
 
 log = logging.getLogger(__name__)
@@ -133,12 +133,19 @@ class TimeChatVisual(nn.Module):
         self.video_query_tokens = nn.Parameter(torch.zeros(1, cfg.num_video_query, cfg.video_qformer.hidden))
         self.video_Qformer = QFormer(cfg.video_qformer)
         self.llama_proj = nn.Linear(cfg.video_qformer.hidden, cfg.llama_dim) if cfg.llama_dim > 0 else None
+        self.vit_fp16 = False  # set by use_fp16_vit(): the ViT under float16 autocast, as TimeChat ran it
+
+    def use_fp16_vit(self) -> "TimeChatVisual":
+        """The reference's ViT precision: fp16 Linear/Conv weights under autocast; the rest stays fp32."""
+        half_matmul_weights_(self.visual_encoder)
+        self.vit_fp16 = True
+        return self
 
     def encode_frames(self, images: torch.Tensor, input_ids: torch.Tensor, text_mask: torch.Tensor) -> torch.Tensor:
         """images (N, 3, S, S) normalised, input_ids/text_mask (N, L) -> frame tokens (N, Q + L, H)."""
-        vit_dtype = self.visual_encoder.cls_token.dtype
-        img = self.visual_encoder(images.to(vit_dtype))  # (N, 257, 1408)
-        img = self.ln_vision(img.to(self.ln_vision.weight.dtype))  # (N, 257, 1408)
+        with torch.autocast(images.device.type, dtype=torch.float16, enabled=self.vit_fp16):
+            img = self.visual_encoder(images)  # (N, 257, 1408)
+        img = self.ln_vision(img.float())  # (N, 257, 1408), fp32 like the reference's LayerNorm subclass
         queries = self.query_tokens.expand(img.shape[0], -1, -1)  # (N, Q, H)
         return self.Qformer(queries, img, input_ids, text_mask)  # (N, Q + L, H), text rows kept
 
@@ -366,7 +373,7 @@ def build(params: dict, device: str = "cpu") -> TimeChatEncoder:
     _tokenizer_vocab_check(tokenizer, cfg)
     model = freeze(model).to(device)
     if half:
-        model.visual_encoder.half()
+        model.use_fp16_vit()
     info = EncoderInfo(
         name="timechat",
         input_kind="frames",
