@@ -1,0 +1,186 @@
+"""The frames stage end to end: shards, rejects, meta arrays, SIGKILL + resume byte equality, locks, ranks."""
+
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from pipeline import cache
+from pipeline.demo_data import make_demo_clips, pack_webdataset
+from pipeline.framestore import iter_shard, read_plan
+from pipeline.media import decode_clip
+from v2a.config import load_config
+from v2a.io import LockedError, exclusive_lock
+from v2a.runner import Runner
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory):
+    d = tmp_path_factory.mktemp("videos")
+    specs = make_demo_clips(d, n=7, seed=3)
+    (d / "zz_random.mp4").write_bytes(np.random.default_rng(0).bytes(5000))
+    (d / "zz_empty.mkv").write_bytes(b"")
+    good = Path(specs[0].path).read_bytes()
+    (d / "zz_truncated.mp4").write_bytes(good[: len(good) // 3])
+    (d / "notes.txt").write_text("not a video")  # skipped by extension
+    return d, specs
+
+
+def project(tmp: Path, videos: Path, **frames_params) -> Path:
+    cfg = yaml.safe_load((REPO / "stages.yaml").read_text())
+    cfg["paths"] = {"videos": str(videos), "labels": str(videos / "labels.csv"), "cache": str(tmp / "cache"),
+                    "runs": str(tmp / "runs"), "outputs": str(tmp / "out")}
+    cfg["stages"] = {"frames": cfg["stages"]["frames"]}
+    cfg["stages"]["frames"]["params"].update({"shard_size": 3, **frames_params})
+    tmp.mkdir(parents=True, exist_ok=True)
+    p = tmp / "stages.yaml"
+    p.write_text(yaml.safe_dump(cfg))
+    return p
+
+
+def tree_bytes(root: Path, skip=("_stage.json",)) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file() and p.name not in skip and not p.name.startswith(".lock")}
+
+
+def test_frames_stage_outputs(clips, tmp_path):
+    videos, specs = clips
+    cfg_path = project(tmp_path, videos, max_reject_share=0.5)
+    r = Runner(load_config([cfg_path]))
+    assert r.run(["frames"]) == ["frames"]
+    assert r.status("frames") == (True, [])
+    out = tmp_path / "cache" / "frames"
+    rejects = list(csv.DictReader(open(out / "rejects.csv")))
+    assert {(x["id"], x["reason"]) for x in rejects} == {
+        ("zz_random", "not_a_video"), ("zz_empty", "empty_file"), ("zz_truncated", "truncated")}
+    plan = read_plan(out)
+    assert plan["n_clips"] == 10 and plan["n_shards"] == 4
+    meta = cache.read_meta(cache.open_store(tmp_path / "cache" / "features.zarr", "r"))
+    by_id = {s.id: s for s in specs}
+    assert list(meta["id"]) == sorted(list(by_id) + ["zz_empty", "zz_random", "zz_truncated"])
+    for i, cid in enumerate(meta["id"]):
+        if cid not in by_id:
+            assert meta["status"][i] != ""
+            continue
+        s = by_id[cid]
+        assert meta["status"][i] == ""
+        assert meta["n_frames"][i] == min(40, int(round(s.duration * 4)))
+        assert meta["has_audio"][i] == s.has_audio
+        assert meta["label"][i] == s.label and meta["split"][i] == s.split
+        want = min(160000, int(round(s.duration * 16000))) if s.has_audio else 0
+        assert abs(int(meta["audio_len"][i]) - want) <= 1100  # AAC pads to whole 1024-sample frames
+
+
+def test_stored_clip_matches_direct_decode(clips, tmp_path):
+    videos, specs = clips
+    cfg_path = project(tmp_path, videos, max_reject_share=0.5, codec="raw")
+    Runner(load_config([cfg_path])).run(["frames"])
+    out = tmp_path / "cache" / "frames"
+    rec = next(iter_shard(out, 0))
+    d = decode_clip(next(s.path for s in specs if s.id == rec.id))
+    assert np.array_equal(rec.frames, d.frames)  # raw codec: lossless
+    assert np.abs(rec.audio - d.audio).max() <= 1.0 / 32767 + 1e-6  # 16-bit FLAC
+    assert rec.frames.shape == (40, 224, 224, 3) and rec.audio.shape == (160000,)
+
+
+def test_h264_frames_are_near_lossless(clips, tmp_path):
+    videos, specs = clips
+    Runner(load_config([project(tmp_path, videos, max_reject_share=0.5)])).run(["frames"])
+    rec = next(iter_shard(tmp_path / "cache" / "frames", 0))
+    d = decode_clip(next(s.path for s in specs if s.id == rec.id))
+    err = np.abs(rec.frames.astype(int) - d.frames.astype(int))
+    assert err.mean() < 1.5 and rec.frames.dtype == np.uint8
+
+
+def _cli(cfg_path: Path, *args: str) -> list[str]:
+    return [sys.executable, "-m", "v2a.cli", "-q", "--no-progress", "-c", str(cfg_path), *args]
+
+
+def test_sigkill_then_resume_gives_the_same_bytes(clips, tmp_path):
+    videos, _ = clips
+    ref = project(tmp_path / "ref", videos, max_reject_share=0.5, shard_size=1)
+    subprocess.run(_cli(ref, "stage", "frames"), check=True, cwd=REPO)
+    killed = project(tmp_path / "killed", videos, max_reject_share=0.5, shard_size=1)
+    out = tmp_path / "killed" / "cache" / "frames"
+    proc = subprocess.Popen(_cli(killed, "stage", "frames"), cwd=REPO)
+    deadline = time.time() + 120
+    while not (out / "shard-000002.json").exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    assert proc.poll() is None, "the stage finished before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (out / "_stage.json").exists()
+    r = Runner(load_config([killed]))
+    fresh, why = r.status("frames")
+    assert not fresh and "shards done" in why[-1]
+    subprocess.run(_cli(killed, "stage", "frames"), check=True, cwd=REPO)
+    a, b = tree_bytes(tmp_path / "ref" / "cache"), tree_bytes(tmp_path / "killed" / "cache")
+    assert sorted(a) == sorted(b)
+    assert [k for k in a if a[k] != b[k]] == []
+
+
+def test_second_run_on_same_output_is_refused(clips, tmp_path):
+    videos, _ = clips
+    r = Runner(load_config([project(tmp_path, videos)]))
+    with exclusive_lock(tmp_path / "cache" / "frames" / ".lock.rank0"):
+        with pytest.raises(LockedError, match="another process"):
+            r.run(["frames"])
+
+
+def test_ranks_split_shards_and_finish_the_same(clips, tmp_path):
+    videos, _ = clips
+    single = project(tmp_path / "one", videos, max_reject_share=0.5)
+    Runner(load_config([single])).run(["frames"])
+    split = project(tmp_path / "two", videos, max_reject_share=0.5)
+    Runner(load_config([split])).run(["frames"], rank=1, world_size=2)
+    out = tmp_path / "two" / "cache" / "frames"
+    assert sorted(p.name for p in out.glob("shard-*.json")) == ["shard-000001.json", "shard-000003.json"]
+    assert not (out / "_stage.json").exists()
+    Runner(load_config([split])).run(["frames"], rank=0, world_size=2)
+    assert (out / "_stage.json").exists()
+    a, b = tree_bytes(tmp_path / "one" / "cache"), tree_bytes(tmp_path / "two" / "cache")
+    assert sorted(a) == sorted(b) and [k for k in a if a[k] != b[k]] == []
+
+
+def test_too_many_rejects_fails_but_keeps_shards(clips, tmp_path):
+    videos, _ = clips
+    r = Runner(load_config([project(tmp_path, videos, max_reject_share=0.1)]))
+    with pytest.raises(RuntimeError, match=r"3 of 10 clips rejected .*max_reject_share"):
+        r.run(["frames"])
+    out = tmp_path / "cache" / "frames"
+    assert len(list(out.glob("shard-*.tar"))) == 4 and not (out / "_stage.json").exists()
+    assert (out / "rejects.csv").exists()
+
+
+def test_webdataset_input_and_unsafe_keys(clips, tmp_path):
+    _, specs = clips
+    shards = tmp_path / "wds"
+    pack_webdataset(specs[:4], shards, shard_size=2)
+    import io
+    import tarfile
+
+    with tarfile.open(shards / "evil.tar", "w") as tar:
+        data = Path(specs[0].path).read_bytes()
+        info = tarfile.TarInfo("../evil.mp4")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    cfg_path = project(tmp_path, shards, max_reject_share=0.5)
+    Runner(load_config([cfg_path])).run(["frames"])
+    meta = cache.read_meta(cache.open_store(tmp_path / "cache" / "features.zarr", "r"))
+    ok = meta["status"] == ""
+    assert sorted(meta["id"][ok]) == sorted(s.id for s in specs[:4])
+    assert dict(zip(meta["id"][ok], meta["label"][ok])) == {s.id: s.label for s in specs[:4]}
+    bad = [(i, s) for i, s in zip(meta["id"], meta["status"]) if s]
+    assert len(bad) == 1 and bad[0][1].startswith("unsafe_id")
