@@ -26,7 +26,7 @@ def _cell(m: dict) -> str:
     return m.get("status", "?")
 
 
-def markdown_table(metrics: dict, n_clips: int, title: str = "Evaluation") -> str:
+def markdown_table(metrics: dict, n_clips: int, title: str = "Evaluation", seconds: float = 8.0) -> str:
     head = "| Method | " + " | ".join(c for c, _ in TABLE_COLUMNS) + " |"
     sep = "| --- |" + " ---: |" * len(TABLE_COLUMNS)
     paper = "| MFM-Mapper (quoted from the paper, Table 1; VGGSound test) | " + " | ".join(
@@ -34,7 +34,8 @@ def markdown_table(metrics: dict, n_clips: int, title: str = "Evaluation") -> st
     ours = f"| Ours (this run, {n_clips} clips) | " + " | ".join(
         _cell({**metrics[k], "key": k}) for _, k in TABLE_COLUMNS) + " |"
     lines = [f"# {title}", "", head, sep, paper, ours, "",
-             "Lower is better for FD, KL and DeSync; higher for IS and IB-score. Audio cropped to 8 s.", "",
+             "Lower is better for FD, KL and DeSync; higher for IS and IB-score. "
+             f"Audio cropped to {seconds:g} s (the protocol uses 8 s).", "",
              "| Metric | Status | Clips used | Note |", "| --- | --- | ---: | --- |"]
     for col, key in TABLE_COLUMNS:
         m = metrics[key]
@@ -60,6 +61,7 @@ def write_outputs(out_dir: Path, result: dict, rows: list[dict]) -> dict[str, Pa
     paths = {"metrics": out_dir / "metrics.json", "per_clip": out_dir / "per_clip.csv",
              "table": out_dir / "table.md"}
     atomic_write_text(paths["per_clip"], per_clip_csv(rows))
-    atomic_write_text(paths["table"], markdown_table(result["metrics"], result["counts"]["clips"]))
+    atomic_write_text(paths["table"], markdown_table(result["metrics"], result["counts"]["clips"],
+                                                      seconds=result.get("params", {}).get("seconds", 8.0)))
     atomic_write_json(paths["metrics"], result)  # written last: its presence says the run completed
     return paths
