@@ -57,6 +57,7 @@ class ClipSpec:
     audio_rate: int = 44_100
     channels: int = 1
     class_index: int = 0
+    audio_delay: float = 0.0  # audio stream starts this many seconds after the video (its content shifted too)
 
     @property
     def id(self) -> str:
@@ -141,10 +142,11 @@ def write_clip(spec: ClipSpec, seed: int = 0) -> ClipSpec:
             fmt = "fltp" if acodec in ("aac", "libopus") else "s16p"
             data = wave if fmt == "fltp" else (wave * 32767).astype(np.int16)
             layout = "mono" if spec.channels == 1 else "stereo"
-            step = 4096
+            step, delay = 4096, int(round(spec.audio_delay * spec.audio_rate))
+            data = data[:, delay:]  # the sound stays in sync with the picture; its stream starts later
             for i in range(0, data.shape[1], step):
                 fr = av.AudioFrame.from_ndarray(np.ascontiguousarray(data[:, i:i + step]), format=fmt, layout=layout)
-                fr.sample_rate, fr.pts = spec.audio_rate, i
+                fr.sample_rate, fr.pts = spec.audio_rate, delay + i
                 for p in a_s.encode(fr):
                     c.mux(p)
             for p in a_s.encode():

@@ -13,9 +13,12 @@ Rules (docs/CONTRACTS.md, reference/MODELS.md section 1):
   "accurate RGB at native size, then PIL bilinear". ``resize="via_rgb"`` reproduces ``frame.to_image()`` (swscale's
   fast default conversion, ~+1 level brighter) then a bilinear resize: within ~0.3 levels of
   ``to_image().resize((224, 224), BILINEAR)``, at ~3x the conversion cost.
-- **Audio.** The first audio stream is decoded and resampled (swresample, ``ACCURATE_RND`` not needed for float)
-  to mono float32 at ``sample_rate``; the first ``seconds`` of the *audio stream itself* are kept (its first decoded
-  sample is sample 0, as ``ffmpeg -i clip -ac 1 -ar 16000 a.wav`` would give). The offset of the audio stream's
+- **Audio.** The first audio stream is decoded, resampled (swresample, default filter) to float32 at
+  ``sample_rate`` and averaged over its channels (mono = mean, as librosa/torchaudio and ffmpeg's s16 downmix;
+  swresample's own float downmix would sum stereo at 0.707, +3 dB), clipped to [-1, 1]; ``audio_silent`` = peak
+  below ``silence_dbfs`` (True without audio). The first ``seconds`` of the *audio stream itself* are kept: its
+  first decoded sample is sample 0 (encoder priming removed by the decoder), as
+  ``ffmpeg -i clip -ac 1 -ar 16000 a.wav`` would give; gaps inside the stream are not filled. The offset of the audio stream's
   start relative to the video stream's start is reported as ``audio_offset`` (seconds) and not applied, unless
   ``align_audio=True``: then sample 0 is at video time 0 (a late audio start is zero-padded, an early one cut).
 - Decoding stops once every target frame is known and ``seconds`` of audio are in hand.
@@ -179,7 +182,7 @@ def probe(path: Source) -> ProbeInfo:
 class _FramePicker:
     """Keeps, for each target time, the frame displayed then; converts only those frames."""
 
-    def __init__(self, targets: list[float], size: int, resize: str, threads: int):
+    def __init__(self, targets: list[float], size: int, resize: str):
         self.targets = targets
         self.size = size
         self.resize = resize
@@ -241,6 +244,38 @@ def _check_dims(w: int, h: int, *, min_side: int, max_side: int, max_pixels: int
                          f"{w}x{h}; allowed sides {min_side}..{max_side}, at most {max_pixels} pixels")
 
 
+class _VideoClock:
+    """Presentation time (s) of decoded frames relative to the stream start, in exact integer arithmetic
+    (a frame exactly at a target time t_i compares equal to it)."""
+
+    def __init__(self, stream, fallback_fps: float):
+        tb = stream.time_base
+        self.num, self.den = tb.numerator, tb.denominator
+        self.start = stream.start_time  # in time_base units; None -> the first frame's pts
+        self.step = 1.0 / fallback_fps
+        self.last: float | None = None
+        self.last_dur = 0.0
+
+    def time(self, frame) -> float:
+        if frame.pts is not None:
+            if self.start is None:
+                self.start = frame.pts
+            t = ((frame.pts - self.start) * self.num) / self.den  # int / int: correctly rounded
+        else:
+            t = self.last + (self.last_dur or self.step) if self.last is not None else 0.0
+        self.last_dur = (frame.duration * self.num) / self.den if frame.duration else self.step
+        self.last = t if self.last is None else max(t, self.last)
+        return t
+
+    @property
+    def end(self) -> float:
+        return self.last + self.last_dur
+
+    @property
+    def start_seconds(self) -> float | None:
+        return (self.start * self.num) / self.den if self.start is not None else None
+
+
 class _AudioCollector:
     """Decoded audio -> mono float32 at ``rate``; keeps the first ``need`` samples."""
 
@@ -249,7 +284,7 @@ class _AudioCollector:
         self.need = need
         # keep the channels and average them ourselves: swresample's float downmix sums stereo at 0.707 (+3 dB),
         # a plain mean is what librosa/torchaudio mono loading and ffmpeg's s16 downmix give
-        self.resampler = av.AudioResampler(format="fltp", layout=None, rate=rate)
+        self.resampler = av.AudioResampler(format="flt", layout=None, rate=rate)  # packed: no per-frame vstack
         self.chunks: list[np.ndarray] = []
         self.count = 0
         self.first_time: float | None = None
@@ -260,8 +295,10 @@ class _AudioCollector:
 
     def _add(self, frames) -> None:
         for rf in frames:
-            x = rf.to_ndarray()  # (C, n) planar float
-            x = x[0] if x.shape[0] == 1 else x.mean(axis=0, dtype=np.float32)  # (n,)
+            x = rf.to_ndarray().reshape(-1)  # (n * C,) interleaved float
+            c = rf.layout.nb_channels
+            if c > 1:
+                x = x.reshape(-1, c).mean(axis=1, dtype=np.float32)  # (n,)
             self.chunks.append(x)
             self.count += x.shape[0]
 
@@ -309,14 +346,15 @@ def decode_clip(src: Source, *, fps: int = 4, seconds: float = 10.0, size: int =
         cc.thread_count = threads
         a_s = c.streams.audio[0] if c.streams.audio else None
         native_fps = _fps(vs)
-        v_start = float(vs.start_time * vs.time_base) if vs.start_time is not None else None
         a_start = float(a_s.start_time * a_s.time_base) if a_s is not None and a_s.start_time is not None else None
 
         # 2. demux once, in order; decode until every target frame and enough audio are known
-        picker = _FramePicker(targets, size, resize, threads)
-        audio = _AudioCollector(a_s, sample_rate, n_samples + (int(sample_rate) if align_audio else 0)) if a_s is not None else None
+        picker = _FramePicker(targets, size, resize)
+        need = n_samples + (int(sample_rate) if align_audio else 0)  # margin for a shift
+        audio = _AudioCollector(a_s, sample_rate, need) if a_s is not None else None
+        clock = _VideoClock(vs, native_fps or fps)
         errors: list[str] = []
-        last_t, last_dur, n_decoded = None, 0.0, 0
+        n_decoded = 0
         streams = [vs] + ([a_s] if a_s is not None else [])
         try:
             for packet in c.demux(streams):
@@ -328,15 +366,7 @@ def decode_clip(src: Source, *, fps: int = 4, seconds: float = 10.0, size: int =
                             _check_dims(frame.width, frame.height, min_side=min_side, max_side=max_side,
                                         max_pixels=max_pixels)
                         n_decoded += 1
-                        if frame.pts is not None:
-                            if v_start is None:
-                                v_start = float(frame.time)
-                            t = float(frame.time) - v_start
-                        else:
-                            t = (last_t + (last_dur or 1 / (native_fps or fps))) if last_t is not None else 0.0
-                        last_dur = float(frame.duration * frame.time_base) if frame.duration and frame.time_base \
-                            else (1 / native_fps if native_fps else 0.0)
-                        last_t = t if last_t is None else max(t, last_t)
+                        t = clock.time(frame)
                         picker.push(t, frame)
                         if picker.done:
                             break
@@ -354,7 +384,7 @@ def decode_clip(src: Source, *, fps: int = 4, seconds: float = 10.0, size: int =
         if n_decoded == 0:
             raise MediaError("truncated" if errors else "zero_frames",
                              f"no video frame decoded ({len(errors)} corrupt packets)")
-        decoded_end = last_t + last_dur
+        decoded_end, v_start = clock.end, clock.start_seconds
         meta_dur, tol = _stream_duration(vs), truncation_tolerance
         if not meta_dur:  # the container's duration also covers the audio: allow more slack
             meta_dur, tol = _container_duration(c), 2 * truncation_tolerance

@@ -236,3 +236,18 @@ def test_resize_matches_pil_bilinear(demo, resize, max_mae):
             rgb = f.to_image()
         ref = np.asarray(rgb.resize((224, 224), Image.BILINEAR), np.float32)  # torchvision Resize on PIL
         assert np.abs(d.frames[i].astype(np.float32) - ref).mean() < max_mae, (resize, i)
+
+
+@pytest.mark.parametrize("ext", ["mkv", "mp4"])
+def test_audio_offset_is_reported_and_optionally_applied(tmp_path, ext):
+    spec = write_clip(ClipSpec("x", 0, "red beep", "train", str(tmp_path / f"late.{ext}"), 4.0, events=[1.0, 2.6],
+                               audio_rate=48_000, audio_delay=0.5))
+
+    def onset(d: DecodedClip) -> float:
+        return np.flatnonzero(np.abs(d.audio) > 0.05)[0] / 16_000
+
+    own, aligned = decode_clip(spec.path), decode_clip(spec.path, align_audio=True)
+    assert own.audio_offset == pytest.approx(0.5, abs=0.03) and aligned.audio_offset == own.audio_offset
+    assert onset(own) == pytest.approx(0.5, abs=0.03)  # stream-relative: the audio's first sample is sample 0
+    assert onset(aligned) == pytest.approx(1.0, abs=0.005)  # video timeline: burst under the flash
+    assert aligned.audio_len == own.audio_len + round(own.audio_offset * 16_000)
