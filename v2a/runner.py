@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from v2a.config import Config, StageSpec
-from v2a.io import file_identity, sha256_bytes, sha256_json
+from v2a.io import sha256_bytes, sha256_json
 
 log = logging.getLogger(__name__)
 
@@ -39,16 +39,20 @@ def code_hash(files: list[str]) -> str:
 
 
 def path_identity(p: Path) -> Any:
-    """Identity of a raw input: a file's path/size/mtime, or the sorted listing of a folder's files."""
+    """Identity of an input or checkpoint: a file's name/size/mtime, or the listing of a folder's files.
+
+    Absolute locations are left out on purpose: moving a project (or its weights) keeps its cache fresh.
+    """
     if p.is_file():
-        return file_identity(p)
+        st = p.stat()
+        return {"name": p.name, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
     if p.is_dir():
         entries = []
         for f in sorted(p.rglob("*")):
             if f.is_file() and not f.name.startswith("."):
                 st = f.stat()
                 entries.append((str(f.relative_to(p)), st.st_size, st.st_mtime_ns))
-        return {"dir": str(p.resolve()), "listing": sha256_json(entries), "files": len(entries)}
+        return {"listing": sha256_json(entries), "files": len(entries)}
     return {"missing": str(p)}
 
 
@@ -65,7 +69,7 @@ def checkpoint_identity(spec: StageSpec, cfg: Config) -> dict:
             continue
         p = Path(str(value)).expanduser()
         p = p if p.is_absolute() else cfg.root / p
-        out[key] = file_identity(p) if p.is_file() else (path_identity(p) if p.is_dir() else {"hub": str(value)})
+        out[key] = path_identity(p) if p.exists() else {"hub": str(value)}
     return out
 
 
