@@ -22,6 +22,7 @@ Negatives for classifier-free guidance (``negative_generated``):
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from typing import Sequence
@@ -280,6 +281,12 @@ def negative_generated_from_prompt(pipe, text: str) -> torch.Tensor:
         h = torch.cat([h, last], dim=1)
         mask = torch.cat([mask, mask.new_ones(1, 1)], dim=1)
     return h[:, -N_TOKENS:]
+
+
+def clip_seed(base_seed: int, clip_id: str) -> int:
+    """A per-clip seed from the run's seed and the clip id (stable across runs, machines and batch layouts)."""
+    digest = hashlib.sha256(f"{int(base_seed)}:{clip_id}".encode("utf-8")).digest()
+    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
 
 
 def _check_generate_args(pipe, tokens, prompts, negative_generated, steps, guidance) -> None:

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from infer.audioldm2 import build_pipeline, conditioning, generate_audio, save_tiny_pipeline
+from infer.audioldm2 import build_pipeline, clip_seed, conditioning, generate_audio, save_tiny_pipeline
 
 SECONDS = 0.32  # 5120 samples: 32 mel frames, a (4, 16, 4) latent
 STEPS = 2
@@ -118,3 +118,9 @@ def test_tiny_pipeline_round_trip(pipe, tmp_path):
     assert loaded.tokenizer_2("dog bow-wow").input_ids == pipe.tokenizer_2("dog bow-wow").input_ids
     tokens = _tokens(10)
     np.testing.assert_allclose(_gen(loaded, tokens), _gen(pipe, tokens), rtol=1e-5, atol=1e-7)
+
+
+def test_clip_seed_is_stable_and_distinct():
+    assert clip_seed(0, "abc_000010") == clip_seed(0, "abc_000010")
+    assert len({clip_seed(0, "a"), clip_seed(0, "b"), clip_seed(1, "a")}) == 3
+    assert 0 <= clip_seed(123, "x") < 2**31
