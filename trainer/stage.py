@@ -1,0 +1,66 @@
+"""Stage ``train``: fit the GPT-2 mapper on the feature cache (never a video), into ``<runs>/mapper``.
+
+An interrupted run resumes from ``last/``. When the stage's fingerprint changes (new params, new features), the
+previous run is kept aside as ``<runs>/mapper.<old fingerprint>`` and training starts afresh: nothing trained is
+deleted.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from trainer.config import TrainConfig
+from v2a.io import atomic_write_json, read_json
+from v2a.runner import StageContext
+
+log = logging.getLogger(__name__)
+
+
+def run_dir(ctx: StageContext) -> Path:
+    return ctx.cfg.path("runs") / "mapper"
+
+
+def read_record(ctx: StageContext) -> dict | None:
+    p = run_dir(ctx) / "_stage.json"
+    if p.exists():
+        return read_json(p)
+    started = run_dir(ctx) / "_started.json"
+    if started.exists():
+        rec = read_json(started)
+        return {**rec, "complete": False, "progress": "training started, not finished"}
+    return None
+
+
+def _set_aside(out: Path, fingerprint: str, force: bool) -> None:
+    started = out / "_started.json"
+    if not out.exists() or not any(out.iterdir()):
+        return
+    old = read_json(started).get("fingerprint", "old") if started.exists() else "old"
+    if old == fingerprint and not force:
+        return  # same run: resume it
+    dest = out.with_name(f"{out.name}.{old}")
+    n = 1
+    while dest.exists():
+        dest, n = out.with_name(f"{out.name}.{old}.{n}"), n + 1
+    log.info("train: keeping the previous run as %s and starting afresh", dest)
+    os.replace(out, dest)
+
+
+def run(ctx: StageContext) -> None:
+    from trainer import train
+
+    cfg = TrainConfig.from_dict({**ctx.params, **ctx.spec.runtime})  # runtime: device, in_memory (not fingerprinted)
+    out = run_dir(ctx)
+    rank = int(os.environ.get("RANK", 0))
+    if rank == 0:
+        _set_aside(out, ctx.fingerprint.value, ctx.force)
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(out / "_started.json", {"fingerprint": ctx.fingerprint.value,
+                                                  "components": ctx.fingerprint.components})
+    upstream = {n: ctx.fingerprint.components["inputs"][n] for n in ctx.spec.needs}
+    summary = train.run(cfg, cache=str(ctx.cfg.zarr_path), out_dir=str(out), resume=True, progress=ctx.progress,
+                        upstream_fingerprints=upstream)
+    if rank == 0:
+        atomic_write_json(out / "_stage.json", ctx.record(summary=summary))
