@@ -119,3 +119,5 @@ def test_load_mapper_round_trip(tmp_path):
     assert back.spec == MapperSpec.from_dict(m.spec.to_dict())
     cavp, tc, _ = batch()
     torch.testing.assert_close(back.generate(cavp, tc), m.generate(cavp, tc))
+    out16 = back.generate(cavp.half(), tc.half())  # infer may pass the cache's float16 features
+    assert out16.dtype == torch.float32 and out16.shape == (B, 8, D)

@@ -20,6 +20,15 @@ from trainer.train import run
 REPO = Path(__file__).resolve().parent.parent
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models on a shared 2-core machine: one intra-op thread is faster than two fighting for cores."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def weights(folder) -> dict:
     return read_checkpoint(folder, with_optimizer=False)["weights"]
 
@@ -54,7 +63,12 @@ def test_learns_flash_time_well_below_mean_baseline(tmp_path):
 
 def test_resume_refuses_changed_params(small_cache, tmp_path):
     cfg = TrainConfig(model="tiny", epochs=1, global_batch=8)
-    run(cfg, cache=small_cache, out_dir=str(tmp_path), progress=False)
+    up = {"cavp": "synthetic-cavp-0", "timechat": "synthetic-timechat-0", "audiomae": "synthetic-audiomae-0"}
+    run(cfg, cache=small_cache, out_dir=str(tmp_path), progress=False, upstream_fingerprints=up)
+    assert read_checkpoint(tmp_path / "last")["manifest"]["run_id"]["upstream_fingerprints"] == up
+    with pytest.raises(ValueError, match="cavp is stale"):
+        run(cfg, cache=small_cache, out_dir=str(tmp_path), progress=False,
+            upstream_fingerprints={**up, "cavp": "newer"})
     with pytest.raises(ValueError, match="cannot resume.*lr"):
         run(TrainConfig(model="tiny", epochs=1, global_batch=8, lr=5e-4), cache=small_cache, out_dir=str(tmp_path),
             progress=False)

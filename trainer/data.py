@@ -94,6 +94,11 @@ def check_cache(cfg: TrainConfig, root: zarr.Group, upstream_fingerprints: dict 
     return found
 
 
+def check(cfg: TrainConfig, cache: str | Path, upstream_fingerprints: dict | None = None) -> dict:
+    """``check_cache`` on the store at ``cache`` (for the CLI: ``v2a status`` / before launching torchrun)."""
+    return check_cache(cfg, open_cache(cache), upstream_fingerprints)
+
+
 def _strings(a) -> np.ndarray:
     """zarr string arrays come back as numpy StringDType (or object): plain Python str objects."""
     return np.array([str(v) for v in np.asarray(a).tolist()], dtype=object)
@@ -173,7 +178,7 @@ class Features:
         got = {}
         for g in self.groups:
             if self.mode == "memory":
-                t = self.mem[g][torch.as_tensor(positions, device=self.data_device)]
+                t = self.mem[g].index_select(0, torch.as_tensor(positions, device=self.data_device))
             else:
                 t = self._read_rows(g, self.rows[positions])
             got[g] = t.to(self.device, non_blocking=True).float()

@@ -67,9 +67,11 @@ class Fusion(nn.Module):
     def forward(self, cavp: torch.Tensor | None, tc: torch.Tensor | None) -> torch.Tensor:
         """cavp (B, 40, Dc), tc (B, W, Q, Dt) or pooled (B, W, Dt) -> (B, T_prefix, width)."""
         s = self.spec
+        dtype = self.proj.weight.dtype  # cached features are float16: compute in the module's dtype
+        cavp = cavp.to(dtype) if cavp is not None else None
         if s.encoders == "cavp":
             return self.proj(cavp)  # (B, 40, width)
-        tc = self.timechat_steps(tc)  # (B, W, Dt)
+        tc = self.timechat_steps(tc.to(dtype))  # (B, W, Dt)
         if s.fusion == "cat" and s.encoders == "both":
             return torch.cat([self.proj(cavp), self.proj_tc(tc)], dim=1)  # (B, 40 + W, width)
         tc = upsample_time(tc, s.cavp_steps, s.upsample)  # (B, 40, Dt)

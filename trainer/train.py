@@ -48,6 +48,8 @@ def setup_distributed() -> tuple[int, int, int, bool]:
     rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     if dist.is_initialized():
         return rank, world, local, False
+    if torch.cuda.is_available():
+        torch.cuda.set_device(local)
     dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo", rank=rank, world_size=world)
     return rank, world, local, True
 
@@ -104,7 +106,8 @@ def _check_resume(ck: dict, cfg: TrainConfig, run_id: dict) -> None:
         raise ValueError(f"cannot resume: train params {changed} differ from the checkpoint's "
                          f"({ {k: old.get(k) for k in changed} }); restore them or start over (resume=False)")
     old_id = ck["manifest"].get("run_id", {})
-    diff = sorted(k for k in run_id if old_id.get(k) != run_id[k])
+    diff = sorted(k for k in run_id if old_id.get(k) != run_id[k] and (k != "upstream_fingerprints" or (
+        old_id.get(k) and run_id[k])))  # upstream fingerprints: compared only when both runs were given them
     if diff:
         raise ValueError(f"cannot resume: the data changed since the checkpoint ({diff}); start over (resume=False)")
 
@@ -162,7 +165,10 @@ def _train(cfg, cache, out, resume, progress, upstream, rank, world, local_rank)
     elif rank == 0:
         for d in ("last", "best"):
             shutil.rmtree(out / d, ignore_errors=True)
-    model = torch.nn.parallel.DistributedDataParallel(mapper) if world > 1 else mapper
+    model = mapper
+    if world > 1:
+        model = torch.nn.parallel.DistributedDataParallel(
+            mapper, device_ids=[device.index] if device.type == "cuda" else None)
     mean_token = train_set.mean_target().to(device) if rank == 0 else None
     writer = _tensorboard(out) if rank == 0 else None
 
