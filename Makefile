@@ -35,7 +35,7 @@ demo/videos/labels.csv: | $(VENV)/.installed
 	$(V2A) demo-data demo/videos --n 12 --seed 0
 
 demo: install demo/videos/labels.csv
-	$(V2A) $(DEMO) run extract --workers 2
+	$(V2A) $(DEMO) run generate --workers 2
 	$(V2A) $(DEMO) status
 
 test: install

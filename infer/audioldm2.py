@@ -290,7 +290,7 @@ def clip_seed(base_seed: int, clip_id: str) -> int:
 
 
 def _check_generate_args(pipe, tokens, prompts, negative_generated, steps, guidance) -> None:
-    width = _generated_stream_width(pipe)
+    width = generated_stream_width(pipe)
     if tokens.ndim != 3 or tokens.shape[1] != N_TOKENS or tokens.shape[2] != width:
         raise ValueError(
             f"tokens have shape {tuple(tokens.shape)}; the pipeline expects (B, {N_TOKENS}, {width}) "
@@ -306,7 +306,7 @@ def _check_generate_args(pipe, tokens, prompts, negative_generated, steps, guida
         raise ValueError(f"guidance={guidance}: must be >= 0 (values <= 1 turn classifier-free guidance off)")
 
 
-def _generated_stream_width(pipe) -> int:
+def generated_stream_width(pipe) -> int:
     dims = pipe.unet.config.cross_attention_dim  # per block, e.g. [[None, 768, 1024], ...] or an int
     first = dims[0] if isinstance(dims, (list, tuple)) else dims
     if isinstance(first, (list, tuple)):

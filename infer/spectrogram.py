@@ -48,11 +48,13 @@ def log_mel(audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
 def write_spectrogram_png(path: str | os.PathLike, generated: np.ndarray, ground_truth: np.ndarray | None = None, *,
                           sample_rate: int = SAMPLE_RATE, title: str = "", width: int = 800,
                           db_range: float = 80.0) -> tuple[int, int]:
-    """Write the PNG (atomic); returns its (width, height): ``width`` x (panels * (160 + 30) + 62)."""
+    """Write the PNG (atomic); returns its (width, height): ``width`` x (panels * (160 + 30) + 62).
+
+    Each panel spans ``db_range`` dB below its own peak, so level differences between panels are not shown.
+    """
     panels = [("Generated" + (f": {title}" if title else ""), log_mel(generated, sample_rate))]
     if ground_truth is not None:
         panels.append(("Ground truth", log_mel(ground_truth, sample_rate)))
-    top_db = max(float(m.max()) for _, m in panels)
     seconds = max(len(generated), 0 if ground_truth is None else len(ground_truth)) / sample_rate
     height = TOP + len(panels) * (PANEL_H + GAP) - GAP + BOTTOM
     img = Image.new("RGB", (width, height), "white")
@@ -62,6 +64,7 @@ def write_spectrogram_png(path: str | os.PathLike, generated: np.ndarray, ground
     for k, (name, mel) in enumerate(panels):
         y0 = TOP + k * (PANEL_H + GAP)
         frames_w = max(1, round(plot_w * (mel.shape[1] * HOP / sample_rate) / seconds)) if seconds else plot_w
+        top_db = float(mel.max())  # each panel on its own scale: a quiet generation still shows its shape
         rgb = _colour((mel - (top_db - db_range)) / db_range)[::-1]  # low frequencies at the bottom
         img.paste(Image.fromarray(rgb).resize((min(frames_w, plot_w), PANEL_H), Image.NEAREST), (LEFT, y0))
         draw.rectangle([LEFT - 1, y0 - 1, LEFT + plot_w, y0 + PANEL_H], outline="black")

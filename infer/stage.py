@@ -1,0 +1,103 @@
+"""Stage ``generate``: every clip of one split of the feature cache -> wav, muxed video, spectrogram PNG.
+
+Outputs go to ``<outputs>/generated/``; ``index.csv`` lists what was written. A clip whose ``<id>.json`` carries
+the current fingerprint is skipped on rerun (resume); the others are (re)generated.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from infer.generate import ClipJob, GenerateParams, Generator, mapper_checkpoint, source_video
+from pipeline import cache
+from pipeline.encode import pick_device
+from pipeline.framestore import iter_shard, read_plan
+from v2a.io import atomic_write_json, atomic_write_text, exclusive_lock, read_json
+from v2a.runner import StageContext
+
+log = logging.getLogger(__name__)
+
+
+def out_dir(ctx: StageContext) -> Path:
+    return ctx.cfg.path("outputs") / "generated"
+
+
+def read_record(ctx: StageContext) -> dict | None:
+    p = out_dir(ctx) / "_stage.json"
+    return read_json(p) if p.exists() else None
+
+
+def _done(out: Path, cid: str, fingerprint: str) -> bool:
+    p = out / f"{cid}.json"
+    return p.exists() and read_json(p).get("fingerprint") == fingerprint
+
+
+def _ground_truth(ctx: StageContext, rows: set[int]) -> dict[int, np.ndarray]:
+    """The decoded 16 kHz audio of the given cache rows (for the spectrogram PNGs)."""
+    plan = read_plan(ctx.cfg.frames_dir)
+    s = plan["shard_size"]
+    out: dict[int, np.ndarray] = {}
+    for k in sorted({r // s for r in rows}):
+        for rec in iter_shard(ctx.cfg.frames_dir, k, want_frames=False, want_audio=True):
+            if rec.index in rows and rec.meta["has_audio"]:
+                out[rec.index] = rec.audio[: rec.meta["audio_len"]]
+    return out
+
+
+def run(ctx: StageContext) -> None:
+    p = GenerateParams.from_dict(ctx.params)
+    out = out_dir(ctx)
+    out.mkdir(parents=True, exist_ok=True)
+    with exclusive_lock(out / ".lock", what=f"the generate output {out}"):
+        (out / "_stage.json").unlink(missing_ok=True)
+        root = cache.open_store(ctx.cfg.zarr_path, "r")
+        meta = cache.read_meta(root)
+        rows = np.flatnonzero((meta["status"] == "") & (meta["split"] == p.split))
+        if p.max_clips:
+            rows = rows[: p.max_clips]
+        if len(rows) == 0:
+            raise RuntimeError(f"the cache has no usable clips in split {p.split!r} (stages.generate.params.split)")
+        todo = [int(i) for i in rows if ctx.force or not _done(out, str(meta["id"][i]), ctx.fingerprint.value)]
+        log.info("generate: %d clips in split %r, %d to do", len(rows), p.split, len(todo))
+        if todo:
+            device = pick_device(ctx.runtime("device", "auto"))
+            gen = Generator(p, mapper_checkpoint(ctx.cfg.path("runs") / "mapper", p.mapper), device=device,
+                            batch_size=int(ctx.runtime("batch_size", 4)))
+            _generate(ctx, gen, root, meta, todo, out)
+        _index(out, [str(meta["id"][i]) for i in rows])
+        atomic_write_json(out / "_stage.json", ctx.record(clips=len(rows)))
+
+
+def _generate(ctx: StageContext, gen: Generator, root, meta: dict, todo: list[int], out: Path) -> None:
+    s = gen.spec
+    cavp = root["cavp/emb"] if s.encoders in ("cavp", "both") else None
+    tc = root["timechat/emb"] if s.encoders in ("timechat", "both") else None
+    gen.check_features(None if cavp is None else cavp.shape[1:], None if tc is None else tc.shape[1:],
+                       str(ctx.cfg.zarr_path))
+    gt = _ground_truth(ctx, set(todo))
+    with tempfile.TemporaryDirectory() as tmp:
+        jobs = []
+        for i in todo:
+            jobs.append(ClipJob(
+                id=str(meta["id"][i]),
+                cavp=None if cavp is None else cavp[i], timechat=None if tc is None else tc[i],
+                prompt=str(meta["label"][i]) or None, video=source_video(str(meta["source"][i]), Path(tmp)),
+                ground_truth=gt.get(i), info={"row": i, "fingerprint": ctx.fingerprint.value,
+                                              "source": str(meta["source"][i])}))
+        gen.run(jobs, out, progress=ctx.progress)
+
+
+def _index(out: Path, ids: list[str]) -> None:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["id", "prompt", "wav", "video", "png", "seconds"])
+    for cid in ids:
+        r = read_json(out / f"{cid}.json")
+        w.writerow([cid, r.get("prompt") or "", r["wav"], r.get("video", ""), r["png"], r["seconds"]])
+    atomic_write_text(out / "index.csv", buf.getvalue())
