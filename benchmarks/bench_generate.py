@@ -18,7 +18,7 @@ import time
 
 import torch
 
-from infer.audioldm2 import _generated_stream_width, build_pipeline, conditioning, generate_audio
+from infer.audioldm2 import generated_stream_width, build_pipeline, conditioning, generate_audio
 
 
 def main() -> None:
@@ -38,7 +38,7 @@ def main() -> None:
 
     pipe = build_pipeline({"model": args.model, "checkpoint": args.checkpoint, "half": args.half}, args.device)
     pipe.set_progress_bar_config(disable=True)
-    tokens = torch.randn(args.clips, 8, _generated_stream_width(pipe), generator=torch.Generator().manual_seed(0))
+    tokens = torch.randn(args.clips, 8, generated_stream_width(pipe), generator=torch.Generator().manual_seed(0))
     labels = (["dog bow-wow", None] * args.clips)[: args.clips]
     seeds = list(range(args.clips))
     common = dict(num_inference_steps=args.steps, guidance_scale=3.5, audio_length_in_s=args.seconds, eta=0.0)

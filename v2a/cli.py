@@ -108,6 +108,37 @@ def stage(
     typer.echo(f"ran: {', '.join(ran) if ran else f'nothing ({name} is up to date; --force reruns it)'}")
 
 
+@app.command()
+def generate(
+    videos: List[Path] = typer.Argument(None, help="Video files or folders. None: the generate stage on the cache."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder (default <outputs>/videos)."),
+    prompt: Optional[str] = typer.Option(None, "--prompt", "-p", help="Text prompt, e.g. the class 'dog barking'."),
+    batch_size: int = typer.Option(4, "--batch-size", "-b", help="Clips per AudioLDM-2 call."),
+    force: bool = typer.Option(False, "--force", help="Stage mode: regenerate clips already done."),
+) -> None:
+    """Generate sound: for the cache's test split (no arguments) or for any videos given here.
+
+    Per clip: <id>.wav (16 kHz), the video with its new soundtrack (video stream copied), <id>.png spectrograms.
+    """
+    r = _runner()
+    try:
+        if not videos:
+            ran = r.run(["generate"], force=force, progress=STATE.progress)
+            typer.echo(f"ran: {', '.join(ran) if ran else 'nothing (generate is up to date)'}")
+            return
+        from infer.videos import generate_videos
+
+        dest = out or r.cfg.path("outputs") / "videos"
+        done = generate_videos(r.cfg, list(videos), dest, prompt=prompt, batch_size=batch_size,
+                               progress=STATE.progress)
+    except (RuntimeError, ValueError, FileNotFoundError) as e:
+        _fail(e)
+    for rec in done:
+        typer.echo(f"{rec['id']}: {rec['wav']} {rec.get('video', '(no video: ' + rec.get('video_error', '') + ')')} "
+                   f"{rec['png']}")
+    typer.echo(f"wrote {len(done)} clips to {dest}")
+
+
 @app.command("demo-data")
 def demo_data(
     out: Path = typer.Argument(Path("data/demo"), help="Folder for the synthetic clips and labels.csv."),

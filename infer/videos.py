@@ -1,0 +1,133 @@
+"""``v2a generate VIDEO...``: sound for any video files or folders, with the same decode and encoder code as the cache.
+
+Features come from the cache when it holds the same source file and its encoder arrays are fresh; otherwise the
+clip is decoded (first 10 s, 4 FPS) and encoded here with the encoders configured in stages.yaml, rounded to the
+cache's storage dtype so that the mapper sees what it was trained on. A file that cannot be decoded is reported
+(and listed in ``rejects.csv`` in the output folder); the other files go on.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib
+import io
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from infer.generate import ClipJob, GenerateParams, Generator, mapper_checkpoint
+from pipeline.encode import pick_device
+from pipeline.frames import FramesParams
+from pipeline.inputs import SKIP_EXTS
+from v2a.config import Config
+from v2a.io import atomic_write_text
+from v2a.runner import Runner
+
+log = logging.getLogger(__name__)
+
+
+def list_videos(inputs: list[Path]) -> list[Path]:
+    out: list[Path] = []
+    for p in inputs:
+        if p.is_dir():
+            out += sorted(f for f in p.rglob("*") if f.is_file() and not f.name.startswith(".")
+                          and f.suffix.lower().lstrip(".") not in SKIP_EXTS)
+        elif p.exists():
+            out.append(p)
+        else:
+            raise FileNotFoundError(f"{p} does not exist")
+    return out
+
+
+def safe_name(p: Path, taken: set[str]) -> str:
+    """A file-name-safe clip id from a video's stem (unique within this run)."""
+    base = "".join(c if c.isalnum() or c in "-_" else "_" for c in p.stem).strip("_") or "clip"
+    name, n = base[:120], 1
+    while name in taken:
+        name, n = f"{base[:110]}_{n}", n + 1
+    taken.add(name)
+    return name
+
+
+def _cached_features(cfg: Config, encoders: list[str]) -> dict[str, dict]:
+    """{resolved source path: {encoder: features}} for clips of a fresh cache (empty when there is none)."""
+    if not cfg.zarr_path.exists():
+        return {}
+    r = Runner(cfg)
+    try:
+        if not all(r.status(e)[0] for e in encoders):
+            return {}
+    except (RuntimeError, FileNotFoundError, ValueError):
+        return {}
+    from pipeline import cache
+
+    root = cache.open_store(cfg.zarr_path, "r")
+    meta = cache.read_meta(root)
+    base = cfg.path("videos")
+    out = {}
+    for i in np.flatnonzero(meta["status"] == ""):
+        src = Path(str(meta["source"][i]))
+        src = src if src.is_absolute() else (base / src if not src.exists() else src)
+        out[str(src.resolve())] = {"row": int(i), **{e: root[f"{e}/emb"] for e in encoders}}
+    return out
+
+
+class _Encoders:
+    """The encoders the mapper needs, built lazily from stages.yaml."""
+
+    def __init__(self, cfg: Config, names: list[str], device: str):
+        self.cfg, self.names, self.device, self._built = cfg, names, device, {}
+
+    def __call__(self, frames: np.ndarray, n_frames: int) -> dict[str, np.ndarray]:
+        out = {}
+        for name in self.names:
+            if name not in self._built:
+                params = {k: v for k, v in self.cfg.stage(name).params.items() if k != "dtype"}
+                self._built[name] = importlib.import_module(f"pipeline.encoders.{name}").build(params, self.device)
+            dtype = self.cfg.stage(name).params.get("dtype", "float16")
+            y = self._built[name].encode(torch.from_numpy(frames[None]), torch.tensor([n_frames]))[0].numpy()
+            out[name] = y.astype(dtype).astype(np.float32)  # what the cache would hold
+        return out
+
+
+def generate_videos(cfg: Config, inputs: list[Path], out: Path, *, prompt: str | None = None,
+                    batch_size: int = 4, progress: bool = True) -> list[dict]:
+    from pipeline.media import MediaError, decode_clip
+
+    p = GenerateParams.from_dict(cfg.stage("generate").params)
+    device = pick_device(cfg.stage("generate").runtime.get("device", "auto"))
+    gen = Generator(p, mapper_checkpoint(cfg.path("runs") / "mapper", p.mapper), device=device,
+                    batch_size=batch_size)
+    names = {"both": ["cavp", "timechat"], "cavp": ["cavp"], "timechat": ["timechat"]}[gen.spec.encoders]
+    fp = FramesParams.from_dict(cfg.stage("frames").params)
+    cached = _cached_features(cfg, names)
+    encode = _Encoders(cfg, names, device)
+    jobs, rejects, taken = [], [], set()
+    for path in list_videos(inputs):
+        cid = safe_name(path, taken)
+        try:
+            d = decode_clip(str(path), fps=fp.fps, seconds=fp.seconds, size=fp.size, sample_rate=fp.sample_rate,
+                            max_side=fp.max_side, silence_dbfs=fp.silence_dbfs)
+        except MediaError as e:
+            log.error("%s: cannot generate: %s", path, e.reason)
+            rejects.append((str(path), e.reason))
+            continue
+        hit = cached.get(str(path.resolve()))
+        feats = ({n: hit[n][hit["row"]].astype(np.float32) for n in names} if hit is not None
+                 else encode(d.frames, d.n_frames))
+        gen.check_features(feats["cavp"].shape if "cavp" in feats else None,
+                           feats["timechat"].shape if "timechat" in feats else None, str(path))
+        gt = d.audio[: d.audio_len] if d.has_audio and not d.audio_silent else None
+        jobs.append(ClipJob(id=cid, cavp=feats.get("cavp"), timechat=feats.get("timechat"), prompt=prompt,
+                            video=str(path), ground_truth=gt,
+                            info={"source": str(path), "features": "cache" if hit is not None else "computed"}))
+    out.mkdir(parents=True, exist_ok=True)
+    if rejects:
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(["source", "reason"])
+        w.writerows(rejects)
+        atomic_write_text(out / "rejects.csv", buf.getvalue())
+    return gen.run(jobs, out, progress=progress) if jobs else []
