@@ -94,3 +94,12 @@ def test_in_memory_zarr_and_per_sample_reads_agree(cache):
     mean = Features(root, train, TINY, mode="memory").mean_target()
     want = root["audiomae"]["emb"][:][train].astype(np.float64).mean(0)
     torch.testing.assert_close(mean, torch.from_numpy(want).float(), atol=1e-5, rtol=1e-5)
+
+
+def test_window_upsample_reads_the_stride(tmp_path):
+    root = edited(tmp_path, lambda r: r["timechat"].attrs.update({"params": {"window": 32, "stride": 32}}))
+    assert check_cache(TrainConfig(model="tiny", upsample="window"), root)["timechat_stride"] == 32
+    root2 = edited(tmp_path / "b", lambda r: None)
+    with pytest.raises(CacheError, match="stride"):
+        check_cache(TrainConfig(model="tiny", upsample="window"), root2)
+    assert check_cache(TrainConfig(model="tiny", upsample="window", timechat_stride=4), root2)["timechat_stride"] == 4

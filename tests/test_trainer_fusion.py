@@ -10,7 +10,7 @@ B, T, DC, W, Q, DT, WIDTH = 3, 40, 16, 2, 4, 24, 32
 def spec(**kw) -> MapperSpec:
     base = dict(encoders="both", fusion="concat", tc_pool="mean", upsample="nearest", cavp_steps=T, cavp_dim=DC,
                 timechat_windows=W, timechat_queries=Q, timechat_dim=DT, n_tokens=8, target_dim=WIDTH,
-                sos_eos=False, target_proj=False, gpt2_config={"n_embd": WIDTH})
+                sos_eos=False, target_proj=False, gpt2_config={"n_embd": WIDTH}, timechat_stride=None)
     return MapperSpec(**{**base, **kw})
 
 
@@ -29,6 +29,11 @@ def test_pool_and_nearest_upsample_replicate_windows():
     assert up.shape == (B, T, DT)
     for i in range(T):  # step i takes window floor(i W / T): 0..19 -> window 0, 20..39 -> window 1
         torch.testing.assert_close(up[:, i], pooled[:, i * W // T])
+    win = upsample_time(pooled, T, "window", stride=32)  # windows [0, 32) and [32, 40)
+    torch.testing.assert_close(win[:, :32], pooled[:, :1].expand(B, 32, DT))
+    torch.testing.assert_close(win[:, 32:], pooled[:, 1:].expand(B, 8, DT))
+    ten = torch.randn(B, 10, DT)  # the default window 4 / stride 4: both modes agree
+    torch.testing.assert_close(upsample_time(ten, T, "window", stride=4), upsample_time(ten, T))
     up3 = upsample_time(torch.randn(B, 3, DT), T, "linear")
     assert up3.shape == (B, T, DT)
 

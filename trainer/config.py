@@ -10,7 +10,7 @@ from typing import Any
 FUSIONS = ("concat", "add", "cat")  # paper Table 3: channel-wise + proj (Algorithm 1), add, cat along time
 ENCODERS = ("both", "cavp", "timechat")  # paper Table 2
 TC_POOLS = ("mean", "max", "none")  # per-window pooling of TimeChat's 32 queries ("none": keep them, cat only)
-UPSAMPLES = ("nearest", "linear")
+UPSAMPLES = ("nearest", "window", "linear")  # window: frame t takes the window holding it (needs the stride)
 LOSSES = ("mse", "l1")
 SCHEDULES = ("none", "cosine")
 
@@ -33,6 +33,7 @@ class TrainConfig:
     fusion: str = "concat"
     tc_pool: str = "mean"
     upsample: str = "nearest"
+    timechat_stride: int | None = None  # upsample 'window': frames per window step; None = the cache's attrs
     # --- expected cache (None = accept what the cache holds; an int is checked) ---------------------------
     cavp_dim: int | None = None
     timechat_dim: int | None = None
@@ -119,6 +120,7 @@ class MapperSpec:
     timechat_queries: int
     timechat_dim: int
     n_tokens: int
+    timechat_stride: int | None
     target_dim: int
     sos_eos: bool
     target_proj: bool
@@ -146,4 +148,4 @@ class MapperSpec:
 
     @classmethod
     def from_dict(cls, d: dict) -> "MapperSpec":
-        return cls(**d)
+        return cls(**{"timechat_stride": None, **d})

@@ -85,6 +85,13 @@ def check_cache(cfg: TrainConfig, root: zarr.Group, upstream_fingerprints: dict 
         found[group] = shape[1:]
     if "audiomae" in root and "valid" not in root["audiomae"]:
         problems.append("audiomae/valid is missing: rerun the audiomae stage")
+    if "timechat" in found and cfg.upsample == "window":
+        a = dict(root["timechat"].attrs)
+        stride = cfg.timechat_stride or (a.get("params") or {}).get("stride") or (a.get("config") or {}).get("stride")
+        if not stride:
+            problems.append("upsample 'window' needs the TimeChat stride: the cache's timechat attributes do not "
+                            "record it, set timechat_stride in the train params")
+        found["timechat_stride"] = int(stride) if stride else None
     if problems:
         raise CacheError("the feature cache cannot be used for training:\n  - " + "\n  - ".join(problems))
     cv, tc, am = found.get("cavp"), found.get("timechat"), found["audiomae"]

@@ -31,8 +31,15 @@ def pool_timechat(tc: torch.Tensor, mode: str) -> torch.Tensor:
     return tc.flatten(1, 2)  # (B, W*Q, D)
 
 
-def upsample_time(x: torch.Tensor, steps: int, mode: str = "nearest") -> torch.Tensor:
-    """(B, W, D) -> (B, steps, D); ``nearest`` replicates window w over output steps i with floor(i W / steps) = w."""
+def upsample_time(x: torch.Tensor, steps: int, mode: str = "nearest", stride: int | None = None) -> torch.Tensor:
+    """(B, W, D) -> (B, steps, D) by replication: ``nearest`` gives step i window floor(i W / steps); ``window``
+    gives frame i the window that holds it, min(i // stride, W - 1) (differs when stride does not divide 40,
+    e.g. window/stride 32: frames 0-31 -> window 0, 32-39 -> window 1); ``linear`` interpolates."""
+    if mode == "window":
+        if not stride:
+            raise ValueError("upsample 'window' needs the TimeChat stride (cache attrs params.stride or timechat_stride)")
+        idx = torch.clamp(torch.arange(steps, device=x.device) // stride, max=x.shape[1] - 1)
+        return x.index_select(1, idx)  # (B, steps, D)
     if x.shape[1] == steps:
         return x
     y = x.transpose(1, 2)  # (B, D, W)
@@ -74,7 +81,7 @@ class Fusion(nn.Module):
         tc = self.timechat_steps(tc.to(dtype))  # (B, W, Dt)
         if s.fusion == "cat" and s.encoders == "both":
             return torch.cat([self.proj(cavp), self.proj_tc(tc)], dim=1)  # (B, 40 + W, width)
-        tc = upsample_time(tc, s.cavp_steps, s.upsample)  # (B, 40, Dt)
+        tc = upsample_time(tc, s.cavp_steps, s.upsample, s.timechat_stride)  # (B, 40, Dt)
         if s.encoders == "timechat":
             return self.proj(tc)
         if s.fusion == "concat":

@@ -168,7 +168,7 @@ def build_mapper(cfg: TrainConfig, dims: dict) -> Mapper:
                       cavp_steps=dims["cavp_steps"], cavp_dim=dims["cavp_dim"],
                       timechat_windows=dims["timechat_windows"],
                       timechat_queries=dims["timechat_queries"], timechat_dim=dims["timechat_dim"],
-                      n_tokens=dims["n_tokens"], target_dim=dims["target_dim"], sos_eos=cfg.sos_eos,
+                      n_tokens=dims["n_tokens"], timechat_stride=dims.get("timechat_stride"), target_dim=dims["target_dim"], sos_eos=cfg.sos_eos,
                       target_proj=cfg.target_proj, gpt2_config=gcfg)
     if spec.prefix_len + spec.n_tokens > int(gcfg["n_positions"]):
         raise ValueError(f"the sequence ({spec.prefix_len} prefix + {spec.n_tokens} tokens) is longer than GPT-2's "
