@@ -270,8 +270,8 @@ def run(params: Any, *, pairs: Iterable | None = None, out_dir: str | Path | Non
     for key, m in result["metrics"].items():
         if m["status"] != "ok":
             log.warning("%s %s: %s", key, m["status"], m.get("reason"))
-    result.update(params=asdict(p), paper_mfm_mapper=PAPER_ROW, table_columns=[c for c, _ in TABLE_COLUMNS],
-                  **(record or {}), complete=True)
+    result.update({**(record or {}), "complete": True}, params=asdict(p), paper_mfm_mapper=PAPER_ROW,
+                  table_columns=[c for c, _ in TABLE_COLUMNS])
     out_dir = Path(out_dir)
     if p.gallery:
         from evaluate.gallery import build_gallery

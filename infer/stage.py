@@ -17,7 +17,7 @@ import numpy as np
 from infer.generate import ClipJob, GenerateParams, Generator, mapper_checkpoint, source_video
 from pipeline import cache
 from pipeline.encode import pick_device
-from pipeline.framestore import iter_shard, read_plan
+from pipeline.framestore import load_clips
 from v2a.io import atomic_write_json, atomic_write_text, exclusive_lock, read_json
 from v2a.runner import StageContext
 
@@ -36,18 +36,6 @@ def read_record(ctx: StageContext) -> dict | None:
 def _done(out: Path, cid: str, fingerprint: str) -> bool:
     p = out / f"{cid}.json"
     return p.exists() and read_json(p).get("fingerprint") == fingerprint
-
-
-def _ground_truth(ctx: StageContext, rows: set[int]) -> dict[int, np.ndarray]:
-    """The decoded 16 kHz audio of the given cache rows (for the spectrogram PNGs)."""
-    plan = read_plan(ctx.cfg.frames_dir)
-    s = plan["shard_size"]
-    out: dict[int, np.ndarray] = {}
-    for k in sorted({r // s for r in rows}):
-        for rec in iter_shard(ctx.cfg.frames_dir, k, want_frames=False, want_audio=True):
-            if rec.index in rows and rec.meta["has_audio"]:
-                out[rec.index] = rec.audio[: rec.meta["audio_len"]]
-    return out
 
 
 def run(ctx: StageContext) -> None:
@@ -80,7 +68,8 @@ def _generate(ctx: StageContext, gen: Generator, root, meta: dict, todo: list[in
     tc = root["timechat/emb"] if s.encoders in ("timechat", "both") else None
     gen.check_features(None if cavp is None else cavp.shape[1:], None if tc is None else tc.shape[1:],
                        str(ctx.cfg.zarr_path))
-    gt = _ground_truth(ctx, set(todo))
+    gt = {i: c.audio[: c.meta["audio_len"]] for i, c in load_clips(ctx.cfg.frames_dir, set(todo)).items()
+          if c.meta["has_audio"]}
     with tempfile.TemporaryDirectory() as tmp:
         jobs = []
         for i in todo:

@@ -141,3 +141,15 @@ def iter_shard(frames_dir: Path, k: int, *, want_frames: bool = True, want_audio
                 got, _ = decode_audio(members[f"{cid}.audio.flac"])
                 audio[: len(got)] = got[:n_samples]
         yield ClipRecord(index=rec["index"], id=cid, meta=rec, frames=frames, audio=audio)
+
+
+def load_clips(frames_dir: Path, rows: set[int], *, want_frames: bool = False,
+               want_audio: bool = True) -> dict[int, ClipRecord]:
+    """The stored clips of the given cache rows (rejected rows are absent), reading only the shards they are in."""
+    s = read_plan(frames_dir)["shard_size"]
+    out: dict[int, ClipRecord] = {}
+    for k in sorted({r // s for r in rows}):
+        for rec in iter_shard(frames_dir, k, want_frames=want_frames, want_audio=want_audio):
+            if rec.index in rows:
+                out[rec.index] = rec
+    return out

@@ -1,0 +1,61 @@
+"""Stage ``evaluate``: the generate stage's clips against their ground truth (the decoded 16 kHz audio of the
+frames stage), with the av-benchmark metrics; writes ``metrics.json``, ``per_clip.csv``, ``table.md`` and an HTML
+gallery (frames strip, spectrograms, players, the muxed video) to ``<outputs>/evaluation``.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from evaluate.run import ClipPair
+from evaluate.run import run as evaluate_pairs
+from pipeline import cache
+from pipeline.framestore import load_clips
+from v2a.io import read_json
+from v2a.runner import StageContext
+
+log = logging.getLogger(__name__)
+
+
+def out_dir(ctx: StageContext) -> Path:
+    return ctx.cfg.path("outputs") / "evaluation"
+
+
+def read_record(ctx: StageContext) -> dict | None:
+    p = out_dir(ctx) / "metrics.json"
+    if not p.exists():
+        return None
+    rec = read_json(p)
+    return {k: rec.get(k) for k in ("fingerprint", "components", "complete")}
+
+
+def run(ctx: StageContext) -> None:
+    gen_dir = ctx.cfg.path("outputs") / "generated"
+    index = gen_dir / "index.csv"
+    if not index.exists():
+        raise RuntimeError(f"{gen_dir} has no index.csv: run the generate stage first (make generate)")
+    meta = cache.read_meta(cache.open_store(ctx.cfg.zarr_path, "r"))
+    row_of = {str(cid): i for i, cid in enumerate(meta["id"])}
+    import csv
+
+    with open(index, newline="", encoding="utf-8") as f:
+        generated = list(csv.DictReader(f))
+    rows = {row_of[g["id"]] for g in generated if g["id"] in row_of}
+    clips = load_clips(ctx.cfg.frames_dir, rows, want_frames=True, want_audio=True)
+    pairs = []
+    for g in generated:
+        i = row_of.get(g["id"])
+        c = clips.get(i) if i is not None else None
+        usable = c is not None and c.meta["has_audio"] and not c.meta["audio_silent"]
+        gt = (c.audio[: c.meta["audio_len"]], 16000) if usable else None
+        frames = c.frames[: max(1, c.meta["n_frames"])] if c is not None else None
+        video = gen_dir / g["video"] if g.get("video") else None
+        pairs.append(ClipPair(g["id"], gt, gen_dir / g["wav"], video, frames))
+    missing = sum(p.gt is None for p in pairs)
+    if missing:
+        log.warning("evaluate: %d of %d clips have no usable ground-truth audio; they are reported, not scored",
+                    missing, len(pairs))
+    result = evaluate_pairs(ctx.params, pairs=pairs, out_dir=out_dir(ctx), record=ctx.record())
+    shown = {k: (m.get("value") if m.get("status") == "ok" else m.get("status")) for k, m in result["metrics"].items()}
+    log.info("evaluate: %s -> %s", shown, out_dir(ctx) / "table.md")
