@@ -1,8 +1,9 @@
 """``v2a generate VIDEO...``: sound for any video files or folders, with the same decode and encoder code as the cache.
 
 Features come from the cache when it holds the same source file and its encoder arrays are fresh; otherwise the
-clip is decoded (first 10 s, 4 FPS) and encoded here with the encoders configured in stages.yaml, rounded to the
-cache's storage dtype so that the mapper sees what it was trained on. A file that cannot be decoded is reported
+clip is decoded (first 10 s, 4 FPS), its frames pass through the cache's frame codec and are encoded here with the
+encoders configured in stages.yaml, rounded to the cache's storage dtype: the mapper sees exactly what the cache
+would have given it. A file that cannot be decoded is reported
 (and listed in ``rejects.csv`` in the output folder); the other files go on.
 """
 
@@ -20,6 +21,7 @@ import torch
 from infer.generate import ClipJob, GenerateParams, Generator, mapper_checkpoint
 from pipeline.encode import pick_device
 from pipeline.frames import FramesParams
+from pipeline.framestore import decode_frames, encode_frames
 from pipeline.inputs import SKIP_EXTS
 from v2a.config import Config
 from v2a.io import atomic_write_text
@@ -74,7 +76,15 @@ def _cached_features(cfg: Config, encoders: list[str]) -> dict[str, dict]:
     return out
 
 
-class _Encoders:
+def as_stored(frames: np.ndarray, n_frames: int, fp: FramesParams) -> np.ndarray:
+    """The frames exactly as the cache would store them (its codec), so features match the training data."""
+    stored, ext = encode_frames(frames[:n_frames], codec=fp.codec, crf=fp.crf, fps=fp.fps)
+    out = np.zeros_like(frames)  # (40, 224, 224, 3), zeros after n_frames
+    out[:n_frames] = decode_frames(stored, ext)
+    return out
+
+
+class Encoders:
     """The encoders the mapper needs, built lazily from stages.yaml."""
 
     def __init__(self, cfg: Config, names: list[str], device: str):
@@ -103,7 +113,7 @@ def generate_videos(cfg: Config, inputs: list[Path], out: Path, *, prompt: str |
     names = {"both": ["cavp", "timechat"], "cavp": ["cavp"], "timechat": ["timechat"]}[gen.spec.encoders]
     fp = FramesParams.from_dict(cfg.stage("frames").params)
     cached = _cached_features(cfg, names)
-    encode = _Encoders(cfg, names, device)
+    encode = Encoders(cfg, names, device)
     jobs, rejects, taken = [], [], set()
     for path in list_videos(inputs):
         cid = safe_name(path, taken)
@@ -115,8 +125,10 @@ def generate_videos(cfg: Config, inputs: list[Path], out: Path, *, prompt: str |
             rejects.append((str(path), e.reason))
             continue
         hit = cached.get(str(path.resolve()))
-        feats = ({n: hit[n][hit["row"]].astype(np.float32) for n in names} if hit is not None
-                 else encode(d.frames, d.n_frames))
+        if hit is not None:
+            feats = {n: hit[n][hit["row"]].astype(np.float32) for n in names}
+        else:
+            feats = encode(as_stored(d.frames, d.n_frames, fp), d.n_frames)
         gen.check_features(feats["cavp"].shape if "cavp" in feats else None,
                            feats["timechat"].shape if "timechat" in feats else None, str(path))
         gt = d.audio[: d.audio_len] if d.has_audio and not d.audio_silent else None

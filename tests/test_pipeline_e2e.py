@@ -1,0 +1,157 @@
+"""Every stage with the tiny models on synthetic clips: train, generate (stage and `v2a generate`), evaluate."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import soundfile as sf
+
+from infer.generate import mapper_checkpoint
+from infer.videos import generate_videos
+from pipeline.demo_data import make_demo_clips
+from v2a.config import load_config
+from v2a.runner import Runner
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def config(root: Path, *extra: str):
+    sets = [f"paths.videos={root / 'videos'}", f"paths.labels={root / 'videos' / 'labels.csv'}",
+            f"paths.cache={root / 'cache'}", f"paths.runs={root / 'runs'}", f"paths.outputs={root / 'out'}",
+            "stages.frames.params.shard_size=4", "stages.train.params.epochs=3", "stages.train.params.global_batch=2",
+            "stages.generate.params.steps=4", *extra]
+    return load_config([REPO / "stages.yaml", REPO / "configs" / "demo.yaml"], sets)
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    root = tmp_path_factory.mktemp("e2e")
+    specs = make_demo_clips(root / "videos", n=7, seed=11)
+    ran = Runner(config(root)).run(["evaluate"], progress=False)
+    assert ran == ["frames", "cavp", "timechat", "audiomae", "train", "generate", "evaluate"]
+    return root, {s.id: s for s in specs}
+
+
+def video_packets(path) -> list[tuple]:
+    with av.open(str(path)) as c:
+        return [(bytes(p), p.pts, p.is_keyframe) for p in c.demux(c.streams.video[0]) if p.size]
+
+
+def test_generate_stage_outputs(project):
+    root, specs = project
+    out = root / "out" / "generated"
+    test_ids = sorted(i for i, s in specs.items() if s.split == "test")
+    assert test_ids and sorted(p.stem for p in out.glob("*.wav")) == test_ids
+    for cid in test_ids:
+        rec = json.loads((out / f"{cid}.json").read_text())
+        info = sf.info(str(out / rec["wav"]))
+        assert info.samplerate == 16000 and info.frames == int(10.24 * 16000)
+        src = specs[cid].path
+        assert rec["video"].endswith(Path(src).suffix)
+        assert video_packets(out / rec["video"]) == video_packets(src)  # video stream copied, bit-exact
+        with av.open(str(out / rec["video"])) as c:
+            assert len(c.streams.audio) == 1
+            dur = sum(f.samples for f in c.decode(audio=0)) / c.streams.audio[0].rate
+        assert abs(dur - min(specs[cid].duration, 10.24)) < 0.1  # trimmed to the video, or all 10.24 s
+        assert (out / rec["png"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (out / "index.csv").read_text().count("\n") == len(test_ids) + 1
+
+
+def test_generate_is_deterministic_and_resumes(project, tmp_path):
+    root = tmp_path / "p"
+    shutil.copytree(project[0], root)
+    out = root / "out" / "generated"
+    wavs = sorted(out.glob("*.wav"))
+    before = {p.name: p.read_bytes() for p in wavs}
+    (out / f"{wavs[0].stem}.json").unlink()  # as if killed before this clip was finished
+    mtime = wavs[1].stat().st_mtime_ns
+    r = Runner(config(root))
+    assert r.run(["generate"], force=True, only=True, progress=False) == ["generate"]
+    assert {p.name: p.read_bytes() for p in out.glob("*.wav")} == before
+    assert wavs[1].stat().st_mtime_ns != mtime  # forced: regenerated, same bytes
+    (out / f"{wavs[0].stem}.json").unlink()
+    (out / "_stage.json").unlink()
+    assert r.run(["generate"], progress=False) == ["generate"]
+    assert wavs[1].stat().st_mtime_ns == wavs[1].stat().st_mtime_ns
+    assert {p.name: p.read_bytes() for p in out.glob("*.wav")} == before
+
+
+def test_v2a_generate_on_files_and_bad_input(project, tmp_path):
+    root, specs = project
+    cid = sorted(i for i, s in specs.items() if s.split == "test")[0]
+    elsewhere = tmp_path / "in"
+    elsewhere.mkdir()
+    shutil.copy(specs[cid].path, elsewhere / Path(specs[cid].path).name)  # not in the cache: computed here
+    (elsewhere / "broken.mp4").write_bytes(b"\x00" * 100)
+    done = generate_videos(config(root), [elsewhere, Path(specs[cid].path)], tmp_path / "out", prompt="red beep",
+                           progress=False)
+    assert [d["features"] for d in done] == ["computed", "cache"]
+    assert [d["id"] for d in done] == [cid, f"{cid}_1"]
+    for d in done:
+        assert sf.info(str(tmp_path / "out" / d["wav"])).frames == int(10.24 * 16000)
+        assert d["prompt"] == "red beep"
+    assert (tmp_path / "out" / "rejects.csv").read_text().splitlines()[1].endswith("not_a_video")
+
+
+def test_features_computed_for_a_video_match_the_cache(project):
+    import zarr
+
+    from infer.videos import Encoders, as_stored
+    from pipeline.frames import FramesParams
+    from pipeline.media import decode_clip
+
+    root, specs = project
+    cfg = config(root)
+    z = zarr.open_group(str(root / "cache" / "features.zarr"), mode="r")
+    row = 1
+    d = decode_clip(specs[str(z["meta/id"][row])].path)
+    feats = Encoders(cfg, ["cavp", "timechat"], "cpu")(as_stored(d.frames, d.n_frames,
+                                                                 FramesParams.from_dict(cfg.stage("frames").params)),
+                                                       d.n_frames)
+    for name in ("cavp", "timechat"):
+        cached = z[f"{name}/emb"][row].astype(np.float32)
+        # same frames, same code: equal up to float16 storage and batch-size rounding
+        err = np.abs(feats[name] - cached)
+        assert err.max() < 1e-2 and (err < 1e-3).mean() > 0.99
+
+
+def test_mismatched_or_missing_mapper_is_a_clear_error(project, tmp_path):
+    root, _ = project
+    with pytest.raises(RuntimeError, match="run `make train`"):
+        mapper_checkpoint(tmp_path / "nothing", "best")
+    from infer.generate import GenerateParams, Generator
+
+    gen = Generator(GenerateParams.from_dict(config(root).stage("generate").params),
+                    mapper_checkpoint(root / "runs" / "mapper", "best"))
+    with pytest.raises(RuntimeError, match="do not match the mapper"):
+        gen.check_features((40, 16), (10, 32, 32), "clip.mp4")
+
+
+def test_changed_encoder_makes_train_and_generate_stale(project):
+    root, _ = project
+    r = Runner(config(root, "stages.cavp.params.seed=1"))
+    assert r.status("cavp") == (False, ["params changed", "checkpoint changed"])  # tiny weights = seed
+    assert r.status("train") == (False, ["input cavp changed"])
+    assert r.status("generate") == (False, ["input train changed"])
+    assert r.status("audiomae")[0] and r.status("timechat")[0]
+    with pytest.raises(RuntimeError, match="needs cavp, which is stale"):
+        r.run(["train"], only=True)
+
+
+def test_evaluate_report(project):
+    root, specs = project
+    ev = root / "out" / "evaluation"
+    m = json.loads((ev / "metrics.json").read_text())
+    assert m["complete"] is True and m["counts"]["clips"] == sum(s.split == "test" for s in specs.values())
+    for key in ("fd_passt", "fd_panns", "fd_vgg", "kl_panns", "kl_passt"):
+        assert m["metrics"][key]["status"] == "ok" and np.isfinite(m["metrics"][key]["value"])
+    assert m["metrics"]["ib_score"]["status"] == "skipped" and m["metrics"]["ib_score"]["value"] is None
+    table = (ev / "table.md").read_text()
+    assert "111.74" in table and "quoted from the paper" in table
+    html = (ev / "gallery" / "index.html").read_text()
+    assert all(cid in html for cid, s in specs.items() if s.split == "test")
