@@ -8,7 +8,7 @@ Layout of ``cache/frames/``::
     rejects.csv             id,stage,reason of every rejected clip (written when all shards are complete)
     _stage.json             the stage record (fingerprint), written last of all
 
-Frames are kept as a small 4 FPS video (H.264, 4:4:4, constant quality) so that 200,000 clips stay in the tens
+Frames are kept as a small 4 FPS video (H.264, full-range 4:4:4 converted in numpy, constant quality) so that 200,000 clips stay in the tens
 of GB; ``codec: raw`` keeps them as lossless uint8 ``.npy`` instead. Audio is 16-bit FLAC (lossless for
 16-bit sources, about 4x smaller than float32).
 """
@@ -33,6 +33,39 @@ def shard_name(k: int) -> str:
 
 
 # --------------------------------------------------------------------------------------------- frames codec
+# RGB <-> YUV (full-range BT.601, as JPEG) is done here in numpy, not by swscale: swscale's converted frames were
+# seen to depend on the process's history (same input, different bytes after other work), which would break the
+# stage's byte-for-byte reproducibility. x264 then gets planar 4:4:4 and its output depends on the input alone.
+_RGB2YUV = np.array([[0.299, 0.587, 0.114],
+                     [-0.168735892, -0.331264108, 0.5],
+                     [0.5, -0.418687589, -0.081312411]], dtype=np.float32)
+_YUV2RGB = np.linalg.inv(_RGB2YUV.astype(np.float64)).astype(np.float32)
+_OFFSET = np.array([0.0, 128.0, 128.0], dtype=np.float32)
+
+
+def rgb_to_yuv444(frame: np.ndarray) -> np.ndarray:
+    """(H, W, 3) uint8 RGB -> (3, H, W) uint8 full-range Y, Cb, Cr."""
+    yuv = frame.astype(np.float32) @ _RGB2YUV.T + _OFFSET  # (H, W, 3)
+    return np.clip(np.rint(yuv), 0, 255).astype(np.uint8).transpose(2, 0, 1).copy()
+
+
+def yuv444_to_rgb(planes: np.ndarray) -> np.ndarray:
+    """(3, H, W) uint8 full-range Y, Cb, Cr -> (H, W, 3) uint8 RGB."""
+    yuv = planes.transpose(1, 2, 0).astype(np.float32) - _OFFSET  # (H, W, 3)
+    return np.clip(np.rint(yuv @ _YUV2RGB.T), 0, 255).astype(np.uint8)
+
+
+def _yuv_frame(planes: np.ndarray) -> av.VideoFrame:
+    """A yuv444p frame whose row padding is zeroed too, so that nothing uninitialised reaches the encoder."""
+    _, h, w = planes.shape
+    vf = av.VideoFrame(w, h, "yuv444p")
+    for plane, data in zip(vf.planes, planes):
+        rows = np.zeros((h, plane.line_size), np.uint8)  # (H, line_size): padding bytes set, not left as garbage
+        rows[:, :w] = data
+        plane.update(rows.tobytes())
+    return vf
+
+
 def encode_frames(frames: np.ndarray, *, codec: str = "h264", crf: int = 14, fps: int = 4) -> tuple[bytes, str]:
     """Encode (n, H, W, 3) uint8 RGB frames; returns (bytes, file extension). Deterministic for fixed inputs."""
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
@@ -48,11 +81,14 @@ def encode_frames(frames: np.ndarray, *, codec: str = "h264", crf: int = 14, fps
         st = out.add_stream("libx264", rate=fps)
         st.width, st.height = frames.shape[2], frames.shape[1]
         st.pix_fmt = "yuv444p"
+        st.codec_context.color_range = 2  # full range (JPEG), matching rgb_to_yuv444
         # threads=1: x264's output must not depend on the machine; clips are parallel across workers anyway.
-        st.codec_context.options = {"crf": str(crf), "preset": "medium", "threads": "1"}
-        st.codec_context.flags |= av.codec.context.Flags.bitexact if hasattr(av.codec.context, "Flags") else 0
+        # mbtree=0: x264's macroblock-tree pass read uninitialised memory here (same frames gave different bytes
+        # depending on what the process did before; identical bytes with it off, whatever the heap holds).
+        st.codec_context.options = {"crf": str(crf), "preset": "medium", "threads": "1", "x264-params": "mbtree=0"}
+        st.codec_context.flags |= av.codec.context.Flags.bitexact
         for i, arr in enumerate(frames):
-            vf = av.VideoFrame.from_ndarray(arr, format="rgb24")
+            vf = _yuv_frame(rgb_to_yuv444(arr))  # (3, H, W)
             vf.pts = i
             for pkt in st.encode(vf):
                 out.mux(pkt)
@@ -66,7 +102,12 @@ def decode_frames(data: bytes, ext: str) -> np.ndarray:
     if ext == "npy":
         return np.load(io.BytesIO(data), allow_pickle=False)
     with av.open(io.BytesIO(data)) as c:
-        frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+        c.streams.video[0].thread_type = "NONE"
+        frames = []
+        for f in c.decode(video=0):
+            if f.format.name not in ("yuv444p", "yuvj444p"):
+                raise RuntimeError(f"stored frames are {f.format.name}, expected yuv444p: re-run the frames stage")
+            frames.append(yuv444_to_rgb(f.to_ndarray()))  # (H, W, 3)
     return np.stack(frames) if frames else np.zeros((0, 0, 0, 3), np.uint8)
 
 
