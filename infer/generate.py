@@ -71,6 +71,14 @@ class ClipJob:
     video: str | None  # a path to mux into (None: no video written)
     ground_truth: np.ndarray | None = None  # 16 kHz, for the PNG
     info: dict = field(default_factory=dict)
+    segments: int = 0  # > 0: whole-video mode, cavp/timechat hold one row per 10 s segment
+
+    def parts(self) -> list[tuple[int, np.ndarray | None, np.ndarray | None]]:
+        """(segment, cavp, timechat) per generation call: one, or one per segment."""
+        if not self.segments:
+            return [(0, self.cavp, self.timechat)]
+        return [(k, None if self.cavp is None else self.cavp[k], None if self.timechat is None else self.timechat[k])
+                for k in range(self.segments)]
 
 
 def mapper_checkpoint(run_dir: Path, which: str) -> Path:
@@ -111,32 +119,44 @@ class Generator:
                 raise RuntimeError(f"{source}: TimeChat features {tc_shape} do not match the mapper's {want}; the "
                                    "mapper was trained for other encoders or settings: retrain or fix stages.yaml")
 
-    def tokens(self, jobs: list[ClipJob]) -> torch.Tensor:
-        def stack(key):
-            arrs = [getattr(j, key) for j in jobs]
+    def tokens(self, cavp: list, timechat: list) -> torch.Tensor:
+        def stack(arrs):
             if arrs[0] is None:
                 return None
             return torch.from_numpy(np.stack(arrs).astype(np.float32)).to(self.device)
 
         with torch.inference_mode():
-            return self.mapper.generate(stack("cavp"), stack("timechat")).float().cpu()  # (B, 8, D)
+            return self.mapper.generate(stack(cavp), stack(timechat)).float().cpu()  # (B, 8, D)
 
-    def run(self, jobs: list[ClipJob], out_dir: Path, *, progress: bool = True) -> list[dict]:
+    def run(self, jobs: list[ClipJob], out_dir: Path, *, progress: bool = True,
+            segment_seconds: float = 10.0) -> list[dict]:
+        """Generate every job (batched across clips and segments) and write each clip when it is complete."""
         from tqdm import tqdm
 
         out_dir.mkdir(parents=True, exist_ok=True)
+        items = [(ji, k, c, t) for ji, j in enumerate(jobs) for k, c, t in j.parts()]  # one AudioLDM-2 sample each
+        pieces: dict[int, dict[int, np.ndarray]] = {}
         written = []
-        bar = tqdm(total=len(jobs), unit="clip", desc="generate", disable=not progress)
-        for b in range(0, len(jobs), self.batch_size):
-            batch = jobs[b: b + self.batch_size]
-            toks = self.tokens(batch)
-            prompts = [j.prompt if self.p.use_label else None for j in batch]
-            audio = generate_audio(self.pipe, toks, prompts, seed=[clip_seed(self.p.seed, j.id) for j in batch],
-                                   negative_prompt=self.p.negative_prompt,
+        bar = tqdm(total=len(items), unit="clip" if len(items) == len(jobs) else "segment", desc="generate",
+                   disable=not progress)
+        for b in range(0, len(items), self.batch_size):
+            batch = items[b: b + self.batch_size]
+            toks = self.tokens([c for _, _, c, _ in batch], [t for _, _, _, t in batch])
+            prompts = [jobs[ji].prompt if self.p.use_label else None for ji, *_ in batch]
+            seeds = [clip_seed(self.p.seed, jobs[ji].id) + k for ji, k, *_ in batch]
+            audio = generate_audio(self.pipe, toks, prompts, seed=seeds, negative_prompt=self.p.negative_prompt,
                                    negative_generated=self.p.negative_generated, steps=self.p.steps,
                                    guidance=self.p.guidance, audio_seconds=self.p.audio_seconds, eta=self.p.eta)
-            for j, a in zip(batch, audio):
-                written.append(self.write_clip(j, a, out_dir))
+            for (ji, k, _, _), a in zip(batch, audio):
+                pieces.setdefault(ji, {})[k] = a
+                job = jobs[ji]
+                if len(pieces[ji]) == max(1, job.segments):
+                    got = pieces.pop(ji)
+                    parts = [got[i] for i in range(max(1, job.segments))]
+                    seg = int(round(segment_seconds * 16000))
+                    # whole-video mode: 10 s from each segment, the last one whole (AudioLDM-2 makes 10.24 s)
+                    full = parts[0] if len(parts) == 1 else np.concatenate([p[:seg] for p in parts[:-1]] + parts[-1:])
+                    written.append(self.write_clip(job, full, out_dir))
                 bar.update(1)
         bar.close()
         return written

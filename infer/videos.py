@@ -102,9 +102,26 @@ class Encoders:
         return out
 
 
+def _whole(d, fp: FramesParams, encode, path: Path) -> tuple[dict[str, np.ndarray], int]:
+    """Whole-video mode: features per 10 s segment, stacked (S, ...); each segment is encoded like a clip."""
+    per = fp.n_frames  # 40 frames a segment
+    n_seg = max(1, -(-d.n_frames // per))
+    feats: dict[str, list] = {}
+    for k in range(n_seg):
+        n_k = min(per, d.n_frames - k * per)
+        frames = d.frames[k * per: (k + 1) * per]  # (40, 224, 224, 3), zero-padded at the end
+        for name, y in encode(as_stored(frames, n_k, fp), n_k).items():
+            feats.setdefault(name, []).append(y)
+    log.info("%s: %d segments of %g s", path, n_seg, fp.seconds)
+    return {k: np.stack(v) for k, v in feats.items()}, n_seg
+
+
 def generate_videos(cfg: Config, inputs: list[Path], out: Path, *, prompt: str | None = None,
-                    batch_size: int = 4, progress: bool = True) -> list[dict]:
-    from pipeline.media import MediaError, decode_clip
+                    batch_size: int = 4, progress: bool = True, whole: bool = False,
+                    max_seconds: float = 600.0) -> list[dict]:
+    """Generate for every video under ``inputs``; ``whole`` covers the whole video (up to ``max_seconds``) in
+    10 s segments instead of its first 10 s."""
+    from pipeline.media import MediaError, decode_clip, probe
 
     p = GenerateParams.from_dict(cfg.stage("generate").params)
     device = pick_device(cfg.stage("generate").runtime.get("device", "auto"))
@@ -118,23 +135,32 @@ def generate_videos(cfg: Config, inputs: list[Path], out: Path, *, prompt: str |
     for path in list_videos(inputs):
         cid = safe_name(path, taken)
         try:
-            d = decode_clip(str(path), fps=fp.fps, seconds=fp.seconds, size=fp.size, sample_rate=fp.sample_rate,
+            seconds = fp.seconds
+            if whole:
+                dur = min(max_seconds, probe(str(path)).duration or fp.seconds)
+                seconds = fp.seconds * max(1, -(-int(np.ceil(dur * fp.fps)) // fp.n_frames))
+            d = decode_clip(str(path), fps=fp.fps, seconds=seconds, size=fp.size, sample_rate=fp.sample_rate,
                             max_side=fp.max_side, silence_dbfs=fp.silence_dbfs)
         except MediaError as e:
             log.error("%s: cannot generate: %s", path, e.reason)
             rejects.append((str(path), e.reason))
             continue
-        hit = cached.get(str(path.resolve()))
-        if hit is not None:
+        hit = None if whole else cached.get(str(path.resolve()))
+        segments = 0
+        if whole:
+            feats, segments = _whole(d, fp, encode, path)
+        elif hit is not None:
             feats = {n: hit[n][hit["row"]].astype(np.float32) for n in names}
         else:
             feats = encode(as_stored(d.frames, d.n_frames, fp), d.n_frames)
-        gen.check_features(feats["cavp"].shape if "cavp" in feats else None,
-                           feats["timechat"].shape if "timechat" in feats else None, str(path))
+        lead = 1 if segments else 0  # whole mode: (S, ...) per clip
+        gen.check_features(feats["cavp"].shape[lead:] if "cavp" in feats else None,
+                           feats["timechat"].shape[lead:] if "timechat" in feats else None, str(path))
         gt = d.audio[: d.audio_len] if d.has_audio and not d.audio_silent else None
         jobs.append(ClipJob(id=cid, cavp=feats.get("cavp"), timechat=feats.get("timechat"), prompt=prompt,
-                            video=str(path), ground_truth=gt,
-                            info={"source": str(path), "features": "cache" if hit is not None else "computed"}))
+                            video=str(path), ground_truth=gt, segments=segments,
+                            info={"source": str(path), "segments": max(1, segments),
+                                  "features": "cache" if hit is not None else "computed"}))
     out.mkdir(parents=True, exist_ok=True)
     if rejects:
         buf = io.StringIO()
@@ -142,4 +168,4 @@ def generate_videos(cfg: Config, inputs: list[Path], out: Path, *, prompt: str |
         w.writerow(["source", "reason"])
         w.writerows(rejects)
         atomic_write_text(out / "rejects.csv", buf.getvalue())
-    return gen.run(jobs, out, progress=progress) if jobs else []
+    return gen.run(jobs, out, progress=progress, segment_seconds=fp.seconds) if jobs else []

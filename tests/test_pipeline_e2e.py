@@ -155,3 +155,13 @@ def test_evaluate_report(project):
     assert "111.74" in table and "quoted from the paper" in table
     html = (ev / "gallery" / "index.html").read_text()
     assert all(cid in html for cid, s in specs.items() if s.split == "test")
+
+
+def test_whole_video_in_10s_segments(project, tmp_path):
+    root, specs = project
+    long = next(s for s in specs.values() if s.duration == 14.0)
+    done = generate_videos(config(root), [Path(long.path)], tmp_path / "out", whole=True, progress=False)
+    (rec,) = done
+    assert rec["segments"] == 2 and rec["features"] == "computed"
+    assert sf.info(str(tmp_path / "out" / rec["wav"])).frames == 10 * 16000 + int(10.24 * 16000)
+    assert abs(rec["mux"]["audio_seconds"] - 14.0) < 0.05  # the soundtrack covers the whole 14 s video

@@ -115,6 +115,7 @@ def generate(
     prompt: Optional[str] = typer.Option(None, "--prompt", "-p", help="Text prompt, e.g. the class 'dog barking'."),
     batch_size: int = typer.Option(4, "--batch-size", "-b", help="Clips per AudioLDM-2 call."),
     force: bool = typer.Option(False, "--force", help="Stage mode: regenerate clips already done."),
+    whole: bool = typer.Option(False, "--whole", help="Cover the whole video (10 s segments), not its first 10 s."),
 ) -> None:
     """Generate sound: for the cache's test split (no arguments) or for any videos given here.
 
@@ -130,7 +131,7 @@ def generate(
 
         dest = out or r.cfg.path("outputs") / "videos"
         done = generate_videos(r.cfg, list(videos), dest, prompt=prompt, batch_size=batch_size,
-                               progress=STATE.progress)
+                               progress=STATE.progress, whole=whole)
     except (RuntimeError, ValueError, FileNotFoundError) as e:
         _fail(e)
     for rec in done:
