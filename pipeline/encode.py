@@ -84,9 +84,11 @@ def run_encoder_stage(ctx: StageContext, encoder_module: str) -> None:
                  len(todo), device, batch_size)
         want_frames, want_audio = info.input_kind == "frames", info.input_kind == "audio"
 
+        decode_threads = int(ctx.runtime("decode_threads", 4))
+
         def load(k: int):
             return list(iter_shard(ctx.cfg.frames_dir, k, want_frames=want_frames, want_audio=want_audio,
-                                   n_frames=n_frames, n_samples=n_samples))
+                                   n_frames=n_frames, n_samples=n_samples, threads=decode_threads))
 
         bar = tqdm(total=len(todo), unit="shard", desc=name, disable=not ctx.progress)
         with ThreadPoolExecutor(1) as prefetch:  # decode the next shard while this one is encoded

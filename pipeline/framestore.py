@@ -151,8 +151,11 @@ def read_plan(frames_dir: Path) -> dict:
 
 
 def iter_shard(frames_dir: Path, k: int, *, want_frames: bool = True, want_audio: bool = True,
-               n_frames: int = 40, n_samples: int = 160_000):
-    """Yield a :class:`ClipRecord` for every clip of shard ``k`` that was not rejected, in row order."""
+               n_frames: int = 40, n_samples: int = 160_000, threads: int = 1):
+    """Yield a :class:`ClipRecord` for every clip of shard ``k`` that was not rejected, in row order.
+
+    ``threads`` > 1 decodes the clips' frames in parallel (PyAV releases the GIL while decoding).
+    """
     frames_dir = Path(frames_dir)
     manifest = read_manifest(frames_dir, k)
     if manifest is None:
@@ -166,9 +169,8 @@ def iter_shard(frames_dir: Path, k: int, *, want_frames: bool = True, want_audio
             wanted = (ext.startswith("frames") and want_frames) or (ext.startswith("audio") and want_audio)
             if wanted:
                 members[m.name] = tar.extractfile(m).read()
-    for rec in manifest["clips"]:
-        if rec["status"]:
-            continue
+
+    def load(rec: dict) -> ClipRecord:
         cid = rec["id"]
         frames = audio = None
         if want_frames:
@@ -181,7 +183,16 @@ def iter_shard(frames_dir: Path, k: int, *, want_frames: bool = True, want_audio
             if rec.get("audio_len", 0) > 0:
                 got, _ = decode_audio(members[f"{cid}.audio.flac"])
                 audio[: len(got)] = got[:n_samples]
-        yield ClipRecord(index=rec["index"], id=cid, meta=rec, frames=frames, audio=audio)
+        return ClipRecord(index=rec["index"], id=cid, meta=rec, frames=frames, audio=audio)
+
+    kept = [rec for rec in manifest["clips"] if not rec["status"]]
+    if threads > 1 and len(kept) > 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(min(threads, len(kept))) as pool:
+            yield from pool.map(load, kept)
+    else:
+        yield from map(load, kept)
 
 
 def load_clips(frames_dir: Path, rows: set[int], *, want_frames: bool = False,
