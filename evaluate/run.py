@@ -13,7 +13,7 @@ the affected metrics with a reason in ``rejects`` and in the CSV. Every metric r
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Callable, Iterable
 

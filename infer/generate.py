@@ -12,7 +12,6 @@ soundtrack), ``<id>.png`` (generated and, when known, ground-truth log-mel spect
 from __future__ import annotations
 
 import logging
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 

@@ -8,7 +8,6 @@ of the figure's loudest bin (one scale for every panel, so the panels are compar
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.encoders.base import EncoderInfo, freeze, report_load
+from pipeline.encoders.base import EncoderInfo, freeze, load_checked, read_weights, resolve_weights
 from pipeline.encoders.fbank import FbankConfig, fbank
 
 log = logging.getLogger(__name__)
@@ -259,25 +259,6 @@ def init_tiny_weights_(model: AudioMAEViT, seed: int) -> AudioMAEViT:
     return model
 
 
-def _read_checkpoint(path: Path) -> dict:
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path), device="cpu")
-    try:
-        try:
-            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)  # multi-GB: map, do not read
-        except RuntimeError as err:
-            if "mmap" not in str(err):
-                raise
-            return torch.load(path, map_location="cpu", weights_only=True)  # legacy (non-zip) format
-    except Exception as err:  # unpickling of arbitrary objects is refused on purpose
-        raise RuntimeError(
-            f"AudioMAE checkpoint {str(path)!r} could not be read with torch.load(weights_only=True): {err}. "
-            "Convert its state dict to .safetensors once in a trusted environment and point 'checkpoint' at it."
-        ) from err
-
-
 def load_audiomae_state_dict(path: str | Path, prefix: str = FULL_PREFIX) -> dict[str, torch.Tensor]:
     """Encoder tensors of an AudioMAE checkpoint, with names relative to the ViT.
 
@@ -287,9 +268,7 @@ def load_audiomae_state_dict(path: str | Path, prefix: str = FULL_PREFIX) -> dic
     that ``load_into`` reports it as unexpected.
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"AudioMAE checkpoint {str(path)!r} does not exist or is not a file")
-    raw = _read_checkpoint(path)
+    raw = read_weights(path, "AudioMAE")
     if isinstance(raw, dict) and isinstance(raw.get("state_dict"), dict):
         raw, strip = raw["state_dict"], prefix
     elif isinstance(raw, dict) and isinstance(raw.get("model"), dict):
@@ -322,30 +301,14 @@ def load_audiomae_state_dict(path: str | Path, prefix: str = FULL_PREFIX) -> dic
 
 def load_into(model: AudioMAEViT, state: dict[str, torch.Tensor]) -> None:
     """Load ``state`` with every key checked: missing keys raise, unexpected ones are logged, shapes must match."""
-    result = model.load_state_dict(state, strict=False)
-    report_load("audiomae", list(result.missing_keys), list(result.unexpected_keys))
+    load_checked("audiomae", model, state)
 
 
 def resolve_checkpoint(params: dict) -> tuple[Path, dict]:
     """A local file, or a hub id resolved with ``hf_hub_download`` (only when it is not a local path).
     Returns the local path and the identity recorded in the cache."""
-    from v2a.io import file_identity
-
-    ckpt = str(params.get("checkpoint") or "")
-    local = Path(ckpt).expanduser()
-    if local.is_file():
-        return local, file_identity(local)
-    looks_like_path = ckpt.startswith(("/", ".", "~")) or local.suffix in (".ckpt", ".pt", ".pth", ".safetensors")
-    if looks_like_path or ckpt.count("/") != 1:
-        raise FileNotFoundError(
-            f"audiomae params: checkpoint {ckpt!r} is not an existing file nor a hub id 'owner/name' (e.g. {HUB_REPO})"
-        )
-    from huggingface_hub import hf_hub_download
-
-    filename = params.get("filename", HUB_FILENAME)
-    revision = params.get("revision")
-    downloaded = Path(hf_hub_download(repo_id=ckpt, filename=filename, revision=revision))
-    return downloaded, {"hub_repo": ckpt, "filename": filename, "revision": revision, **file_identity(downloaded)}
+    return resolve_weights(str(params.get("checkpoint") or ""), what=f"audiomae params: checkpoint (e.g. {HUB_REPO})",
+                           filename=params.get("filename", HUB_FILENAME), revision=params.get("revision"))
 
 
 # ----------------------------------------------------------------------------------------- encoder

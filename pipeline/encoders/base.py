@@ -12,6 +12,7 @@ paths or hub ids, seeds, sizes, ``half: bool``...).  The returned object is in e
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 
 import torch
@@ -62,3 +63,64 @@ def report_load(name: str, missing: list[str], unexpected: list[str], *, allow_m
             f"{name}: the checkpoint lacks {len(real_missing)} weights the model needs, e.g. {real_missing[:8]}; "
             "is this the right file?"
         )
+
+
+WEIGHT_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin", ".safetensors")
+
+
+def read_weights(path: str | Path, what: str):
+    """Read a checkpoint without executing anything from it: safetensors, or ``torch.load(weights_only=True)``
+    (memory-mapped when the file allows it, so multi-GB files that we only partly use stay cheap)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} checkpoint {str(path)!r} does not exist or is not a file")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path), device="cpu")
+    try:
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as err:
+            if "mmap" not in str(err):
+                raise
+            return torch.load(path, map_location="cpu", weights_only=True)  # legacy (non-zip) files
+    except Exception as err:  # unpickling arbitrary objects is refused on purpose
+        raise RuntimeError(
+            f"{what} checkpoint {str(path)!r} could not be read with torch.load(weights_only=True): {err}. "
+            "If it holds non-tensor Python objects, convert its tensors to .safetensors once in a trusted "
+            "environment and point the config at that file."
+        ) from err
+
+
+def resolve_weights(ref: str, *, what: str, filename: str | None = None,
+                    revision: str | None = None) -> tuple[Path, dict]:
+    """A local file, or a hub file (``owner/repo`` + ``filename``, or ``owner/repo/path/in/repo``) fetched with
+    ``hf_hub_download`` only when ``ref`` is not a local path. Returns the path and the identity for the cache."""
+    from v2a.io import file_identity
+
+    ref = str(ref)
+    local = Path(ref).expanduser()
+    if local.is_file():
+        return local, file_identity(local)
+    parts = ref.split("/")
+    looks_local = ref.startswith(("/", ".", "~")) or (len(parts) < 3 and local.suffix in WEIGHT_SUFFIXES)
+    if looks_local or len(parts) < 2 or (len(parts) == 2 and not filename):
+        raise FileNotFoundError(f"{what} {ref!r} is neither an existing file nor a hub reference "
+                                "'owner/repo' (+ filename) or 'owner/repo/file'")
+    from huggingface_hub import hf_hub_download
+
+    repo, name = "/".join(parts[:2]), "/".join(parts[2:]) or filename
+    try:
+        got = Path(hf_hub_download(repo_id=repo, filename=name, revision=revision))
+    except Exception as err:  # a mistyped relative path also lands here: say both readings
+        raise FileNotFoundError(
+            f"{what} {ref!r} is not a local file, and as hub file {repo}:{name} it could not be fetched: {err}"
+        ) from err
+    return got, {"hub_repo": repo, "filename": name, "revision": revision, **file_identity(got)}
+
+
+def load_checked(name: str, model: torch.nn.Module, state: dict[str, torch.Tensor], **kw) -> None:
+    """Load ``state`` with every key checked: missing keys raise, unexpected ones are logged, shapes must match."""
+    result = model.load_state_dict(state, strict=False)
+    report_load(name, list(result.missing_keys), list(result.unexpected_keys), **kw)

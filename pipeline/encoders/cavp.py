@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.encoders.base import EncoderInfo, freeze, report_load
+from pipeline.encoders.base import EncoderInfo, freeze, load_checked, read_weights, resolve_weights
 
 log = logging.getLogger(__name__)
 
@@ -179,21 +179,7 @@ def load_cavp_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     ``.safetensors``); accept ``{"state_dict": {...}}`` or flat, with or without DDP ``module.`` prefixes.
     Returns only the ``video_encoder.*`` / ``video_project_head.*`` tensors, prefixes stripped."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"CAVP checkpoint {str(path)!r} does not exist or is not a file")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        raw = load_file(str(path), device="cpu")
-    else:
-        try:
-            raw = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:  # unpickling of arbitrary objects is refused on purpose
-            raise RuntimeError(
-                f"CAVP checkpoint {str(path)!r} could not be read with torch.load(weights_only=True): {err}. "
-                "If the file holds non-tensor Python objects, convert its 'state_dict' to .safetensors "
-                "once in a trusted environment and point 'checkpoint' at that file."
-            ) from err
+    raw = read_weights(path, "CAVP")
     if isinstance(raw, dict) and isinstance(raw.get("state_dict"), dict):
         raw = raw["state_dict"]
     if not isinstance(raw, dict):
@@ -212,36 +198,19 @@ def load_cavp_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 
 def load_into(model: CAVPVideoEncoder, state: dict[str, torch.Tensor]) -> None:
     """Load ``state`` with every key checked: missing keys raise, unexpected ones are logged, shapes must match."""
-    result = model.load_state_dict(state, strict=False)
-    report_load("cavp", list(result.missing_keys), list(result.unexpected_keys))
+    load_checked("cavp", model, state)
 
 
 def resolve_checkpoint(params: dict) -> tuple[Path, dict]:
     """A local file, or a hub id resolved with ``hf_hub_download`` (only when it is not a local path).
     Returns the local path and the identity recorded in the cache."""
-    from v2a.io import file_identity
-
     ckpt = params.get("checkpoint")
     if not ckpt:
         raise ValueError(
             "cavp params: model 'full' needs 'checkpoint' (a local file or a hub id such as SimianLuo/Diff-Foley)"
         )
-    local = Path(str(ckpt)).expanduser()
-    if local.is_file():
-        return local, file_identity(local)
-    suffixes = (".ckpt", ".pt", ".pth", ".safetensors")
-    looks_like_path = str(ckpt).startswith(("/", ".", "~")) or local.suffix in suffixes
-    if looks_like_path or str(ckpt).count("/") != 1:
-        raise FileNotFoundError(
-            f"cavp params: checkpoint {str(ckpt)!r} is neither an existing file nor a hub id 'owner/name'"
-        )
-    from huggingface_hub import hf_hub_download
-
-    filename = params.get("filename", HUB_FILENAME)
-    revision = params.get("revision")
-    downloaded = Path(hf_hub_download(repo_id=str(ckpt), filename=filename, revision=revision))
-    ident = {"hub_repo": str(ckpt), "filename": filename, "revision": revision, **file_identity(downloaded)}
-    return downloaded, ident
+    return resolve_weights(str(ckpt), what="cavp params: checkpoint", filename=params.get("filename", HUB_FILENAME),
+                           revision=params.get("revision"))
 
 
 class CAVPEncoder:

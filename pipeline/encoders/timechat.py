@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from pipeline.encoders.base import EncoderInfo, freeze, report_load
+from pipeline.encoders.base import EncoderInfo, freeze, read_weights, report_load, resolve_weights
 from pipeline.encoders.eva_vit import EvaViT, EvaViTConfig, half_matmul_weights_
 from pipeline.encoders.qformer import QFormer, QFormerConfig
 
@@ -193,26 +193,7 @@ def init_tiny_weights_(model: TimeChatVisual, seed: int) -> TimeChatVisual:
 
 def read_checkpoint(path: str | Path, what: str) -> dict[str, torch.Tensor]:
     """``torch.load(weights_only=True)`` (or safetensors); unwrap ``["model"]`` when present."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"timechat: {what} checkpoint {str(path)!r} does not exist or is not a file")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        raw = load_file(str(path), device="cpu")
-    else:
-        try:
-            try:  # memory-mapped: timechat_7b.pth also holds LLaMA weights we never copy
-                raw = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-            except RuntimeError as err:
-                if "mmap" not in str(err):
-                    raise
-                raw = torch.load(path, map_location="cpu", weights_only=True)  # legacy (non-zip) files
-        except Exception as err:  # arbitrary pickled objects are refused on purpose
-            raise RuntimeError(
-                f"timechat: {what} checkpoint {str(path)!r} could not be read with torch.load(weights_only=True): "
-                f"{err}. Convert its tensors to .safetensors once in a trusted environment and point to that file."
-            ) from err
+    raw = read_weights(path, f"timechat: {what}")
     if isinstance(raw, dict) and isinstance(raw.get("model"), dict):
         raw = raw["model"]
     if not isinstance(raw, dict):
@@ -248,26 +229,8 @@ def load_timechat_weights(model: TimeChatVisual, files: list[tuple[str, str | Pa
 def resolve_file(params: dict, key: str, default_filename: str | None) -> tuple[Path, dict]:
     """A local file, or a hub reference ``owner/repo`` (with ``default_filename``) / ``owner/repo/path/in/repo``,
     fetched with ``hf_hub_download`` only when it is not a local path."""
-    from v2a.io import file_identity
-
-    ref = str(params[key])
-    local = Path(ref).expanduser()
-    if local.is_file():
-        return local, file_identity(local)
-    parts = ref.split("/")
-    looks_local = ref.startswith(("/", ".", "~")) or (len(parts) < 3 and local.suffix in (".pth", ".pt", ".safetensors"))
-    if looks_local or len(parts) < 2 or (len(parts) == 2 and default_filename is None):
-        raise FileNotFoundError(f"timechat params: {key} {ref!r} is not an existing file nor a hub reference 'owner/repo/file'")
-    from huggingface_hub import hf_hub_download
-
-    repo, filename = "/".join(parts[:2]), "/".join(parts[2:]) or default_filename
-    try:
-        got = Path(hf_hub_download(repo_id=repo, filename=filename, revision=params.get(f"{key}_revision")))
-    except Exception as err:  # a mistyped relative path also lands here: say both readings
-        raise FileNotFoundError(
-            f"timechat params: {key} {ref!r} is not a local file, and as hub file {repo}:{filename} it failed: {err}"
-        ) from err
-    return got, {"hub_repo": repo, "filename": filename, **file_identity(got)}
+    return resolve_weights(str(params[key]), what=f"timechat params: {key}", filename=default_filename,
+                           revision=params.get(f"{key}_revision"))
 
 
 # ------------------------------------------------------------------------------------------ frozen encoder
