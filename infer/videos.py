@@ -125,6 +125,10 @@ def generate_videos(cfg: Config, inputs: list[Path], out: Path, *, prompt: str |
 
     p = GenerateParams.from_dict(cfg.stage("generate").params)
     device = pick_device(cfg.stage("generate").runtime.get("device", "auto"))
+    fresh, why = Runner(cfg).status("train")
+    if not fresh:
+        raise RuntimeError(f"the mapper in {cfg.path('runs') / 'mapper'} is stale for this configuration "
+                           f"({'; '.join(why)}): run `make train` (v2a run train) first")
     gen = Generator(p, mapper_checkpoint(cfg.path("runs") / "mapper", p.mapper), device=device,
                     batch_size=batch_size)
     names = {"both": ["cavp", "timechat"], "cavp": ["cavp"], "timechat": ["timechat"]}[gen.spec.encoders]
