@@ -9,7 +9,6 @@ the clip axis equal the frames stage's shard size, so shard k is exactly chunk k
 from __future__ import annotations
 
 import logging
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -45,7 +44,7 @@ def write_meta(path: Path, records: list[dict], *, shard_size: int, fingerprint:
         if n:
             arr[:] = values
     meta.attrs.update({"n_clips": n, "shard_size": shard_size, "fingerprint": fingerprint,
-                       "fps": None, "note": "rows with status != '' were rejected by the frames stage"})
+                       "note": "rows with status != '' were rejected by the frames stage"})
 
 
 def read_meta(root: zarr.Group) -> dict[str, np.ndarray]:
@@ -65,10 +64,7 @@ def encoder_group(root: zarr.Group, name: str, *, fingerprint: str, n: int, n_sh
             return g, False
         why = "forced" if force else f"fingerprint {g.attrs.get('fingerprint')} -> {fingerprint}"
         log.info("%s: discarding its cached arrays (%s); other encoders' arrays are untouched", name, why)
-        del root[name]
-        store_dir = Path(str(root.store.root)) / name if hasattr(root.store, "root") else None
-        if store_dir is not None and store_dir.exists():
-            shutil.rmtree(store_dir)
+        del root[name]  # removes the group's arrays and chunks from the store
     g = root.create_group(name)
     g.create_array("emb", shape=(n, *out_shape), dtype=dtype, chunks=(shard_size, *out_shape), fill_value=0)
     g.create_array("done", shape=(n_shards,), dtype=np.uint8, chunks=(1,), fill_value=0)

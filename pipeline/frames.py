@@ -137,10 +137,7 @@ def run(ctx: StageContext) -> None:
     out.mkdir(parents=True, exist_ok=True)
     fp = ctx.fingerprint.value
     with exclusive_lock(out / f".lock.rank{ctx.rank}", what=f"the frames stage output {out} (rank {ctx.rank})"):
-        if ctx.force and ctx.rank == 0:
-            (out / "_stage.json").unlink(missing_ok=True)
-        elif (out / "_stage.json").exists():
-            (out / "_stage.json").unlink()  # stale record: this run replaces it
+        (out / "_stage.json").unlink(missing_ok=True)  # stale or forced: this run writes a new record
         for tmp in out.glob(".*.tmp"):
             tmp.unlink()
         clips = discover(ctx.cfg.path("videos"), ctx.cfg.optional_path("labels"))
