@@ -60,6 +60,8 @@ def run(ctx: StageContext) -> None:
             _generate(ctx, gen, root, meta, todo, out)
         _index(out, [str(meta["id"][i]) for i in rows])
         atomic_write_json(out / "_stage.json", ctx.record(clips=len(rows)))
+        log.info("generate: %d clips in %s (%d generated now, %d kept from before); list in %s", len(rows), out,
+                 len(todo), len(rows) - len(todo), out / "index.csv")
 
 
 def _generate(ctx: StageContext, gen: Generator, root, meta: dict, todo: list[int], out: Path) -> None:
