@@ -39,6 +39,7 @@ demo/videos/labels.csv: | $(VENV)/.installed
 demo: install demo/videos/labels.csv
 	$(V2A) $(DEMO) run evaluate --workers 2
 	$(V2A) $(DEMO) status
+	@echo "demo done: open demo/outputs/generated/ (wav, video, png) and demo/outputs/evaluation/gallery/index.html"
 
 test: install
 	$(PY) -m pytest tests

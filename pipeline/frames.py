@@ -86,8 +86,12 @@ def _reject(index: int, src: dict, reason: str) -> dict:
             "duration": 0.0, "native_fps": 0.0}
 
 
-def process_shard(frames_dir: str, k: int, rows: list[dict], first_index: int, params: dict, fingerprint: str) -> dict:
-    """Decode the clips of shard ``k`` and commit it; returns its manifest. Runs in a worker process."""
+def process_shard(frames_dir: str, k: int, rows: list[dict], first_index: int, params: dict, fingerprint: str,
+                  threads: int = 0) -> dict:
+    """Decode the clips of shard ``k`` and commit it; returns its manifest. Runs in a worker process.
+
+    ``threads``: decoder threads per clip (0 = FFmpeg's choice; 1 when several workers share the cores).
+    """
     from pipeline.media import MediaError, decode_clip  # imported here: workers are spawned
 
     p = FramesParams.from_dict(params)
@@ -105,7 +109,8 @@ def process_shard(frames_dir: str, k: int, rows: list[dict], first_index: int, p
                 clip = ClipSource(**src)
                 try:
                     d = decode_clip(clip.open(), fps=p.fps, seconds=p.seconds, size=p.size,
-                                    sample_rate=p.sample_rate, max_side=p.max_side, silence_dbfs=p.silence_dbfs)
+                                    sample_rate=p.sample_rate, max_side=p.max_side, silence_dbfs=p.silence_dbfs,
+                                    threads=threads)
                 except MediaError as e:
                     records.append(_reject(index, src, str(e.reason)))
                     continue
@@ -165,7 +170,7 @@ def run(ctx: StageContext) -> None:
 def _run_shards(ctx: StageContext, out: Path, todo: list[int], rows: list[dict], p: FramesParams, fp: str) -> None:
     def args(k: int):
         s = k * p.shard_size
-        return (str(out), k, rows[s: s + p.shard_size], s, asdict(p), fp)
+        return (str(out), k, rows[s: s + p.shard_size], s, asdict(p), fp, 0 if ctx.workers <= 1 else 1)
 
     bar = tqdm(total=sum(len(args(k)[2]) for k in todo), unit="clip", desc="frames", disable=not ctx.progress)
     if ctx.workers <= 1:
