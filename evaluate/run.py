@@ -21,11 +21,24 @@ import numpy as np
 
 from evaluate import metrics as M
 from evaluate.audio import EVAL_SR, load_audio
-from evaluate.embedders import AudioEmbedder, VideoAudioScorer, build_embedders, build_video_scorers
+from evaluate.embedders import AudioEmbedder, VideoAudioScorer, build_embedders
+from evaluate.embedders import build_video_scorers as _embedder_video_scorers
 from evaluate.report import PAPER_ROW, TABLE_COLUMNS, write_outputs
 from v2a.io import check_clip_id
 
 log = logging.getLogger(__name__)
+
+
+def build_video_scorers(params: dict) -> tuple[dict[str, VideoAudioScorer], dict[str, str]]:
+    """The embedders' video scorers, plus the own ImageBind-huge port (evaluate/imagebind.py) for ``ib_score``
+    when ``imagebind_ckpt`` is set: a local path of imagebind_huge.pth, or "tiny" (seeded random tiny model)."""
+    scorers, reasons = _embedder_video_scorers(params)
+    if params.get("imagebind_ckpt") and "ib_score" not in scorers:
+        from evaluate.imagebind import build_ib_scorer
+
+        scorers["ib_score"] = build_ib_scorer(params)
+        reasons.pop("ib_score", None)
+    return scorers, reasons
 
 
 @dataclass
@@ -179,11 +192,19 @@ def _video_metric(key: str, scorer: VideoAudioScorer | None, reason: str | None,
         ids = [c for c in ids if not rows[c]["short"]]
     video = {p.clip_id: Path(p.video) for p in pairs if p.video is not None}
     vals = []
+    n_failed = 0
     for c in ids:
-        v = float(scorer(video[c], gen_audio[c]))
+        try:
+            v = float(scorer(video[c], gen_audio[c]))
+        except ValueError as err:  # e.g. an undecodable or too short video: excluded from this metric
+            rows[c]["notes"].append(f"{key}: {err}")
+            n_failed += 1
+            continue
         rows[c][key] = v
         vals.append(v)
     extra = {"n_clips": len(vals), "n_no_video": n_no_video}
+    if n_failed:
+        extra["n_failed"] = n_failed
     if exclude_short:
         extra["n_excluded_short"] = n_short
     if not vals:

@@ -1,0 +1,514 @@
+"""ImageBind-huge vision and audio towers written for this project, and the IB-score scorer (av-benchmark protocol).
+
+Why a port: the ``imagebind`` package needs torchvision, torchaudio and pytorchvideo, which this project does not
+install. Module and parameter names follow the released ``imagebind_huge.pth`` so its vision and audio entries load
+key for key (the text, depth, thermal and IMU entries are reported and dropped):
+
+    modality_preprocessors.vision  rgbt_stem.proj.1.weight (Conv3d 3->1280, kernel = stride = (2, 14, 14), no bias;
+                                   proj.0 is the parameter-free "repeat a still image to 2 frames"),
+                                   pos_embedding_helper.pos_embed (1, 1 + 256, 1280), cls_token (1, 1, 1280)
+    modality_preprocessors.audio   rgbt_stem.proj.weight (Conv2d 1->768, kernel 16, stride 10, no bias),
+                                   rgbt_stem.norm_layer (LayerNorm eps 1e-5), pos_embed (1, 1 + 12*19, 768), cls_token
+    modality_trunks.<m>            pre_transformer_layer.0 (LayerNorm eps 1e-6, vision only),
+                                   blocks.<i>: pre-LN block (norm_1, attn = nn.MultiheadAttention with bias, audio
+                                   also bias_k/bias_v, norm_2, mlp.fc1/fc2 with GELU, ratio 4), LayerNorm eps 1e-6
+    modality_heads.<m>             0: LayerNorm eps 1e-6, 1: take the CLS token, 2: Linear(dim, 1024, no bias)
+    modality_postprocessors        vision: L2 normalise; audio: L2 normalise then x exp(log_logit_scale) (= 20, a
+                                   buffer: ``modality_postprocessors.audio.1.log_logit_scale``)
+
+ViT-H/14 vision: 32 blocks, width 1280, 16 heads. Audio: 12 blocks, width 768, 12 heads. Inputs of several clips are
+embedded clip by clip and the clip embeddings (after the postprocessor) are averaged, as ImageBind's forward does.
+
+IB-score as av-benchmark computes it (``extract_video.py``, ``av_bench/data/video_dataset.py``,
+``av_bench/data/audio_dataset.py``, ``av_bench/evaluate.py``):
+
+* video: frames decoded through ffmpeg's ``fps=0.5`` filter in rgb24, the first ``int(0.5 * 8)`` = 4 kept (a video
+  with fewer is rejected); shorter side resized to 224 (bicubic, antialiased, back to uint8 range), /255,
+  normalised with the CLIP mean/std; three 224 x 224 crops (left/centre/right, or top/centre/bottom); every pair of
+  consecutive frames is one 2-frame clip: 3 crops x 3 clips = 9 clips -> mean of their normalised embeddings.
+* audio: the 16 kHz waveform, 3 clips of 2 s with starts evenly spaced over ``[0, duration - 2]`` (pytorchvideo's
+  ``ConstantClipsPerVideoSampler``: 0, 3, 6 s for 8 s); each clip has its mean removed (in place, as the reference
+  does), Kaldi fbank (128 mel, 25 ms / 10 ms, hanning, no dither) -> (128, 198) zero-padded to 204 frames,
+  normalised (x + 4.268) / 9.138 -> mean of the three scaled, normalised embeddings.
+* score: cosine(video embedding, audio embedding); :func:`evaluate.metrics.cosine_score` gives it x 100.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from evaluate.metrics import cosine_score
+from pipeline.encoders.fbank import FbankConfig, fbank
+
+log = logging.getLogger(__name__)
+
+MODALITIES = ("vision", "audio")
+
+# av-benchmark / ImageBind preprocessing constants
+VIDEO_FPS = 0.5
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+NUM_CROPS = 3
+AUDIO_SR = 16000
+AUDIO_CLIP_SECONDS = 2
+AUDIO_CLIPS = 3
+AUDIO_MEAN = -4.268
+AUDIO_STD = 9.138
+AUDIO_FBANK = FbankConfig(sample_rate=AUDIO_SR, num_mel_bins=128, window="hanning")
+
+
+@dataclass
+class ImageBindConfig:
+    out_dim: int = 1024
+    # vision (ViT-H/14 over 2-frame clips)
+    image_size: int = 224
+    video_frames: int = 2
+    patch: tuple[int, int, int] = (2, 14, 14)
+    vision_dim: int = 1280
+    vision_blocks: int = 32
+    vision_heads: int = 16
+    # audio (ViT-B over the 128 x 204 fbank, overlapping 16 x 16 patches, stride 10)
+    mel_bins: int = 128
+    target_length: int = 204
+    audio_kernel: int = 16
+    audio_stride: int = 10
+    audio_dim: int = 768
+    audio_blocks: int = 12
+    audio_heads: int = 12
+    audio_logit_scale: float = 20.0
+
+    @classmethod
+    def tiny(cls) -> "ImageBindConfig":
+        """Same classes and preprocessing (224 crops, 128 x 204 fbank), small widths and depths."""
+        return cls(out_dim=16, vision_dim=16, vision_blocks=2, vision_heads=2, audio_dim=16, audio_blocks=2,
+                   audio_heads=2)
+
+    def grid(self, size: tuple[int, ...], kernel: tuple[int, ...], stride: tuple[int, ...]) -> int:
+        return int(np.prod([(s - k) // st + 1 for s, k, st in zip(size, kernel, stride)]))
+
+    @property
+    def vision_patches(self) -> int:  # 1 x 16 x 16 = 256
+        return self.grid((self.video_frames, self.image_size, self.image_size), self.patch, self.patch)
+
+    @property
+    def audio_patches(self) -> int:  # 12 x 19 = 228
+        k, s = self.audio_kernel, self.audio_stride
+        return self.grid((self.mel_bins, self.target_length), (k, k), (s, s))
+
+
+# ----------------------------------------------------------------------------------------- network
+
+
+class _PadIm2Video(nn.Module):
+    """(B, C, H, W) or (B, C, 1, H, W) -> (B, C, ntimes, H, W) by repetition; longer clips pass unchanged."""
+
+    def __init__(self, ntimes: int):
+        super().__init__()
+        self.ntimes = ntimes
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim == 4:
+            x = x.unsqueeze(2)
+        if x.ndim != 5:
+            raise ValueError(f"vision input must be (B, C, H, W) or (B, C, T, H, W), got {tuple(x.shape)}")
+        if x.shape[2] == 1:
+            x = x.repeat(1, 1, self.ntimes, 1, 1)
+        return x
+
+
+class _PatchEmbed(nn.Module):
+    def __init__(self, proj: nn.Module, norm_layer: nn.Module | None = None):
+        super().__init__()
+        self.proj = proj
+        self.norm_layer = norm_layer
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.proj(x).flatten(2).transpose(1, 2)  # (B, D, (T) H W) -> (B, L, D)
+        return self.norm_layer(x) if self.norm_layer is not None else x
+
+
+class _PosEmbed(nn.Module):
+    def __init__(self, num_tokens: int, dim: int):
+        super().__init__()
+        self.pos_embed = nn.Parameter(torch.zeros(1, num_tokens, dim))
+
+
+class _Preprocessor(nn.Module):
+    """Patch tokens, a CLS token in front, learnt position embeddings (no interpolation: fixed input size)."""
+
+    def __init__(self, stem: _PatchEmbed, num_patches: int, dim: int):
+        super().__init__()
+        self.rgbt_stem = stem
+        self.pos_embedding_helper = _PosEmbed(1 + num_patches, dim)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
+        if not self.cls_token.is_meta:
+            with torch.no_grad():
+                nn.init.normal_(self.cls_token, std=dim ** -0.5)
+                nn.init.normal_(self.pos_embedding_helper.pos_embed, std=dim ** -0.5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        tokens = self.rgbt_stem(x)  # (B, L, D)
+        tokens = torch.cat([self.cls_token.expand(tokens.shape[0], -1, -1), tokens], dim=1)
+        pos = self.pos_embedding_helper.pos_embed
+        if tokens.shape[1] != pos.shape[1]:
+            raise ValueError(f"input gives {tokens.shape[1]} tokens, the position embedding has {pos.shape[1]}")
+        return tokens + pos
+
+
+class _Mlp(nn.Module):
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(F.gelu(self.fc1(x)))
+
+
+class _Block(nn.Module):
+    def __init__(self, dim: int, heads: int, add_bias_kv: bool):
+        super().__init__()
+        self.attn = nn.MultiheadAttention(dim, heads, bias=True, add_bias_kv=add_bias_kv, batch_first=True)
+        self.norm_1 = nn.LayerNorm(dim, eps=1e-6)
+        self.mlp = _Mlp(dim, 4 * dim)
+        self.norm_2 = nn.LayerNorm(dim, eps=1e-6)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, L, D)
+        h = self.norm_1(x)
+        x = x + self.attn(h, h, h, need_weights=False)[0]
+        return x + self.mlp(self.norm_2(x))
+
+
+class _Trunk(nn.Module):
+    def __init__(self, dim: int, blocks: int, heads: int, pre_ln: bool, add_bias_kv: bool):
+        super().__init__()
+        self.pre_transformer_layer = nn.Sequential(nn.LayerNorm(dim, eps=1e-6) if pre_ln else nn.Identity())
+        self.blocks = nn.Sequential(*[_Block(dim, heads, add_bias_kv) for _ in range(blocks)])
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.blocks(self.pre_transformer_layer(tokens))
+
+
+class _SelectElement(nn.Module):
+    def __init__(self, index: int):
+        super().__init__()
+        self.index = index
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x[:, self.index]
+
+
+class _Normalize(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(x, dim=-1, p=2)
+
+
+class _LogitScaling(nn.Module):
+    """Fixed scale exp(log_logit_scale), capped at 100, kept as a (checkpointed) buffer."""
+
+    def __init__(self, init: float):
+        super().__init__()
+        self.register_buffer("log_logit_scale", torch.ones([]) * math.log(init))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.clip(self.log_logit_scale.exp(), max=100.0) * x
+
+
+def _head(dim: int, out_dim: int) -> nn.Sequential:
+    return nn.Sequential(nn.LayerNorm(dim, eps=1e-6), _SelectElement(0), nn.Linear(dim, out_dim, bias=False))
+
+
+class ImageBind(nn.Module):
+    """The vision and audio towers of ImageBind (huge by default)."""
+
+    def __init__(self, cfg: ImageBindConfig | None = None):
+        super().__init__()
+        cfg = cfg or ImageBindConfig()
+        self.cfg = cfg
+        vision_stem = _PatchEmbed(nn.Sequential(
+            _PadIm2Video(cfg.video_frames),
+            nn.Conv3d(3, cfg.vision_dim, kernel_size=cfg.patch, stride=cfg.patch, bias=False)))
+        audio_stem = _PatchEmbed(
+            nn.Conv2d(1, cfg.audio_dim, kernel_size=cfg.audio_kernel, stride=cfg.audio_stride, bias=False),
+            norm_layer=nn.LayerNorm(cfg.audio_dim))
+        self.modality_preprocessors = nn.ModuleDict({
+            "vision": _Preprocessor(vision_stem, cfg.vision_patches, cfg.vision_dim),
+            "audio": _Preprocessor(audio_stem, cfg.audio_patches, cfg.audio_dim),
+        })
+        self.modality_trunks = nn.ModuleDict({
+            "vision": _Trunk(cfg.vision_dim, cfg.vision_blocks, cfg.vision_heads, pre_ln=True, add_bias_kv=False),
+            "audio": _Trunk(cfg.audio_dim, cfg.audio_blocks, cfg.audio_heads, pre_ln=False, add_bias_kv=True),
+        })
+        self.modality_heads = nn.ModuleDict({
+            "vision": _head(cfg.vision_dim, cfg.out_dim),
+            "audio": _head(cfg.audio_dim, cfg.out_dim),
+        })
+        self.modality_postprocessors = nn.ModuleDict({
+            "vision": _Normalize(),
+            "audio": nn.Sequential(_Normalize(), _LogitScaling(cfg.audio_logit_scale)),
+        })
+
+    def embed(self, modality: str, x: torch.Tensor) -> torch.Tensor:
+        """One embedding per clip: vision (N, 3, 2, 224, 224), audio (N, 1, 128, 204) -> (N, out_dim)."""
+        if modality not in MODALITIES:
+            raise ValueError(f"modality must be one of {MODALITIES}, got {modality!r}")
+        tokens = self.modality_preprocessors[modality](x)
+        tokens = self.modality_trunks[modality](tokens)
+        return self.modality_postprocessors[modality](self.modality_heads[modality](tokens))
+
+    def forward(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Like ImageBind's forward: inputs of 5+ dims are (B, S, ...) clips; their S embeddings are averaged."""
+        out = {}
+        for modality, x in inputs.items():
+            reduce = x.ndim >= 5
+            if reduce:
+                b, s = x.shape[:2]
+                x = x.reshape(b * s, *x.shape[2:])
+            e = self.embed(modality, x)
+            out[modality] = e.reshape(b, s, -1).mean(dim=1) if reduce else e
+        return out
+
+
+def build_tiny(seed: int = 0) -> ImageBind:
+    """The tiny config with weights drawn from ``seed`` (the global RNG state is left as it was)."""
+    state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        model = ImageBind(ImageBindConfig.tiny())
+        with torch.no_grad():  # non-trivial norms and biases, so a wrong parameter mapping shows in the outputs
+            for name, p in model.named_parameters():
+                if name.endswith("bias") or "norm" in name:
+                    p.add_(0.1 * torch.randn_like(p))
+        return model
+    finally:
+        torch.random.set_rng_state(state)
+
+
+def load_imagebind(model: ImageBind, path: str | Path) -> dict[str, list[str]]:
+    """Load ``imagebind_huge.pth`` (or a file with the same nesting) into ``model``.
+
+    Every key of ``model`` must be present with its shape (else RuntimeError); checkpoint keys ``model`` does not
+    have (the text/depth/thermal/IMU towers, or anything else) are logged and returned as ``unexpected``.
+    """
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"ImageBind checkpoint {path} does not exist; set evaluate.params.imagebind_ckpt "
+                                f"to the local path of imagebind_huge.pth (or 'tiny')")
+    sd = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    for key in ("model", "state_dict"):
+        if isinstance(sd, dict) and isinstance(sd.get(key), dict):
+            sd = sd[key]
+    if not isinstance(sd, dict):
+        raise ValueError(f"{path} holds a {type(sd).__name__}, expected a state dict")
+    sd = {(k[len("module."):] if k.startswith("module.") else k): v for k, v in sd.items()}
+    own = model.state_dict()
+    missing = sorted(set(own) - set(sd))
+    unexpected = sorted(set(sd) - set(own))
+    bad_shape = sorted(k for k in set(own) & set(sd) if tuple(own[k].shape) != tuple(sd[k].shape))
+    if missing or bad_shape:
+        raise RuntimeError(f"checkpoint {path} does not match ImageBind: missing {missing[:8]} ({len(missing)}), "
+                           f"wrong shape {bad_shape[:8]} ({len(bad_shape)})")
+    other = [k for k in unexpected if k.split(".")[1:2] and k.split(".")[1] not in MODALITIES]
+    strange = [k for k in unexpected if k not in set(other)]
+    if other:
+        log.info("%s: %d keys of other ImageBind modalities not used (%s...)", path.name, len(other), other[0])
+    if strange:
+        log.warning("%s: %d unexpected keys ignored: %s", path.name, len(strange), strange[:8])
+    to_load = {k: (v.float() if v.is_floating_point() else v) for k, v in sd.items() if k in own}
+    model.load_state_dict(to_load, strict=True, assign=any(p.is_meta for p in model.parameters()))
+    return {"missing": missing, "unexpected": unexpected}
+
+
+def build_imagebind(ckpt: str | Path, *, seed: int = 0) -> ImageBind:
+    """``ckpt`` = "tiny" (seeded random tiny model) or the path of ``imagebind_huge.pth`` (built on meta, then loaded)."""
+    if str(ckpt) == "tiny":
+        return build_tiny(seed)
+    with torch.device("meta"):
+        model = ImageBind(ImageBindConfig())
+    load_imagebind(model, ckpt)
+    return model
+
+
+# ----------------------------------------------------------------------------------------- audio input
+
+
+def clip_timepoints(duration: float, clip_seconds: float = AUDIO_CLIP_SECONDS,
+                    clips: int = AUDIO_CLIPS) -> list[tuple[Fraction, Fraction]]:
+    """pytorchvideo ``ConstantClipsPerVideoSampler`` read out: starts evenly spaced over [0, duration - clip]."""
+    clip = Fraction(clip_seconds)
+    max_start = Fraction(max(duration - clip, 0))
+    step = Fraction(max_start, max(clips - 1, 1))
+    out = []
+    for i in range(clips):
+        out.append((step * i, step * i + clip))
+        if step * (i + 1) > max_start:
+            break
+    return out
+
+
+def audio_clips(wav16k: np.ndarray, cfg: ImageBindConfig | None = None) -> torch.Tensor:
+    """16 kHz mono waveform -> (3, 1, mel_bins, target_length) normalised fbank clips."""
+    cfg = cfg or ImageBindConfig()
+    wave = torch.tensor(np.asarray(wav16k, dtype=np.float32).reshape(1, -1))  # a copy: clips are centred in place
+    n = wave.shape[1]
+    if n < AUDIO_FBANK.window_size:
+        raise ValueError(f"ImageBind audio needs at least {AUDIO_FBANK.window_size} samples, got {n}")
+    fcfg = FbankConfig(sample_rate=AUDIO_SR, num_mel_bins=cfg.mel_bins, window="hanning")
+    out = []
+    for start, end in clip_timepoints(n / AUDIO_SR):
+        seg = wave[:, int(start * AUDIO_SR):int(end * AUDIO_SR)]
+        if seg.shape[1] < fcfg.window_size:
+            raise ValueError(f"ImageBind audio clip [{float(start)}, {float(end)}) s has only {seg.shape[1]} samples")
+        seg -= seg.mean()  # in place on the shared waveform, like the reference (matters only for overlapping clips)
+        spec = fbank(seg, fcfg)[0].T  # (mel, frames)
+        p = cfg.target_length - spec.shape[1]
+        spec = F.pad(spec, (0, p)) if p > 0 else spec[:, :cfg.target_length]
+        out.append(((spec - AUDIO_MEAN) / AUDIO_STD)[None])
+    return torch.stack(out)
+
+
+# ----------------------------------------------------------------------------------------- video input
+
+
+def decode_frames(path: str | Path, fps: float = VIDEO_FPS, max_frames: int | None = None) -> np.ndarray:
+    """RGB frames (T, H, W, 3) uint8 through ffmpeg's ``fps`` filter, as torio's StreamingMediaDecoder gives them."""
+    import av
+
+    frames: list[np.ndarray] = []
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise ValueError(f"{path} has no video stream")
+            stream = container.streams.video[0]
+            graph = av.filter.Graph()
+            src = graph.add_buffer(template=stream)
+            f_fps = graph.add("fps", f"fps={fps}")
+            f_fmt = graph.add("format", "pix_fmts=rgb24")
+            sink = graph.add("buffersink")
+            src.link_to(f_fps)
+            f_fps.link_to(f_fmt)
+            f_fmt.link_to(sink)
+            graph.configure()
+
+            def drain() -> None:
+                while True:
+                    try:
+                        frames.append(sink.pull().to_ndarray())
+                    except (av.error.BlockingIOError, av.error.EOFError):
+                        return
+
+            for frame in container.decode(stream):
+                src.push(frame)
+                drain()
+                if max_frames is not None and len(frames) >= max_frames:
+                    break
+            else:
+                src.push(None)
+                drain()
+    except av.error.FFmpegError as e:
+        raise ValueError(f"cannot decode video {path}: {e}") from e
+    if not frames:
+        return np.zeros((0, 0, 0, 3), np.uint8)
+    return np.stack(frames[:max_frames] if max_frames is not None else frames)
+
+
+def resize_short_side(x: torch.Tensor, size: int) -> torch.Tensor:
+    """(T, C, H, W) uint8 -> float in [0, 255], shorter side ``size`` (torchvision v2.Resize, bicubic, antialias)."""
+    h, w = x.shape[-2:]
+    short, long = (w, h) if w <= h else (h, w)
+    new_short, new_long = size, int(size * long / short)
+    new_h, new_w = (new_long, new_short) if w <= h else (new_short, new_long)
+    x = x.float()
+    if (new_h, new_w) == (h, w):
+        return x
+    x = F.interpolate(x, size=(new_h, new_w), mode="bicubic", align_corners=False, antialias=True)
+    return x.clamp_(0, 255).round_()  # torchvision rounds bicubic uint8 results back to uint8
+
+
+def spatial_crops(x: torch.Tensor, size: int) -> list[torch.Tensor]:
+    """Three ``size`` x ``size`` crops along the longer side (start, centre, end) of (..., H, W)."""
+    h, w = x.shape[-2:]
+    out = []
+    for idx in range(NUM_CROPS):
+        y0, x0 = int(math.ceil((h - size) / 2)), int(math.ceil((w - size) / 2))
+        if h > w:
+            y0 = {0: 0, 1: y0, 2: h - size}[idx]
+        else:
+            x0 = {0: 0, 1: x0, 2: w - size}[idx]
+        out.append(x[..., y0:y0 + size, x0:x0 + size])
+    return out
+
+
+def video_clips(frames: np.ndarray, cfg: ImageBindConfig | None = None) -> torch.Tensor:
+    """(T, H, W, 3) uint8 frames -> (3 crops x (T - 1) clips, 3, 2, S, S) normalised 2-frame clips."""
+    cfg = cfg or ImageBindConfig()
+    if frames.ndim != 4 or frames.shape[0] < 2 or frames.shape[-1] != 3:
+        raise ValueError(f"need at least 2 RGB frames (T, H, W, 3), got shape {frames.shape}")
+    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)  # (T, 3, H, W)
+    x = resize_short_side(x, cfg.image_size) / 255.0
+    mean = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(CLIP_STD).view(1, 3, 1, 1)
+    x = (x - mean) / std
+    crops = torch.stack(spatial_crops(x, cfg.image_size))  # (3, T, C, S, S)
+    clips = torch.cat([crops[:, i:i + 2] for i in range(crops.shape[1] - 1)])  # clip-major, then crop
+    return clips.permute(0, 2, 1, 3, 4).contiguous()  # (n, C, 2, S, S)
+
+
+# ----------------------------------------------------------------------------------------- scorer
+
+
+class ImageBindScorer:
+    """IB-score of one clip: ``(video_path, wav16k) -> 100 x cosine(video embedding, audio embedding)``.
+
+    ``seconds`` is the protocol's duration (8 s): the first ``int(0.5 * seconds)`` frames at 0.5 fps are used (at
+    least 2); a video with fewer is rejected with ValueError, as av-benchmark drops it. Video embeddings are cached
+    per file (path, size, mtime).
+    """
+
+    def __init__(self, model: ImageBind, device: str = "cpu", seconds: float = 8.0, batch_size: int = 9):
+        self.model = model.eval().requires_grad_(False).to(device)
+        self.device = device
+        self.n_frames = max(2, int(VIDEO_FPS * seconds))
+        self.batch_size = batch_size
+        self._video_cache: dict[tuple, np.ndarray] = {}
+
+    @torch.inference_mode()
+    def _embed_mean(self, modality: str, clips: torch.Tensor) -> np.ndarray:
+        embs = [self.model.embed(modality, clips[i:i + self.batch_size].to(self.device))
+                for i in range(0, clips.shape[0], self.batch_size)]
+        return torch.cat(embs).mean(dim=0).double().cpu().numpy()
+
+    def video_embedding(self, video_path: str | Path) -> np.ndarray:
+        st = os.stat(video_path)
+        key = (str(Path(video_path).resolve()), st.st_size, st.st_mtime_ns)
+        if key not in self._video_cache:
+            frames = decode_frames(video_path, VIDEO_FPS, max_frames=self.n_frames)
+            if frames.shape[0] < self.n_frames:
+                raise ValueError(f"video {video_path} gives {frames.shape[0]} frames at {VIDEO_FPS} fps, "
+                                 f"ImageBind needs {self.n_frames}")
+            self._video_cache[key] = self._embed_mean("vision", video_clips(frames, self.model.cfg))
+        return self._video_cache[key]
+
+    def audio_embedding(self, wav16k: np.ndarray) -> np.ndarray:
+        return self._embed_mean("audio", audio_clips(wav16k, self.model.cfg))
+
+    def __call__(self, video_path: Path, wav16k: np.ndarray) -> float:
+        v = self.video_embedding(video_path)
+        a = self.audio_embedding(wav16k)
+        return float(cosine_score(v[None], a[None])[0])
+
+
+def build_ib_scorer(params: dict) -> ImageBindScorer:
+    """From evaluate params: ``imagebind_ckpt`` ("tiny" or a path), ``seed``, ``seconds``, ``device``."""
+    model = build_imagebind(params["imagebind_ckpt"], seed=int(params.get("seed", 0)) + 3)
+    return ImageBindScorer(model, device=params.get("device", "cpu"), seconds=float(params.get("seconds", 8.0)))
