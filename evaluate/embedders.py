@@ -162,17 +162,19 @@ class VideoAudioScorer(Protocol):
 
 
 def build_video_scorers(params: dict) -> tuple[dict[str, VideoAudioScorer], dict[str, str]]:
-    """Return (scorers, skipped reasons). No ImageBind or Synchformer implementation ships here yet."""
-    reasons = {}
-    for metric, key, why in (
-        ("ib_score", "imagebind_ckpt",
-         "the imagebind package needs torchvision, torchaudio and pytorchvideo, which this project cannot install, "
-         "and no own ImageBind-huge port exists yet"),
-        ("desync", "synchformer_ckpt",
-         "Synchformer is not on PyPI and no own port exists yet"),
-    ):
-        if not params.get(key):
-            reasons[metric] = f"not configured (evaluate.params.{key} is empty)"
-        else:
-            reasons[metric] = f"{params[key]} is set but {why}"
-    return {}, reasons
+    """Return (scorers, skipped reasons): IB-score (evaluate/imagebind.py) and DeSync (evaluate/synchformer.py)
+    when their checkpoints are set (a local path, or "tiny" for the seeded tiny model); else a skip reason."""
+    scorers, reasons = {}, {}
+    if params.get("imagebind_ckpt"):
+        from evaluate.imagebind import build_ib_scorer  # lazy: only when configured
+
+        scorers["ib_score"] = build_ib_scorer(params)
+    else:
+        reasons["ib_score"] = "not configured (evaluate.params.imagebind_ckpt is empty)"
+    if params.get("synchformer_ckpt"):
+        from evaluate.synchformer import build_desync_scorer
+
+        scorers["desync"] = build_desync_scorer(params)
+    else:
+        reasons["desync"] = "not configured (evaluate.params.synchformer_ckpt is empty)"
+    return scorers, reasons

@@ -43,6 +43,10 @@ def markdown_table(metrics: dict, n_clips: int, title: str = "Evaluation", secon
         if "n_gt" in m:
             used = f"{m.get('n_gen', 0)} gen / {m['n_gt']} gt"
         note = m.get("reason") or m.get("note") or ""
+        left_out = [f"{m[k]} {label}" for k, label in (("n_failed", "failed (see per_clip.csv)"),
+                                                      ("n_excluded_short", "excluded: shorter than 8 s"),
+                                                      ("n_no_video", "without video")) if m.get(k)]
+        note = "; ".join([note] * bool(note) + left_out)
         lines.append(f"| {col} | {m['status']} | {used} | {note} |")
     return "\n".join(lines) + "\n"
 

@@ -22,23 +22,11 @@ import numpy as np
 from evaluate import metrics as M
 from evaluate.audio import EVAL_SR, load_audio
 from evaluate.embedders import AudioEmbedder, VideoAudioScorer, build_embedders
-from evaluate.embedders import build_video_scorers as _embedder_video_scorers
+from evaluate.embedders import build_video_scorers
 from evaluate.report import PAPER_ROW, TABLE_COLUMNS, write_outputs
 from v2a.io import check_clip_id
 
 log = logging.getLogger(__name__)
-
-
-def build_video_scorers(params: dict) -> tuple[dict[str, VideoAudioScorer], dict[str, str]]:
-    """The embedders' video scorers, plus the own ImageBind-huge port (evaluate/imagebind.py) for ``ib_score``
-    when ``imagebind_ckpt`` is set: a local path of imagebind_huge.pth, or "tiny" (seeded random tiny model)."""
-    scorers, reasons = _embedder_video_scorers(params)
-    if params.get("imagebind_ckpt") and "ib_score" not in scorers:
-        from evaluate.imagebind import build_ib_scorer
-
-        scorers["ib_score"] = build_ib_scorer(params)
-        reasons.pop("ib_score", None)
-    return scorers, reasons
 
 
 @dataclass

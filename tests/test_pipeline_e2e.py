@@ -152,7 +152,10 @@ def test_evaluate_report(project):
     assert m["complete"] is True and m["counts"]["clips"] == sum(s.split == "test" for s in specs.values())
     for key in ("fd_passt", "fd_panns", "fd_vgg", "kl_panns", "kl_passt"):
         assert m["metrics"][key]["status"] == "ok" and np.isfinite(m["metrics"][key]["value"])
-    assert m["metrics"]["ib_score"]["status"] == "skipped" and m["metrics"]["ib_score"]["value"] is None
+    n_test = m["counts"]["clips"]
+    ib, ds = m["metrics"]["ib_score"], m["metrics"]["desync"]
+    assert ib["status"] == "ok" and -100 <= ib["value"] <= 100 and ib["n_clips"] + ib.get("n_failed", 0) == n_test
+    assert ds["status"] == "ok" and 0 <= ds["value"] <= 2.0 and ds["n_clips"] + ds.get("n_failed", 0) == n_test
     table = (ev / "table.md").read_text()
     assert "111.74" in table and "quoted from the paper" in table
     html = (ev / "gallery" / "index.html").read_text()
