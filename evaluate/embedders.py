@@ -40,6 +40,14 @@ def _unwrap_state_dict(obj, prefixes: tuple[str, ...]) -> dict[str, torch.Tensor
     return out
 
 
+def key_mismatch(own: dict, sd: dict) -> tuple[list[str], list[str], list[str]]:
+    """(missing, unexpected, wrong-shape) keys of a checkpoint ``sd`` against a module's ``own`` state dict."""
+    missing = sorted(set(own) - set(sd))
+    unexpected = sorted(set(sd) - set(own))
+    bad_shape = sorted(k for k in set(own) & set(sd) if tuple(own[k].shape) != tuple(sd[k].shape))
+    return missing, unexpected, bad_shape
+
+
 def load_checkpoint(module: nn.Module, path: str | Path, *, prefixes: tuple[str, ...] = ("module.",),
                     ignore: tuple[str, ...] = ()) -> None:
     """Load ``path`` into ``module`` strictly; keys starting with an ``ignore`` prefix are dropped (and logged)."""
@@ -52,10 +60,7 @@ def load_checkpoint(module: nn.Module, path: str | Path, *, prefixes: tuple[str,
         sd.pop(k)
     if dropped:
         log.info("%s: ignored %d checkpoint keys (%s...)", path.name, len(dropped), dropped[0])
-    own = module.state_dict()
-    missing = sorted(set(own) - set(sd))
-    unexpected = sorted(set(sd) - set(own))
-    bad_shape = sorted(k for k in set(own) & set(sd) if tuple(own[k].shape) != tuple(sd[k].shape))
+    missing, unexpected, bad_shape = key_mismatch(module.state_dict(), sd)
     if missing or unexpected or bad_shape:
         raise RuntimeError(
             f"checkpoint {path} does not match {type(module).__name__}: missing {missing[:8]} ({len(missing)}), "

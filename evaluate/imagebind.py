@@ -47,6 +47,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from evaluate.embedders import key_mismatch
 from evaluate.metrics import cosine_score
 from pipeline.encoders.fbank import FbankConfig, fbank
 
@@ -311,10 +312,7 @@ def load_imagebind(model: ImageBind, path: str | Path) -> dict[str, list[str]]:
     if not isinstance(sd, dict):
         raise ValueError(f"{path} holds a {type(sd).__name__}, expected a state dict")
     sd = {(k[len("module."):] if k.startswith("module.") else k): v for k, v in sd.items()}
-    own = model.state_dict()
-    missing = sorted(set(own) - set(sd))
-    unexpected = sorted(set(sd) - set(own))
-    bad_shape = sorted(k for k in set(own) & set(sd) if tuple(own[k].shape) != tuple(sd[k].shape))
+    missing, unexpected, bad_shape = key_mismatch(model.state_dict(), sd)
     if missing or bad_shape:
         raise RuntimeError(f"checkpoint {path} does not match ImageBind: missing {missing[:8]} ({len(missing)}), "
                            f"wrong shape {bad_shape[:8]} ({len(bad_shape)})")
@@ -324,7 +322,7 @@ def load_imagebind(model: ImageBind, path: str | Path) -> dict[str, list[str]]:
         log.info("%s: %d keys of other ImageBind modalities not used (%s...)", path.name, len(other), other[0])
     if strange:
         log.warning("%s: %d unexpected keys ignored: %s", path.name, len(strange), strange[:8])
-    to_load = {k: (v.float() if v.is_floating_point() else v) for k, v in sd.items() if k in own}
+    to_load = {k: (v.float() if v.is_floating_point() else v) for k, v in sd.items() if k not in unexpected}
     model.load_state_dict(to_load, strict=True, assign=any(p.is_meta for p in model.parameters()))
     return {"missing": missing, "unexpected": unexpected}
 

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from evaluate.embedders import key_mismatch
 from evaluate.synchformer_nets import Synchformer, SynchformerConfig
 
 log = logging.getLogger(__name__)
@@ -172,9 +173,7 @@ def load_synchformer(model: Synchformer, path: str | Path) -> None:
     if pk in sd and pk in own and sd[pk].shape[1] > own[pk].shape[1]:
         log.warning("%s: trimming %s from %d to %d tokens", path.name, pk, sd[pk].shape[1], own[pk].shape[1])
         sd[pk] = sd[pk][:, :own[pk].shape[1]]
-    missing = sorted(set(own) - set(sd))
-    unexpected = sorted(set(sd) - set(own))
-    bad = sorted(k for k in set(own) & set(sd) if tuple(own[k].shape) != tuple(sd[k].shape))
+    missing, unexpected, bad = key_mismatch(own, sd)
     if missing or bad:
         raise RuntimeError(f"checkpoint {path} does not match Synchformer: missing {missing[:8]} ({len(missing)}), "
                            f"wrong shape {bad[:8]} ({len(bad)}), unexpected {unexpected[:8]} ({len(unexpected)})")
