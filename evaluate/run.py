@@ -258,13 +258,10 @@ def run(params: Any, *, pairs: Iterable | None = None, out_dir: str | Path | Non
         video_scorers: dict[str, VideoAudioScorer] | None = None, record: dict | None = None) -> dict:
     """Evaluate ``pairs`` and write ``metrics.json``, ``per_clip.csv``, ``table.md`` (and a gallery) to ``out_dir``.
 
-    ``params`` is the stage's params dict (see :class:`EvalParams`); called by the stage runner with a context
-    instead, pairs and out_dir come from ``stages.yaml`` paths (outputs, gt_audio, videos, evaluation).
-    ``embedders``/``video_scorers`` override the ones built from params (tests, other backends); ``record``
+    ``params`` is the stage's params dict (see :class:`EvalParams`); the ``evaluate`` stage (evaluate/stage.py)
+    builds the pairs from the generate stage's outputs and the cached ground truth. ``embedders``/``video_scorers`` override the ones built from params (tests, other backends); ``record``
     (the stage runner's fingerprint record) is merged into metrics.json.
     """
-    if hasattr(params, "cfg") and hasattr(params, "params"):  # a StageContext from v2a.runner
-        return _run_stage(params)
     if pairs is None or out_dir is None:
         raise ValueError("run(params, pairs=..., out_dir=...) needs both pairs and out_dir")
     p = EvalParams.from_dict(dict(params))
@@ -290,19 +287,3 @@ def run(params: Any, *, pairs: Iterable | None = None, out_dir: str | Path | Non
         result["gallery"] = str(gal)
     result["files"] = {k: str(v) for k, v in write_outputs(out_dir, result, rows).items()}
     return result
-
-
-def _run_stage(ctx) -> dict:
-    cfg = ctx.cfg
-    gen_dir, gt_dir = cfg.path("outputs"), cfg.path("gt_audio")
-    pairs = pairs_from_folders(gen_dir, gt_dir, video_dir=cfg.optional_path("videos"))
-    out_dir = cfg.path("evaluation")
-    return run(ctx.params, pairs=pairs, out_dir=out_dir, record=ctx.record())
-
-
-def read_record(ctx) -> dict | None:
-    """The completed run's metrics.json (the stage runner's freshness record), or None."""
-    from v2a.io import read_json
-
-    path = ctx.cfg.path("evaluation") / "metrics.json"
-    return read_json(path) if path.is_file() else None
