@@ -72,8 +72,8 @@ def build_full_random(name: str, params: dict, device: str):
 
     import torch
 
-    from pipeline.encoders import audiomae, cavp, timechat
-    from pipeline.encoders.base import EncoderInfo, freeze
+    from frozen import audiomae, cavp, timechat
+    from frozen.base import EncoderInfo, freeze
 
     seed, half = int(params.get("seed", 0)), bool(params.get("half", False))
     if name == "cavp":
@@ -141,7 +141,7 @@ def worker(spec: dict) -> dict:
     cuda = device.startswith("cuda")
     if cuda:
         torch.cuda.reset_peak_memory_stats()
-    mod = importlib.import_module(f"pipeline.encoders.{name}")
+    mod = importlib.import_module(f"frozen.{name}")
     real_build = mod.build
     marks: dict[str, float] = {}
 

@@ -95,7 +95,7 @@ class Encoders:
         for name in self.names:
             if name not in self._built:
                 params = {k: v for k, v in self.cfg.stage(name).params.items() if k != "dtype"}
-                self._built[name] = importlib.import_module(f"pipeline.encoders.{name}").build(params, self.device)
+                self._built[name] = importlib.import_module(f"frozen.{name}").build(params, self.device)
             dtype = self.cfg.stage(name).params.get("dtype", "float16")
             y = self._built[name].encode(torch.from_numpy(frames[None]), torch.tensor([n_frames]))[0].numpy()
             out[name] = y.astype(dtype).astype(np.float32)  # what the cache would hold

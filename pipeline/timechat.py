@@ -1,4 +1,4 @@
-"""Stage ``timechat``: run the frozen timechat encoder (pipeline/encoders/timechat.py) over the frames stage's shards into the cache."""
+"""Stage ``timechat``: run the frozen timechat encoder (frozen/timechat.py) over the frames stage's shards into the cache."""
 
 from pipeline.encode import read_record, run_encoder_stage
 from v2a.runner import StageContext
@@ -7,4 +7,4 @@ __all__ = ["run", "read_record"]
 
 
 def run(ctx: StageContext) -> None:
-    run_encoder_stage(ctx, "pipeline.encoders.timechat")
+    run_encoder_stage(ctx, "frozen.timechat")

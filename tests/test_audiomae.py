@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.encoders import audiomae as am
-from pipeline.encoders.fbank import FLOAT32_EPS, FbankConfig, fbank, mel_banks
+from frozen import audiomae as am
+from frozen.audio import FLOAT32_EPS, FbankConfig, fbank, mel_banks
 
 KEYS_TSV = Path(__file__).parent / "data" / "audiomae_keys.tsv"
 SR = 16000

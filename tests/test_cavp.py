@@ -9,8 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pipeline.encoders import cavp
-from pipeline.encoders.cavp import CAVPConfig, CAVPVideoEncoder, build, init_tiny_weights_, load_cavp_state_dict
+from frozen import cavp
+from frozen.cavp import CAVPConfig, CAVPVideoEncoder, build, init_tiny_weights_, load_cavp_state_dict
 
 KEYS_TSV = Path("/work/shared/reference/cavp_video_keys.tsv")
 
@@ -53,7 +53,7 @@ def test_tiny_checkpoint_roundtrip_through_build(tmp_path, monkeypatch, caplog):
     ckpt = tmp_path / "cavp_epoch66.ckpt"
     write_released_format(source, ckpt)
     monkeypatch.setattr(cavp, "CAVPConfig", _TinyAsFull)  # build 'full' with tiny sizes
-    with caplog.at_level(logging.INFO, logger="pipeline.encoders.cavp"):
+    with caplog.at_level(logging.INFO, logger="frozen.cavp"):
         enc = build({"model": "full", "checkpoint": str(ckpt)})
     assert "spec_encoder" in caplog.text
     assert enc.info.checkpoint["size"] == ckpt.stat().st_size

@@ -11,7 +11,7 @@ import torch
 import zarr
 
 from pipeline.demo_data import make_demo_clips
-from pipeline.encoders import audiomae, cavp
+from frozen import audiomae, cavp
 from pipeline.framestore import iter_shard
 from v2a.config import load_config
 from v2a.runner import Runner

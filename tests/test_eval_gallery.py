@@ -10,8 +10,8 @@ import pytest
 import soundfile as sf
 from PIL import Image
 
-from evaluate.gallery import build_gallery
-from evaluate.run import ClipPair
+from scoring.gallery import build_gallery
+from scoring.run import ClipPair
 
 SR = 16000
 CHROMIUM = Path("/usr/bin/chromium")

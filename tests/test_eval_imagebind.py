@@ -10,9 +10,10 @@ import pytest
 import soundfile as sf
 import torch
 
-from evaluate import imagebind as ib
-from evaluate.embedders import build_embedders
-from evaluate.run import build_video_scorers, run
+from frozen import imagebind as net
+from scoring import ib_score as ib
+from scoring.embedders import build_embedders
+from scoring.run import build_video_scorers, run
 
 KEYS_TSV = Path(__file__).parent / "data" / "imagebind_keys.tsv"
 SR = 16000
@@ -49,7 +50,7 @@ def _wave(seconds: float = 8.0, seed: int = 0) -> np.ndarray:
 def test_full_config_keys_and_shapes_match_released_checkpoint():
     want = [tuple(line.split("\t")) for line in KEYS_TSV.read_text().splitlines()]
     with torch.device("meta"):
-        model = ib.ImageBind(ib.ImageBindConfig())
+        model = net.ImageBind(net.ImageBindConfig())
     got = [(k, str(list(v.shape))) for k, v in model.state_dict().items()]
     assert got == want
     assert len(got) == 569
@@ -66,7 +67,7 @@ def _tiny_inputs(seed=0):
 
 
 def test_tiny_checkpoint_with_released_nesting_loads_and_reproduces(tmp_path, caplog):
-    src = ib.build_tiny(seed=5).eval()
+    src = net.build_tiny(seed=5).eval()
     sd = dict(src.state_dict())
     sd["modality_trunks.text.blocks.0.attn.in_proj_weight"] = torch.zeros(3, 1)  # other towers: reported only
     sd["modality_preprocessors.depth.cls_token"] = torch.zeros(1, 1, 2)
@@ -75,10 +76,10 @@ def test_tiny_checkpoint_with_released_nesting_loads_and_reproduces(tmp_path, ca
     video, audio = _tiny_inputs()
     with torch.inference_mode():
         want = src({"vision": video, "audio": audio})
-    for build in (lambda: ib.build_tiny(seed=9), lambda: ib.ImageBind(ib.ImageBindConfig.tiny()).to("meta")):
+    for build in (lambda: net.build_tiny(seed=9), lambda: net.ImageBind(net.ImageBindConfig.tiny()).to("meta")):
         dst = build()
-        with caplog.at_level(logging.INFO, logger="evaluate.imagebind"):
-            report = ib.load_imagebind(dst, path)
+        with caplog.at_level(logging.INFO, logger="frozen.imagebind"):
+            report = net.load_imagebind(dst, path)
         assert report["missing"] == [] and len(report["unexpected"]) == 2
         with torch.inference_mode():
             got = dst.eval()({"vision": video, "audio": audio})
@@ -94,22 +95,22 @@ def test_tiny_checkpoint_with_released_nesting_loads_and_reproduces(tmp_path, ca
 
 
 def test_load_rejects_missing_and_misshapen_keys(tmp_path):
-    sd = dict(ib.build_tiny().state_dict())
+    sd = dict(net.build_tiny().state_dict())
     sd.pop("modality_trunks.audio.blocks.1.attn.bias_k")
     torch.save(sd, tmp_path / "missing.pth")
     with pytest.raises(RuntimeError, match="missing"):
-        ib.load_imagebind(ib.build_tiny(), tmp_path / "missing.pth")
-    sd = dict(ib.build_tiny().state_dict())
+        net.load_imagebind(net.build_tiny(), tmp_path / "missing.pth")
+    sd = dict(net.build_tiny().state_dict())
     sd["modality_heads.vision.2.weight"] = torch.zeros(3, 3)
     torch.save(sd, tmp_path / "shape.pth")
     with pytest.raises(RuntimeError, match="wrong shape"):
-        ib.load_imagebind(ib.build_tiny(), tmp_path / "shape.pth")
+        net.load_imagebind(net.build_tiny(), tmp_path / "shape.pth")
     with pytest.raises(FileNotFoundError):
-        ib.build_imagebind(tmp_path / "nope.pth")
+        net.build_imagebind(tmp_path / "nope.pth")
 
 
 def test_still_image_is_repeated_to_two_frames():
-    model = ib.build_tiny().eval()
+    model = net.build_tiny().eval()
     img = torch.randn(2, 3, 224, 224)
     with torch.inference_mode():
         a = model.embed("vision", img)
@@ -150,7 +151,7 @@ def test_audio_clips_match_kaldi_native_fbank():
     centring, fbank, padding, normalisation) is checked against kaldi-native-fbank with 126 bins, and the 128-bin
     output is checked for the empty bin and against the same code path."""
     wav = _wave()
-    clips = ib.audio_clips(wav, ib.ImageBindConfig(mel_bins=126)).numpy()  # (3, 1, 126, 204)
+    clips = ib.audio_clips(wav, net.ImageBindConfig(mel_bins=126)).numpy()  # (3, 1, 126, 204)
     assert clips.shape == (3, 1, 126, 204)
     for i, (start, end) in enumerate([(0, 2), (3, 5), (6, 8)]):
         seg = wav[start * SR:end * SR].astype(np.float64)

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from evaluate import metrics as M
+from scoring import metrics as M
 
 
 def _psd_sqrt(s):

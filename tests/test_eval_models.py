@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from evaluate.audio import resample
-from evaluate.embedders import build_embedders, load_checkpoint
-from evaluate.panns import Cnn14, Cnn14Config
-from evaluate.passt import PaSST, PaSSTConfig
-from evaluate.vggish import VGGish, VGGishConfig, vggish_mel_matrix, waveform_to_examples
+from scoring.audio import resample
+from scoring.embedders import build_embedders, load_checkpoint
+from frozen.panns import Cnn14, Cnn14Config
+from frozen.passt import PaSST, PaSSTConfig
+from frozen.vggish import VGGish, VGGishConfig, vggish_mel_matrix, waveform_to_examples
 
 SR = 16000
 

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from evaluate.embedders import Embeddings, build_embedders
-from evaluate.run import ClipPair, pairs_from_folders, run
+from scoring.embedders import Embeddings, build_embedders
+from scoring.run import ClipPair, pairs_from_folders, run
 
 SR = 16000
 SECONDS = 1.5  # tests crop to 1.5 s to stay fast on a shared CPU; the protocol default is 8 s

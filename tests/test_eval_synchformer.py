@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from evaluate.synchformer import (OFFSETS, DeSyncScorer, build_desync_scorer, htk_mel_filters, load_synchformer,
+from scoring.desync import (OFFSETS, DeSyncScorer, build_desync_scorer, htk_mel_filters, load_synchformer,
                                   log_mel_segments, read_video_frames, resize_center_crop, video_segments)
-from evaluate.synchformer_nets import CLSEncoderLayer, DividedAttention, Synchformer, SynchformerConfig
+from frozen.synchformer import CLSEncoderLayer, DividedAttention, Synchformer, SynchformerConfig
 
 KEYS = Path(__file__).parent / "data" / "synchformer_keys.tsv"
 

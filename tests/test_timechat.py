@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from pipeline.encoders.eva_vit import EvaAttention, EvaViT, EvaViTConfig
-from pipeline.encoders.qformer import QFormer
-from pipeline.encoders.timechat import (
+from frozen.eva_vit import EvaAttention, EvaViT, EvaViTConfig
+from frozen.qformer import QFormer
+from frozen.timechat import (
     TimeChatConfig,
     TimeChatVisual,
     build,
@@ -84,7 +84,7 @@ def write_released_files(src: TimeChatVisual, tmp: Path, *, drop_from_blip: str 
 def test_tiny_checkpoints_roundtrip_through_build(tmp_path, caplog):
     src = tiny_model(seed=3)
     files = write_released_files(src, tmp_path)
-    with caplog.at_level(logging.INFO, logger="pipeline.encoders.base"):
+    with caplog.at_level(logging.INFO, logger="frozen.weights"):
         enc = build({"model": "tiny", "llama_proj": True, "frame_batch": 16, **files})
     assert "blocks.2" in caplog.text and "llm_proj" in caplog.text  # unexpected keys are reported
     assert enc.info.checkpoint["timechat"]["size"] == (tmp_path / "timechat_7b.pth").stat().st_size

@@ -24,9 +24,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from pipeline.encoders.base import EncoderInfo, freeze, read_weights, report_load, resolve_weights
-from pipeline.encoders.eva_vit import EvaViT, EvaViTConfig, half_matmul_weights_
-from pipeline.encoders.qformer import QFormer, QFormerConfig
+from frozen.base import EncoderInfo, freeze
+from frozen.weights import read_weights, report_load, resolve_weights
+from frozen.eva_vit import EvaViT, EvaViTConfig, half_matmul_weights_
+from frozen.qformer import QFormer, QFormerConfig
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
 Facts (docs/../shared/reference/MODELS.md section 4, checked against AudioLDM2's ``audiomae`` code):
 
 1. waveform: mean removed and peak scaled to 0.5 over the real samples, zero-padded to 163,840 samples (10.24 s);
-2. Kaldi fbank (``pipeline/encoders/fbank.py``) after removing the padded waveform's mean: 1022 frames x 128 mel,
+2. Kaldi fbank (``frozen/audio.py``) after removing the padded waveform's mean: 1022 frames x 128 mel,
    zero-padded to 1024 frames, then (x + 4.2677393) / (4.5689974 * 2);
 3. ViT-B/16 encoder of the AudioMAE masked autoencoder, no masking: 16x16 patches -> 64 (time) x 8 (freq) = 512
    tokens in time-major order (Conv2d output (B, C, 64, 8) flattened) + CLS; the feature is the mean of
@@ -28,8 +28,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.encoders.base import EncoderInfo, freeze, load_checked, read_weights, resolve_weights
-from pipeline.encoders.fbank import FbankConfig, fbank
+from frozen.base import EncoderInfo, freeze
+from frozen.weights import load_checked, read_weights, resolve_weights
+from frozen.audio import FbankConfig, fbank
 
 log = logging.getLogger(__name__)
 

@@ -1,60 +1,20 @@
-"""The contract every frozen encoder fulfils, so that one cache stage can run any of them.
-
-An encoder module (``cavp.py``, ``timechat.py``, ``audiomae.py``) exposes
-
-    build(params: dict, device: str = "cpu") -> FrozenEncoder
-
-where ``params`` is the stage's ``params`` mapping from ``stages.yaml`` (``model: full|tiny``, checkpoint
-paths or hub ids, seeds, sizes, ``half: bool``...).  The returned object is in eval mode with
-``requires_grad`` off and runs under ``torch.inference_mode()``.
-"""
+"""Weights of the frozen networks: read a checkpoint safely, resolve a local path or hub file, unwrap nestings
+and prefixes, load with every key and shape checked, and seed tiny random models."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import logging
 from pathlib import Path
-from typing import Protocol
+from typing import Callable
 
 import torch
+import torch.nn as nn
 
-
-@dataclass
-class EncoderInfo:
-    """What the cache records about an encoder (zarr attributes)."""
-
-    name: str  # "cavp" | "timechat" | "audiomae"
-    input_kind: str  # "frames" | "audio"
-    output_shape: tuple[int, ...]  # per clip, e.g. (40, 512)
-    config: dict = field(default_factory=dict)  # the module config actually built (sizes)
-    checkpoint: dict = field(default_factory=dict)  # identity of the weights: files (path/size/mtime), hub ids, or tiny seed
-
-
-class FrozenEncoder(Protocol):
-    info: EncoderInfo
-
-    def encode(self, batch: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """Encode one batch.
-
-        frames encoders: ``batch`` (B, 40, 224, 224, 3) uint8 RGB, ``lengths`` (B,) real frame counts.
-        audio encoders:  ``batch`` (B, 160000) float32 16 kHz mono, ``lengths`` (B,) real sample counts.
-        Returns (B, *info.output_shape) float32 on CPU.
-        """
-        ...
-
-
-def freeze(module: torch.nn.Module) -> torch.nn.Module:
-    """Eval mode, no gradients: the encoders are never trained here."""
-    module.eval()
-    for p in module.parameters():
-        p.requires_grad_(False)
-    return module
+log = logging.getLogger(__name__)
 
 
 def report_load(name: str, missing: list[str], unexpected: list[str], *, allow_missing: tuple[str, ...] = ()) -> None:
     """Log unexpected keys, raise on missing ones (other than ``allow_missing`` prefixes)."""
-    import logging
-
-    log = logging.getLogger(__name__)
     if unexpected:
         log.info("%s: %d unexpected checkpoint keys ignored (e.g. %s)", name, len(unexpected), unexpected[:5])
     real_missing = [k for k in missing if not k.startswith(allow_missing)] if allow_missing else list(missing)
@@ -124,3 +84,55 @@ def load_checked(name: str, model: torch.nn.Module, state: dict[str, torch.Tenso
     """Load ``state`` with every key checked: missing keys raise, unexpected ones are logged, shapes must match."""
     result = model.load_state_dict(state, strict=False)
     report_load(name, list(result.missing_keys), list(result.unexpected_keys), **kw)
+
+
+def unwrap_state_dict(obj, prefixes: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    for key in ("model", "state_dict"):
+        if isinstance(obj, dict) and key in obj and isinstance(obj[key], dict):
+            obj = obj[key]
+    if not isinstance(obj, dict):
+        raise ValueError(f"checkpoint holds a {type(obj).__name__}, expected a state dict")
+    out = {}
+    for k, v in obj.items():
+        for p in prefixes:
+            if k.startswith(p):
+                k = k[len(p):]
+        out[k] = v
+    return out
+
+
+def key_mismatch(own: dict, sd: dict) -> tuple[list[str], list[str], list[str]]:
+    """(missing, unexpected, wrong-shape) keys of a checkpoint ``sd`` against a module's ``own`` state dict."""
+    missing = sorted(set(own) - set(sd))
+    unexpected = sorted(set(sd) - set(own))
+    bad_shape = sorted(k for k in set(own) & set(sd) if tuple(own[k].shape) != tuple(sd[k].shape))
+    return missing, unexpected, bad_shape
+
+
+def load_checkpoint(module: nn.Module, path: str | Path, *, prefixes: tuple[str, ...] = ("module.",),
+                    ignore: tuple[str, ...] = ()) -> None:
+    """Load ``path`` into ``module`` strictly; keys starting with an ``ignore`` prefix are dropped (and logged)."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist; set its path in stages.yaml (evaluate.params)")
+    sd = unwrap_state_dict(torch.load(path, map_location="cpu", weights_only=True), prefixes)
+    dropped = [k for k in sd if k.startswith(ignore)] if ignore else []
+    for k in dropped:
+        sd.pop(k)
+    if dropped:
+        log.info("%s: ignored %d checkpoint keys (%s...)", path.name, len(dropped), dropped[0])
+    missing, unexpected, bad_shape = key_mismatch(module.state_dict(), sd)
+    if missing or unexpected or bad_shape:
+        raise RuntimeError(
+            f"checkpoint {path} does not match {type(module).__name__}: missing {missing[:8]} ({len(missing)}), "
+            f"unexpected {unexpected[:8]} ({len(unexpected)}), wrong shape {bad_shape[:8]} ({len(bad_shape)})")
+    module.load_state_dict(sd, strict=True)
+
+
+def seeded(build: Callable[[], nn.Module], seed: int) -> nn.Module:
+    gen_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        return build()
+    finally:
+        torch.random.set_rng_state(gen_state)

@@ -19,11 +19,11 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
-from evaluate import metrics as M
-from evaluate.audio import EVAL_SR, load_audio
-from evaluate.embedders import AudioEmbedder, VideoAudioScorer, build_embedders
-from evaluate.embedders import build_video_scorers
-from evaluate.report import PAPER_ROW, TABLE_COLUMNS, write_outputs
+from scoring import metrics as M
+from scoring.audio import EVAL_SR, load_audio
+from scoring.embedders import AudioEmbedder, VideoAudioScorer, build_embedders
+from scoring.embedders import build_video_scorers
+from scoring.report import PAPER_ROW, TABLE_COLUMNS, write_outputs
 from v2a.io import check_clip_id
 
 log = logging.getLogger(__name__)
@@ -258,7 +258,7 @@ def run(params: Any, *, pairs: Iterable | None = None, out_dir: str | Path | Non
         video_scorers: dict[str, VideoAudioScorer] | None = None, record: dict | None = None) -> dict:
     """Evaluate ``pairs`` and write ``metrics.json``, ``per_clip.csv``, ``table.md`` (and a gallery) to ``out_dir``.
 
-    ``params`` is the stage's params dict (see :class:`EvalParams`); the ``evaluate`` stage (evaluate/stage.py)
+    ``params`` is the stage's params dict (see :class:`EvalParams`); the ``evaluate`` stage (scoring/stage.py)
     builds the pairs from the generate stage's outputs and the cached ground truth. ``embedders``/``video_scorers`` override the ones built from params (tests, other backends); ``record``
     (the stage runner's fingerprint record) is merged into metrics.json.
     """
@@ -280,7 +280,7 @@ def run(params: Any, *, pairs: Iterable | None = None, out_dir: str | Path | Non
                   table_columns=[c for c, _ in TABLE_COLUMNS])
     out_dir = Path(out_dir)
     if p.gallery:
-        from evaluate.gallery import build_gallery
+        from scoring.gallery import build_gallery
 
         scores = {r["clip_id"]: r for r in rows}
         gal = build_gallery(pair_list[: p.gallery_max_clips], out_dir / "gallery", scores=scores)

@@ -11,70 +11,19 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Protocol
 
 import numpy as np
 import torch
 import torch.nn as nn
 
-from evaluate.audio import EVAL_SR, pad_or_crop, remove_dc, resample
-from evaluate.panns import Cnn14, Cnn14Config
-from evaluate.passt import SR as PASST_SR, PaSST, PaSSTConfig
-from evaluate.vggish import VGGish, VGGishConfig, waveform_to_examples
+from frozen.panns import Cnn14, Cnn14Config
+from frozen.passt import SR as PASST_SR, PaSST, PaSSTConfig
+from frozen.vggish import VGGish, VGGishConfig, waveform_to_examples
+from frozen.weights import load_checkpoint, seeded
+from scoring.audio import EVAL_SR, pad_or_crop, remove_dc, resample
 
 log = logging.getLogger(__name__)
-
-
-def _unwrap_state_dict(obj, prefixes: tuple[str, ...]) -> dict[str, torch.Tensor]:
-    for key in ("model", "state_dict"):
-        if isinstance(obj, dict) and key in obj and isinstance(obj[key], dict):
-            obj = obj[key]
-    if not isinstance(obj, dict):
-        raise ValueError(f"checkpoint holds a {type(obj).__name__}, expected a state dict")
-    out = {}
-    for k, v in obj.items():
-        for p in prefixes:
-            if k.startswith(p):
-                k = k[len(p):]
-        out[k] = v
-    return out
-
-
-def key_mismatch(own: dict, sd: dict) -> tuple[list[str], list[str], list[str]]:
-    """(missing, unexpected, wrong-shape) keys of a checkpoint ``sd`` against a module's ``own`` state dict."""
-    missing = sorted(set(own) - set(sd))
-    unexpected = sorted(set(sd) - set(own))
-    bad_shape = sorted(k for k in set(own) & set(sd) if tuple(own[k].shape) != tuple(sd[k].shape))
-    return missing, unexpected, bad_shape
-
-
-def load_checkpoint(module: nn.Module, path: str | Path, *, prefixes: tuple[str, ...] = ("module.",),
-                    ignore: tuple[str, ...] = ()) -> None:
-    """Load ``path`` into ``module`` strictly; keys starting with an ``ignore`` prefix are dropped (and logged)."""
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist; set its path in stages.yaml (evaluate.params)")
-    sd = _unwrap_state_dict(torch.load(path, map_location="cpu", weights_only=True), prefixes)
-    dropped = [k for k in sd if k.startswith(ignore)] if ignore else []
-    for k in dropped:
-        sd.pop(k)
-    if dropped:
-        log.info("%s: ignored %d checkpoint keys (%s...)", path.name, len(dropped), dropped[0])
-    missing, unexpected, bad_shape = key_mismatch(module.state_dict(), sd)
-    if missing or unexpected or bad_shape:
-        raise RuntimeError(
-            f"checkpoint {path} does not match {type(module).__name__}: missing {missing[:8]} ({len(missing)}), "
-            f"unexpected {unexpected[:8]} ({len(unexpected)}), wrong shape {bad_shape[:8]} ({len(bad_shape)})")
-    module.load_state_dict(sd, strict=True)
-
-
-def _seeded(build: Callable[[], nn.Module], seed: int) -> nn.Module:
-    gen_state = torch.random.get_rng_state()
-    torch.manual_seed(seed)
-    try:
-        return build()
-    finally:
-        torch.random.set_rng_state(gen_state)
 
 
 @dataclass
@@ -137,9 +86,9 @@ def build_embedders(params: dict, device: str = "cpu") -> dict[str, AudioEmbedde
     if model == "tiny":
         seed = int(params.get("seed", 0))
         return {
-            "panns": PannsEmbedder(_seeded(lambda: Cnn14(Cnn14Config.tiny()), seed), device),
-            "vggish": VGGishEmbedder(_seeded(lambda: VGGish(VGGishConfig.tiny()), seed + 1), device),
-            "passt": PasstEmbedder(_seeded(lambda: PaSST(PaSSTConfig.tiny()), seed + 2), device),
+            "panns": PannsEmbedder(seeded(lambda: Cnn14(Cnn14Config.tiny()), seed), device),
+            "vggish": VGGishEmbedder(seeded(lambda: VGGish(VGGishConfig.tiny()), seed + 1), device),
+            "passt": PasstEmbedder(seeded(lambda: PaSST(PaSSTConfig.tiny()), seed + 2), device),
         }
     for key, what in (("panns_ckpt", "Cnn14_16k_mAP=0.438.pth (PANNs, zenodo record 3987831)"),
                       ("vggish_ckpt", "vggish-10086976.pth (torchvggish release)"),
@@ -167,17 +116,17 @@ class VideoAudioScorer(Protocol):
 
 
 def build_video_scorers(params: dict) -> tuple[dict[str, VideoAudioScorer], dict[str, str]]:
-    """Return (scorers, skipped reasons): IB-score (evaluate/imagebind.py) and DeSync (evaluate/synchformer.py)
+    """Return (scorers, skipped reasons): IB-score (frozen/imagebind.py) and DeSync (scoring/desync.py)
     when their checkpoints are set (a local path, or "tiny" for the seeded tiny model); else a skip reason."""
     scorers, reasons = {}, {}
     if params.get("imagebind_ckpt"):
-        from evaluate.imagebind import build_ib_scorer  # lazy: only when configured
+        from scoring.ib_score import build_ib_scorer  # lazy: only when configured
 
         scorers["ib_score"] = build_ib_scorer(params)
     else:
         reasons["ib_score"] = "not configured (evaluate.params.imagebind_ckpt is empty)"
     if params.get("synchformer_ckpt"):
-        from evaluate.synchformer import build_desync_scorer
+        from scoring.desync import build_desync_scorer
 
         scorers["desync"] = build_desync_scorer(params)
     else:

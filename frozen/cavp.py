@@ -18,7 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.encoders.base import EncoderInfo, freeze, load_checked, read_weights, resolve_weights
+from frozen.base import EncoderInfo, freeze
+from frozen.weights import load_checked, read_weights, resolve_weights
 
 log = logging.getLogger(__name__)
 

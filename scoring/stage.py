@@ -8,8 +8,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from evaluate.run import ClipPair
-from evaluate.run import run as evaluate_pairs
+from scoring.run import ClipPair
+from scoring.run import run as evaluate_pairs
 from pipeline import cache
 from pipeline.framestore import load_clips
 from v2a.io import read_json

@@ -13,7 +13,7 @@ from typing import Any, Iterable
 import numpy as np
 from PIL import Image
 
-from evaluate.audio import EVAL_SR, load_audio, spectrogram_image
+from scoring.audio import EVAL_SR, load_audio, spectrogram_image
 from v2a.io import atomic_write_text, check_clip_id
 
 log = logging.getLogger(__name__)

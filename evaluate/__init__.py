@@ -1,1 +1,0 @@
-"""Evaluation: the paper's metrics (MMAudio av-benchmark protocol), report and gallery."""

@@ -1,1 +1,0 @@
-"""Frozen encoders: CAVP, TimeChat visual path, pooled AudioMAE."""
