@@ -11,15 +11,18 @@ import io
 import logging
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from infer.generate import ClipJob, GenerateParams, Generator, mapper_checkpoint, source_video
 from pipeline import cache
-from pipeline.encode import pick_device
 from pipeline.framestore import load_clips
+from v2a.dist import pick_device
 from v2a.io import atomic_write_json, atomic_write_text, exclusive_lock, read_json
-from v2a.runner import StageContext
+
+if TYPE_CHECKING:  # annotations only: the runner is not part of a stage's code fingerprint
+    from v2a.runner import StageContext
 
 log = logging.getLogger(__name__)
 

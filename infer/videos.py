@@ -10,7 +10,6 @@ would have given it. A file that cannot be decoded is reported
 from __future__ import annotations
 
 import csv
-import importlib
 import io
 import logging
 from pathlib import Path
@@ -18,12 +17,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from frozen import audiomae, cavp, timechat
 from infer.generate import ClipJob, GenerateParams, Generator, mapper_checkpoint
-from pipeline.encode import pick_device
 from pipeline.frames import FramesParams
 from pipeline.framestore import decode_frames, encode_frames
 from pipeline.inputs import SKIP_EXTS
 from v2a.config import Config
+from v2a.dist import pick_device
 from v2a.io import atomic_write_text
 from v2a.runner import Runner
 
@@ -84,6 +84,9 @@ def as_stored(frames: np.ndarray, n_frames: int, fp: FramesParams) -> np.ndarray
     return out
 
 
+ENCODERS = {"cavp": cavp, "timechat": timechat, "audiomae": audiomae}  # stage name -> frozen module
+
+
 class Encoders:
     """The encoders the mapper needs, built lazily from stages.yaml."""
 
@@ -95,7 +98,7 @@ class Encoders:
         for name in self.names:
             if name not in self._built:
                 params = {k: v for k, v in self.cfg.stage(name).params.items() if k != "dtype"}
-                self._built[name] = importlib.import_module(f"frozen.{name}").build(params, self.device)
+                self._built[name] = ENCODERS[name].build(params, self.device)
             dtype = self.cfg.stage(name).params.get("dtype", "float16")
             y = self._built[name].encode(torch.from_numpy(frames[None]), torch.tensor([n_frames]))[0].numpy()
             out[name] = y.astype(dtype).astype(np.float32)  # what the cache would hold

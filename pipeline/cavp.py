@@ -1,10 +1,17 @@
 """Stage ``cavp``: run the frozen cavp encoder (frozen/cavp.py) over the frames stage's shards into the cache."""
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from frozen import cavp as encoder
 from pipeline.encode import read_record, run_encoder_stage
-from v2a.runner import StageContext
+
+if TYPE_CHECKING:  # annotations only: the runner is not part of a stage's code fingerprint
+    from v2a.runner import StageContext
 
 __all__ = ["run", "read_record"]
 
 
 def run(ctx: StageContext) -> None:
-    run_encoder_stage(ctx, "frozen.cavp")
+    run_encoder_stage(ctx, encoder)

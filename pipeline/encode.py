@@ -7,9 +7,10 @@ recomputed on rerun; changing the encoder's params (its fingerprint) discards on
 
 from __future__ import annotations
 
-import importlib
 import logging
 from concurrent.futures import ThreadPoolExecutor
+from types import ModuleType
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -17,18 +18,13 @@ from tqdm import tqdm
 
 from pipeline import cache
 from pipeline.framestore import iter_shard, read_plan
+from v2a.dist import pick_device
 from v2a.io import exclusive_lock
-from v2a.runner import StageContext
+
+if TYPE_CHECKING:  # annotations only: the runner is not part of a stage's code fingerprint
+    from v2a.runner import StageContext
 
 log = logging.getLogger(__name__)
-
-
-def pick_device(requested: str | None) -> str:
-    if requested in (None, "", "auto"):
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if requested.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"device {requested!r} was asked for but CUDA is not available; use device: auto or cpu")
-    return requested
 
 
 def read_record(ctx: StageContext) -> dict | None:
@@ -53,7 +49,8 @@ def _usable(enc_kind: str, meta: dict) -> bool:
     return True
 
 
-def run_encoder_stage(ctx: StageContext, encoder_module: str) -> None:
+def run_encoder_stage(ctx: StageContext, encoder_module: ModuleType) -> None:
+    """Run ``encoder_module.build(params, device)`` (a module of frozen/) over every unfinished shard."""
     plan = read_plan(ctx.cfg.frames_dir)
     n, n_shards, shard_size = plan["n_clips"], plan["n_shards"], plan["shard_size"]
     fparams = plan["params"]
@@ -65,7 +62,7 @@ def run_encoder_stage(ctx: StageContext, encoder_module: str) -> None:
     name = ctx.name
     lock_dir = ctx.cfg.cache_dir
     with exclusive_lock(lock_dir / f".lock.{name}.rank{ctx.rank}", what=f"the {name} stage (rank {ctx.rank})"):
-        encoder = importlib.import_module(encoder_module).build(
+        encoder = encoder_module.build(
             {k: v for k, v in ctx.params.items() if k != "dtype"}, device=device)
         info = encoder.info
         with exclusive_lock(lock_dir / f".lock.{name}.setup", what=f"{name} setup", wait=True):

@@ -17,6 +17,7 @@ import multiprocessing as mp
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import webdataset as wds
@@ -26,7 +27,9 @@ from pipeline import cache
 from pipeline.framestore import encode_audio, encode_frames, read_manifest, shard_name
 from pipeline.inputs import ClipSource, discover
 from v2a.io import atomic_path, atomic_write_json, atomic_write_text, exclusive_lock, read_json
-from v2a.runner import StageContext
+
+if TYPE_CHECKING:  # annotations only: the runner is not part of a stage's code fingerprint
+    from v2a.runner import StageContext
 
 log = logging.getLogger(__name__)
 

@@ -7,13 +7,16 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from scoring.run import ClipPair
 from scoring.run import run as evaluate_pairs
 from pipeline import cache
 from pipeline.framestore import load_clips
 from v2a.io import read_json
-from v2a.runner import StageContext
+
+if TYPE_CHECKING:  # annotations only: the runner is not part of a stage's code fingerprint
+    from v2a.runner import StageContext
 
 log = logging.getLogger(__name__)
 

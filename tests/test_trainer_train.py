@@ -103,7 +103,10 @@ def test_resume_after_sigkill_ends_with_same_weights(small_cache, tmp_path):
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:  # wait for a mid-training checkpoint past epoch 1
         if manifest.is_file():
-            m = read_checkpoint(out / "last", with_optimizer=False)["manifest"]
+            try:
+                m = read_checkpoint(out / "last", with_optimizer=False)["manifest"]
+            except FileNotFoundError:  # the trainer replaced that checkpoint while we read it: poll again
+                continue
             if m["epoch"] >= 1 and m["batch"] > 0:
                 break
         time.sleep(0.02)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from transformers import GPT2Config, GPT2Model
+from transformers import DynamicCache, GPT2Config, GPT2Model
 
 from trainer.config import TINY_GPT2, MapperSpec, TrainConfig
 from trainer.fusion import Fusion
@@ -72,12 +72,13 @@ class Mapper(nn.Module):
         x = self.prefix(cavp, tc)  # (B, P, width)
         preds = []
         if use_cache:
-            out = self.gpt2(inputs_embeds=x, use_cache=True)
+            cache = DynamicCache(config=self.gpt2.config)  # filled in place: the prefix, then one token a step
+            h = self.gpt2(inputs_embeds=x, cache=cache, use_cache=True).last_hidden_state
             for i in range(n):
-                c = self._out(out.last_hidden_state[:, -1:])  # (B, 1, D)
+                c = self._out(h[:, -1:])  # (B, 1, D)
                 preds.append(c)
                 if i + 1 < n:
-                    out = self.gpt2(inputs_embeds=self._in(c), past_key_values=out.past_key_values, use_cache=True)
+                    h = self.gpt2(inputs_embeds=self._in(c), cache=cache, use_cache=True).last_hidden_state
         else:
             for _ in range(n):
                 c = self._out(self.gpt2(inputs_embeds=x, use_cache=False).last_hidden_state[:, -1:])

@@ -10,10 +10,14 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from trainer.config import TrainConfig
+from v2a.dist import placement
 from v2a.io import atomic_write_json, read_json
-from v2a.runner import StageContext
+
+if TYPE_CHECKING:  # annotations only: the runner is not part of a stage's code fingerprint
+    from v2a.runner import StageContext
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +57,7 @@ def run(ctx: StageContext) -> None:
 
     cfg = TrainConfig.from_dict({**ctx.params, **ctx.spec.runtime})  # runtime: device, in_memory (not fingerprinted)
     out = run_dir(ctx)
-    rank = int(os.environ.get("RANK", 0))
+    rank = placement().rank
     if rank == 0:
         _set_aside(out, ctx.fingerprint.value, ctx.force)
         out.mkdir(parents=True, exist_ok=True)

@@ -15,7 +15,6 @@ import csv
 import io
 import logging
 import math
-import os
 import shutil
 import time
 from pathlib import Path
@@ -30,6 +29,7 @@ from trainer.config import TrainConfig
 from trainer.data import check_cache, load_features, open_cache, select_rows
 from trainer.mapper import build_mapper
 from trainer.validate import evaluate, loss_fn
+from v2a.dist import pick_device, placement
 from v2a.io import atomic_write_json, atomic_write_text, exclusive_lock, sha256_bytes
 
 log = logging.getLogger(__name__)
@@ -42,24 +42,16 @@ CSV_FIELDS = ["epoch", "step", "lr", "train_loss", "val_loss", "tf_mse", "tf_cos
 
 def setup_distributed() -> tuple[int, int, int, bool]:
     """(rank, world size, local rank, whether we created the process group) from torchrun's environment."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    where = placement()
+    rank, world, local = where.rank, where.world_size, where.local_rank
     if world <= 1:
         return 0, 1, 0, False
-    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     if dist.is_initialized():
         return rank, world, local, False
     if torch.cuda.is_available():
         torch.cuda.set_device(local)
     dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo", rank=rank, world_size=world)
     return rank, world, local, True
-
-
-def pick_device(cfg: TrainConfig, local_rank: int) -> torch.device:
-    if cfg.device in ("auto", ""):
-        return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
-    if cfg.device.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"train device {cfg.device!r} was asked for but CUDA is not available; use auto or cpu")
-    return torch.device(cfg.device)
 
 
 def lr_factor(cfg: TrainConfig, total_steps: int):
@@ -137,7 +129,7 @@ def _train(cfg, cache, out, resume, progress, upstream, rank, world, local_rank)
     steps_per_epoch = len(train_rows) // G
     if steps_per_epoch == 0:
         raise ValueError(f"{len(train_rows)} training rows are fewer than global_batch {G}; lower global_batch")
-    device = pick_device(cfg, local_rank)
+    device = pick_device(cfg.device, local_rank)
     train_set, val_set, data_mode, _ = load_features(cfg, root, dims, train_rows, val_rows, device)
     run_id = {"cache_fingerprints": dims["fingerprints"], "upstream_fingerprints": upstream or {},
               "train_rows": sha256_bytes(np.asarray(train_rows, np.int64).tobytes())[:16],

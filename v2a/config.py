@@ -22,7 +22,6 @@ class StageSpec:
     name: str
     module: str  # python module with run(ctx)
     needs: list[str] = field(default_factory=list)  # upstream stages
-    code: list[str] = field(default_factory=list)  # source files whose content is part of the fingerprint
     inputs: list[str] = field(default_factory=list)  # names under `paths` that are raw inputs (frames stage)
     checkpoints: list[str] = field(default_factory=list)  # keys of params that name weights (paths or hub ids)
     params: dict[str, Any] = field(default_factory=dict)  # fingerprinted: changing them reruns the stage

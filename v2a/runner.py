@@ -2,7 +2,7 @@
 
 A stage is *fresh* when the fingerprint recorded with its output equals the fingerprint computed now from
   - its own ``params`` (not its ``runtime`` options: workers, batch size, device),
-  - its code version (the content of the files listed under ``code`` in stages.yaml),
+  - its code: the content of every project file its module imports, transitively (v2a/code.py),
   - the identity of every checkpoint it loads (local file: path/size/mtime; hub id: the id itself),
   - its inputs: raw input files for the frames stage, the *current* fingerprints of its upstream stages.
 Changing one encoder's params therefore makes that encoder and what reads it (train, generate) stale,
@@ -13,29 +13,17 @@ from __future__ import annotations
 
 import importlib
 import logging
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from v2a.code import code_identity
 from v2a.config import Config, StageSpec
-from v2a.io import sha256_bytes, sha256_json
+from v2a.dist import placement
+from v2a.io import sha256_json
 
 log = logging.getLogger(__name__)
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
-
-
-def code_hash(files: list[str]) -> str:
-    """Hash of the content of the given source files (relative to the repository root)."""
-    parts = []
-    for rel in sorted(files):
-        p = REPO_ROOT / rel
-        if not p.exists():
-            raise FileNotFoundError(f"stages.yaml lists code file {rel}, which does not exist under {REPO_ROOT}")
-        parts.append((rel, sha256_bytes(p.read_bytes())))
-    return sha256_json(parts)
 
 
 def path_identity(p: Path) -> Any:
@@ -87,10 +75,12 @@ class Fingerprint:
             return ["never run"]
         old = recorded.get("components") or {}
         reasons = []
-        for key, label in (("params", "params changed"), ("code", "code changed"),
-                           ("checkpoint", "checkpoint changed")):
-            if old.get(key) != self.components.get(key):
-                reasons.append(label)
+        if old.get("params") != self.components.get("params"):
+            reasons.append("params changed")
+        if old.get("code") != self.components.get("code"):
+            reasons.append(_code_change(old.get("code"), self.components.get("code")))
+        if old.get("checkpoint") != self.components.get("checkpoint"):
+            reasons.append("checkpoint changed")
         old_in, new_in = old.get("inputs") or {}, self.components.get("inputs") or {}
         for name in sorted(set(old_in) | set(new_in)):
             if old_in.get(name) != new_in.get(name):
@@ -98,6 +88,15 @@ class Fingerprint:
         if not reasons and recorded.get("fingerprint") != self.value:
             reasons.append("fingerprint changed")
         return reasons
+
+
+def _code_change(old, new) -> str:
+    """'code changed (frozen/cavp.py, ...)': the files added, removed or edited since the recorded run."""
+    if not isinstance(old, dict) or not isinstance(new, dict):
+        return "code changed"
+    files = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    shown = ", ".join(files[:3]) + (f" and {len(files) - 3} more" if len(files) > 3 else "")
+    return f"code changed ({shown})"
 
 
 @dataclass
@@ -157,10 +156,9 @@ class Runner:
             inputs[raw] = None if p is None else path_identity(p)
         for up in spec.needs:
             inputs[up] = self.fingerprint(up).value
-        code = list(spec.code)
         comps = {
             "params": sha256_json(spec.params),
-            "code": code_hash(code) if code else None,
+            "code": code_identity(spec.module),
             "checkpoint": sha256_json(checkpoint_identity(spec, self.cfg)),
             "inputs": inputs,
         }
@@ -169,10 +167,9 @@ class Runner:
         return fp
 
     def context(self, name: str, **kw: Any) -> StageContext:
-        rank = int(os.environ.get("RANK", os.environ.get("SLURM_ARRAY_TASK_ID", 0)))
-        world = int(os.environ.get("WORLD_SIZE", os.environ.get("SLURM_ARRAY_TASK_COUNT", 1)))
-        kw.setdefault("rank", rank)
-        kw.setdefault("world_size", world)
+        where = placement()
+        kw.setdefault("rank", where.rank)
+        kw.setdefault("world_size", where.world_size)
         return StageContext(cfg=self.cfg, spec=self.cfg.stage(name), fingerprint=self.fingerprint(name), **kw)
 
     def recorded(self, name: str) -> dict | None:
