@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from frozen.base import EncoderInfo, freeze
-from frozen.weights import load_checked, read_weights, resolve_weights
+from frozen.weights import init_tiny_, load_checked, read_weights, resolve_weights, unwrap
 from frozen.audio import FbankConfig, fbank
 
 log = logging.getLogger(__name__)
@@ -241,23 +241,21 @@ def is_silent(audio: torch.Tensor, lengths: torch.Tensor, threshold_db: float = 
 # ----------------------------------------------------------------------------------------- weights
 
 
-@torch.no_grad()
+def _tiny_rule(name: str, module: nn.Module, t: torch.Tensor, draw) -> torch.Tensor:
+    noise = draw("randn")
+    if name.endswith(("norm1.weight", "norm2.weight")) or name == "norm.weight":
+        return 1.0 + 0.1 * noise
+    if name.endswith(".bias"):
+        return 0.02 * noise
+    if t.ndim >= 2 and name not in ("cls_token", "pos_embed"):
+        return noise / t[0].numel() ** 0.5
+    return 0.5 * noise  # cls_token, pos_embed
+
+
 def init_tiny_weights_(model: AudioMAEViT, seed: int) -> AudioMAEViT:
     """Seeded random weights independent of the global RNG; LayerNorm affine and biases are randomised too,
     so that tests comparing against hand computations exercise every parameter."""
-    g = torch.Generator().manual_seed(int(seed))
-    for name, p in model.named_parameters():
-        noise = torch.randn(p.shape, generator=g, dtype=torch.float32)
-        if name.endswith("norm1.weight") or name.endswith("norm2.weight") or name == "norm.weight":
-            p.copy_(1.0 + 0.1 * noise)
-        elif name.endswith(".bias"):
-            p.copy_(0.02 * noise)
-        elif p.ndim >= 2 and name not in ("cls_token", "pos_embed"):
-            fan_in = p[0].numel()
-            p.copy_(noise / fan_in**0.5)
-        else:
-            p.copy_(0.5 * noise)  # cls_token, pos_embed
-    return model
+    return init_tiny_(model, seed, _tiny_rule)
 
 
 def load_audiomae_state_dict(path: str | Path, prefix: str = FULL_PREFIX) -> dict[str, torch.Tensor]:
@@ -266,43 +264,22 @@ def load_audiomae_state_dict(path: str | Path, prefix: str = FULL_PREFIX) -> dic
     Formats: AudioLDM-2's ``audioldm2-full.pth`` (``{"state_dict": ...}``, keys under ``prefix``, every other key
     belongs to other models and is ignored) or AudioMAE's ``pretrained.pth`` (``{"model": ...}``, no prefix).
     Decoder keys (``decoder_*``, ``mask_token``) are dropped in both; any other key under the prefix is kept, so
-    that ``load_into`` reports it as unexpected.
+    that the checked load reports it as unexpected.
     """
-    path = Path(path)
     raw = read_weights(path, "AudioMAE")
-    if isinstance(raw, dict) and isinstance(raw.get("state_dict"), dict):
-        raw, strip = raw["state_dict"], prefix
-    elif isinstance(raw, dict) and isinstance(raw.get("model"), dict):
-        raw, strip = raw["model"], ""
-    elif isinstance(raw, dict) and any(str(k).startswith(prefix) for k in raw):
-        strip = prefix  # a flat (e.g. safetensors) copy of the full state dict
-    else:
-        strip = ""
-    if not isinstance(raw, dict):
-        raise RuntimeError(f"AudioMAE checkpoint {str(path)!r} holds a {type(raw).__name__}, not a state dict")
-    state, n_other, n_decoder = {}, 0, 0
-    for key, value in raw.items():
-        if not key.startswith(strip) or not isinstance(value, torch.Tensor):
-            n_other += 1
-            continue
-        name = key[len(strip):]
-        if name.startswith(DECODER_PREFIXES):
-            n_decoder += 1
-            continue
-        state[name] = value
-    log.info("AudioMAE: %d encoder tensors read from %s (%d decoder and %d other entries ignored)",
-             len(state), path.name, n_decoder, n_other)
-    if not state:
+    source = f"AudioMAE checkpoint {str(path)!r}"
+    flat = unwrap(raw, source=source, strip=())
+    full = (isinstance(raw, dict) and isinstance(raw.get("state_dict"), dict)) or any(k.startswith(prefix) for k in flat)
+    state = unwrap(flat, source=source, strip=(), under=prefix if full else "")
+    decoder = [k for k in state if k.startswith(DECODER_PREFIXES)]
+    log.info("AudioMAE: %d encoder tensors read from %s (%d decoder entries ignored)", len(state) - len(decoder),
+             Path(path).name, len(decoder))
+    if len(state) == len(decoder):
         raise RuntimeError(
             f"AudioMAE checkpoint {str(path)!r} has no AudioMAE weights"
-            + (f" under the prefix {strip!r}" if strip else "") + "; is this audioldm2-full.pth or AudioMAE's pretrained.pth?"
+            + (f" under the prefix {prefix!r}" if full else "") + "; is this audioldm2-full.pth or AudioMAE's pretrained.pth?"
         )
-    return state
-
-
-def load_into(model: AudioMAEViT, state: dict[str, torch.Tensor]) -> None:
-    """Load ``state`` with every key checked: missing keys raise, unexpected ones are logged, shapes must match."""
-    load_checked("audiomae", model, state)
+    return {k: v for k, v in state.items() if not k.startswith(DECODER_PREFIXES)}
 
 
 def resolve_checkpoint(params: dict) -> tuple[Path, dict]:
@@ -362,7 +339,7 @@ def build(params: dict, device: str = "cpu") -> AudioMAEEncoder:
         with torch.device("meta"):
             model = AudioMAEViT(cfg)
         model = model.to_empty(device="cpu")
-        load_into(model, load_audiomae_state_dict(path, params.get("prefix", FULL_PREFIX)))
+        load_checked(model, load_audiomae_state_dict(path, params.get("prefix", FULL_PREFIX)), source=f"AudioMAE checkpoint {str(path)!r}")
     elif kind == "tiny":
         seed = int(params.get("seed", 0))
         model = init_tiny_weights_(AudioMAEViT(cfg), seed)

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from frozen.base import EncoderInfo, freeze
-from frozen.weights import load_checked, read_weights, resolve_weights
+from frozen.weights import init_tiny_, load_checked, read_weights, resolve_weights, unwrap
 
 log = logging.getLogger(__name__)
 
@@ -148,58 +148,32 @@ class CAVPVideoEncoder(nn.Module):
         return F.normalize(x.float(), dim=-1)  # (B, T, D), unit L2 norm per frame, float32
 
 
-@torch.no_grad()
+def _tiny_rule(name: str, module: nn.Module, t: torch.Tensor, draw) -> torch.Tensor:
+    """He-normal convs, random BatchNorm affine and statistics, 1/sqrt(fan_in) linears, small linear biases."""
+    if isinstance(module, nn.Conv3d):
+        return draw("randn") * (2.0 / t[0].numel()) ** 0.5
+    if isinstance(module, nn.BatchNorm3d):  # drawn in the order weight, bias, running_mean, running_var
+        return 0.5 + draw("rand") if name.endswith(("weight", "running_var")) else 0.1 * draw("randn")
+    if name.endswith("weight"):  # the projection head
+        return draw("randn") / module.in_features**0.5
+    return 0.01 * draw("randn")
+
+
 def init_tiny_weights_(model: CAVPVideoEncoder, seed: int) -> CAVPVideoEncoder:
     """Seeded random weights that do not depend on the global RNG; BN statistics are randomised too,
     so that a test comparing against a hand computation exercises every parameter and buffer."""
-    g = torch.Generator().manual_seed(int(seed))
-
-    def randn(t: torch.Tensor) -> torch.Tensor:
-        return torch.randn(t.shape, generator=g, dtype=torch.float32)
-
-    def rand(t: torch.Tensor) -> torch.Tensor:
-        return torch.rand(t.shape, generator=g, dtype=torch.float32)
-
-    for m in model.modules():
-        if isinstance(m, nn.Conv3d):
-            fan_in = m.weight[0].numel()
-            m.weight.copy_(randn(m.weight) * (2.0 / fan_in) ** 0.5)
-        elif isinstance(m, nn.BatchNorm3d):
-            m.weight.copy_(0.5 + rand(m.weight))
-            m.bias.copy_(0.1 * randn(m.bias))
-            m.running_mean.copy_(0.1 * randn(m.running_mean))
-            m.running_var.copy_(0.5 + rand(m.running_var))
-        elif isinstance(m, nn.Linear):
-            m.weight.copy_(randn(m.weight) / m.in_features**0.5)
-            m.bias.copy_(0.01 * randn(m.bias))
-    return model
+    return init_tiny_(model, seed, _tiny_rule)
 
 
 def load_cavp_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Read a Diff-Foley CAVP checkpoint (``.ckpt``/``.pt`` via ``torch.load(weights_only=True)``, or
     ``.safetensors``); accept ``{"state_dict": {...}}`` or flat, with or without DDP ``module.`` prefixes.
     Returns only the ``video_encoder.*`` / ``video_project_head.*`` tensors, prefixes stripped."""
-    path = Path(path)
-    raw = read_weights(path, "CAVP")
-    if isinstance(raw, dict) and isinstance(raw.get("state_dict"), dict):
-        raw = raw["state_dict"]
-    if not isinstance(raw, dict):
-        raise RuntimeError(f"CAVP checkpoint {str(path)!r} holds a {type(raw).__name__}, not a state dict")
-    kept, dropped = {}, []
-    for key, value in raw.items():
-        name = key[len("module."):] if key.startswith("module.") else key
-        if name.startswith(KEEP_PREFIXES) and isinstance(value, torch.Tensor):
-            kept[name] = value
-        else:
-            dropped.append(key)
+    state = unwrap(read_weights(path, "CAVP"), source=f"CAVP checkpoint {str(path)!r}")
+    dropped = [k for k in state if not k.startswith(KEEP_PREFIXES)]
     if dropped:
         log.info("CAVP: %d non-video checkpoint entries ignored (e.g. %s)", len(dropped), dropped[:5])
-    return kept
-
-
-def load_into(model: CAVPVideoEncoder, state: dict[str, torch.Tensor]) -> None:
-    """Load ``state`` with every key checked: missing keys raise, unexpected ones are logged, shapes must match."""
-    load_checked("cavp", model, state)
+    return {k: v for k, v in state.items() if k.startswith(KEEP_PREFIXES)}
 
 
 def resolve_checkpoint(params: dict) -> tuple[Path, dict]:
@@ -273,7 +247,7 @@ def build(params: dict, device: str = "cpu") -> CAVPEncoder:
         with torch.device("meta"):
             model = CAVPVideoEncoder(cfg)
         model = model.to_empty(device="cpu")
-        load_into(model, load_cavp_state_dict(path))
+        load_checked(model, load_cavp_state_dict(path), source=f"CAVP checkpoint {str(path)!r}")
     else:
         raise ValueError(f"cavp params: model must be 'full' or 'tiny', got {kind!r}")
     model = freeze(model).to(device)

@@ -46,7 +46,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from frozen.audio import FbankConfig
-from frozen.weights import key_mismatch
+from frozen.weights import load_checked, read_weights, seeded, unwrap
 
 log = logging.getLogger(__name__)
 
@@ -278,18 +278,14 @@ class ImageBind(nn.Module):
 
 
 def build_tiny(seed: int = 0) -> ImageBind:
-    """The tiny config with weights drawn from ``seed`` (the global RNG state is left as it was)."""
-    state = torch.random.get_rng_state()
-    torch.manual_seed(seed)
-    try:
-        model = ImageBind(ImageBindConfig.tiny())
-        with torch.no_grad():  # non-trivial norms and biases, so a wrong parameter mapping shows in the outputs
-            for name, p in model.named_parameters():
-                if name.endswith("bias") or "norm" in name:
-                    p.add_(0.1 * torch.randn_like(p))
-        return model
-    finally:
-        torch.random.set_rng_state(state)
+    """The tiny config with weights drawn from ``seed`` (the global RNG state is left as it was); norms and biases
+    are perturbed, so a wrong parameter mapping shows in the outputs."""
+    return seeded(lambda: ImageBind(ImageBindConfig.tiny()), seed, perturb=0.1)
+
+
+# the released file also holds the text, depth, thermal and IMU towers: dropped (logged), not an error
+OTHER_TOWERS = tuple(f"modality_{part}.{m}." for part in ("preprocessors", "trunks", "heads", "postprocessors")
+                     for m in ("text", "depth", "thermal", "imu"))
 
 
 def load_imagebind(model: ImageBind, path: str | Path) -> dict[str, list[str]]:
@@ -298,30 +294,11 @@ def load_imagebind(model: ImageBind, path: str | Path) -> dict[str, list[str]]:
     Every key of ``model`` must be present with its shape (else RuntimeError); checkpoint keys ``model`` does not
     have (the text/depth/thermal/IMU towers, or anything else) are logged and returned as ``unexpected``.
     """
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"ImageBind checkpoint {path} does not exist; set evaluate.params.imagebind_ckpt "
-                                f"to the local path of imagebind_huge.pth (or 'tiny')")
-    sd = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    for key in ("model", "state_dict"):
-        if isinstance(sd, dict) and isinstance(sd.get(key), dict):
-            sd = sd[key]
-    if not isinstance(sd, dict):
-        raise ValueError(f"{path} holds a {type(sd).__name__}, expected a state dict")
-    sd = {(k[len("module."):] if k.startswith("module.") else k): v for k, v in sd.items()}
-    missing, unexpected, bad_shape = key_mismatch(model.state_dict(), sd)
-    if missing or bad_shape:
-        raise RuntimeError(f"checkpoint {path} does not match ImageBind: missing {missing[:8]} ({len(missing)}), "
-                           f"wrong shape {bad_shape[:8]} ({len(bad_shape)})")
-    other = [k for k in unexpected if k.split(".")[1:2] and k.split(".")[1] not in MODALITIES]
-    strange = [k for k in unexpected if k not in set(other)]
-    if other:
-        log.info("%s: %d keys of other ImageBind modalities not used (%s...)", path.name, len(other), other[0])
-    if strange:
-        log.warning("%s: %d unexpected keys ignored: %s", path.name, len(strange), strange[:8])
-    to_load = {k: (v.float() if v.is_floating_point() else v) for k, v in sd.items() if k not in unexpected}
-    model.load_state_dict(to_load, strict=True, assign=any(p.is_meta for p in model.parameters()))
-    return {"missing": missing, "unexpected": unexpected}
+    what = "ImageBind (evaluate.params.imagebind_ckpt: imagebind_huge.pth, or 'tiny')"
+    source = f"ImageBind checkpoint {str(path)!r}"
+    state = unwrap(read_weights(path, what), source=source)
+    report = load_checked(model, state, source=source, ignore=OTHER_TOWERS, ignore_why="other ImageBind modalities")
+    return {"missing": report.missing, "unexpected": sorted(report.ignored + report.unexpected)}
 
 
 def build_imagebind(ckpt: str | Path, *, seed: int = 0) -> ImageBind:

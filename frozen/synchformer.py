@@ -25,7 +25,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from frozen.weights import key_mismatch
+from frozen.weights import load_checked, read_weights, unwrap
 
 log = logging.getLogger(__name__)
 
@@ -385,29 +385,15 @@ class Synchformer(nn.Module):
 
 def load_synchformer(model: Synchformer, path: str | Path) -> None:
     """Strictly load a released checkpoint (``["model"]``/``["state_dict"]`` nesting and ``module.`` prefixes
-    unwrapped). Missing or wrong-shaped keys raise; unexpected keys are reported (logged) and dropped."""
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"Synchformer checkpoint {path} does not exist (evaluate.params.synchformer_ckpt)")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # pickled non-tensor objects (e.g. the training config) in the original .pt
-        raise RuntimeError(
-            f"{path} holds more than tensors and is not loaded with weights_only=True; save its state dict once: "
-            f"torch.save(torch.load(p, weights_only=False)['model'], 'synchformer_state_dict.pth') ({e})") from e
-    for key in ("model", "state_dict"):
-        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
-            obj = obj[key]
-    sd = {(k[len("module."):] if k.startswith("module.") else k): v for k, v in obj.items()}
+    unwrapped). Missing or wrong-shaped keys raise; unexpected keys are reported (logged) and dropped; a longer
+    ``transformer.pos_emb_cfg.pos_emb`` is trimmed to the model's tokens, as the reference does."""
+    hint = ("If it holds the training config as Python objects, save its state dict once: torch.save(torch.load(p, "
+            "weights_only=False)['model'], 'synchformer_state_dict.pth').")
+    source = f"Synchformer checkpoint {str(path)!r}"
+    sd = unwrap(read_weights(path, "Synchformer (evaluate.params.synchformer_ckpt)", hint=hint), source=source)
     own = model.state_dict()
     pk = "transformer.pos_emb_cfg.pos_emb"
     if pk in sd and pk in own and sd[pk].shape[1] > own[pk].shape[1]:
-        log.warning("%s: trimming %s from %d to %d tokens", path.name, pk, sd[pk].shape[1], own[pk].shape[1])
+        log.warning("%s: trimming %s from %d to %d tokens", source, pk, sd[pk].shape[1], own[pk].shape[1])
         sd[pk] = sd[pk][:, :own[pk].shape[1]]
-    missing, unexpected, bad = key_mismatch(own, sd)
-    if missing or bad:
-        raise RuntimeError(f"checkpoint {path} does not match Synchformer: missing {missing[:8]} ({len(missing)}), "
-                           f"wrong shape {bad[:8]} ({len(bad)}), unexpected {unexpected[:8]} ({len(unexpected)})")
-    if unexpected:
-        log.warning("%s: ignored %d unexpected keys: %s", path.name, len(unexpected), unexpected[:8])
-    model.load_state_dict({k: sd[k] for k in own}, strict=True)
+    load_checked(model, sd, source=source)

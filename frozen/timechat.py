@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from frozen.base import EncoderInfo, freeze
-from frozen.weights import read_weights, report_load, resolve_weights
+from frozen.weights import check_state, init_tiny_, load_checked, read_weights, resolve_weights, unwrap
 from frozen.eva_vit import EvaViT, EvaViTConfig, half_matmul_weights_
 from frozen.qformer import QFormer, QFormerConfig
 
@@ -174,57 +174,48 @@ class TimeChatVisual(nn.Module):
         return self.encode_video(tokens.unflatten(0, (b, t)))  # (B, W, Qv, D)
 
 
-@torch.no_grad()
+def _tiny_rule(name: str, module: nn.Module, t: torch.Tensor, draw) -> torch.Tensor:
+    r = draw("randn")
+    if name.endswith(("norm1.weight", "norm2.weight", "LayerNorm.weight", "ln_vision.weight")):
+        return 1.0 + 0.1 * r
+    if t.ndim == 1:
+        return 0.05 * r
+    return r / max(1, t.shape[-1] if t.ndim == 2 else t[0].numel()) ** 0.5
+
+
 def init_tiny_weights_(model: TimeChatVisual, seed: int) -> TimeChatVisual:
     """Seeded random weights independent of the global RNG (LayerNorms randomised too)."""
-    g = torch.Generator().manual_seed(int(seed))
-    for name, p in model.named_parameters():
-        r = torch.randn(p.shape, generator=g)
-        if name.endswith(("norm1.weight", "norm2.weight", "LayerNorm.weight", "ln_vision.weight")):
-            p.copy_(1.0 + 0.1 * r)
-        elif p.ndim == 1:
-            p.copy_(0.05 * r)
-        else:
-            p.copy_(r / max(1, p.shape[-1] if p.ndim == 2 else p[0].numel()) ** 0.5)
-    return model
+    return init_tiny_(model, seed, _tiny_rule)
 
 
 # ----------------------------------------------------------------------------------------------- loading
 
+POSITION_IDS = ("Qformer.bert.embeddings.position_ids", "video_Qformer.bert.embeddings.position_ids")  # constants
 
-def read_checkpoint(path: str | Path, what: str) -> dict[str, torch.Tensor]:
-    """``torch.load(weights_only=True)`` (or safetensors); unwrap ``["model"]`` when present."""
-    raw = read_weights(path, f"timechat: {what}")
-    if isinstance(raw, dict) and isinstance(raw.get("model"), dict):
-        raw = raw["model"]
-    if not isinstance(raw, dict):
-        raise RuntimeError(f"timechat: {what} checkpoint {str(path)!r} holds a {type(raw).__name__}, not a state dict")
-    return {k: v for k, v in raw.items() if isinstance(v, torch.Tensor)}
+
+def _fit_frame_positions(state: dict[str, torch.Tensor], rows: int) -> None:
+    """TimeChat's nearest interpolation of ``video_frame_position_embedding`` to the model's frame positions."""
+    name = "video_frame_position_embedding.weight"
+    value = state.get(name)
+    if value is not None and value.shape[0] != rows:
+        log.warning("timechat: %s rows %d -> %d by nearest interpolation (as TimeChat does)", name, value.shape[0], rows)
+        state[name] = nn.functional.interpolate(value.float().T[None], size=rows, mode="nearest")[0].T
 
 
 def load_timechat_weights(model: TimeChatVisual, files: list[tuple[str, str | Path, str]]) -> None:
     """Load ``[(what, path, key_prefix)]`` in order (later files override earlier ones), e.g.
     eva_vit_g.pth (flat, prefix ``visual_encoder.``) -> instruct_blip (["model"]) -> timechat_7b (["model"]).
-    Unexpected keys are logged per file; missing keys raise after all files (``position_ids`` are constants)."""
-    own = model.state_dict()
+    Each file is checked on its own (shapes; unexpected keys are logged per file); missing keys raise after all
+    files (``position_ids`` are constants)."""
     merged: dict[str, torch.Tensor] = {}
     for what, path, prefix in files:
-        unexpected = []
-        for key, value in read_checkpoint(path, what).items():
-            name = prefix + key
-            if name not in own:
-                unexpected.append(key)
-                continue
-            if name == "video_frame_position_embedding.weight" and value.shape[0] != own[name].shape[0]:
-                log.warning("timechat: %s rows %d -> %d by nearest interpolation (as TimeChat does)", name, value.shape[0], own[name].shape[0])
-                value = nn.functional.interpolate(value.float().T[None], size=own[name].shape[0], mode="nearest")[0].T
-            if value.shape != own[name].shape:
-                raise RuntimeError(f"timechat: {what} key {key!r} has shape {tuple(value.shape)}, the model wants {tuple(own[name].shape)}")
-            merged[name] = value
-        report_load(f"timechat[{what}]", [], unexpected)
-    missing = [k for k in own if k not in merged and not k.endswith("position_ids")]
-    report_load("timechat", missing, [])
-    model.load_state_dict(merged, strict=False)
+        source = f"timechat {what} checkpoint {str(path)!r}"
+        state = {prefix + k: v for k, v in unwrap(read_weights(path, f"timechat: {what}"), source=source).items()}
+        _fit_frame_positions(state, model.cfg.max_frame_pos)
+        part, _ = check_state(model, state, source=source, allow_missing=("",))  # a file holds a part of the model
+        merged.update(part)
+    load_checked(model, merged, source=f"timechat checkpoints {[str(p) for _, p, _ in files]}",
+                 allow_missing=POSITION_IDS)
 
 
 def resolve_file(params: dict, key: str, default_filename: str | None) -> tuple[Path, dict]:

@@ -1,9 +1,24 @@
-"""Weights of the frozen networks: read a checkpoint safely, resolve a local path or hub file, unwrap nestings
-and prefixes, load with every key and shape checked, and seed tiny random models."""
+"""Weights of the frozen networks, in one place: read a checkpoint safely, resolve a local path or a hub file,
+unwrap nestings and prefixes, load with every key and shape checked, and seed tiny random models.
+
+    read_weights(path, what)             -> the object in the file (safetensors, or torch.load weights_only + mmap)
+    resolve_weights(ref, what=...)       -> (local path, identity): a local file or a hub file (hf_hub_download)
+    unwrap(obj, source=...)              -> flat {name: tensor}: ``["model"]``/``["state_dict"]`` nestings descended,
+                                            ``module.``-style prefixes stripped, optionally only the keys ``under``
+                                            a prefix (e.g. AudioLDM-2's ``cond_stage_models...audiomae.model.``)
+    load_checked(model, state, source=...) -> LoadReport: missing or wrong-shaped keys raise (naming the file and the
+                                            keys); keys under a model's ignorable prefixes are logged at INFO and
+                                            dropped; other unexpected keys are logged at WARNING, dropped and
+                                            returned, or raise with ``unexpected="raise"``
+    load_checkpoint(model, path, ...)    -> read + unwrap + load_checked
+    seeded(build, seed, perturb=0.0)     -> a model built under a temporarily seeded global RNG (restored after)
+    init_tiny_(model, seed, rule)        -> every floating tensor redrawn from a private generator by a model's rule
+"""
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -12,26 +27,17 @@ import torch.nn as nn
 
 log = logging.getLogger(__name__)
 
-
-def report_load(name: str, missing: list[str], unexpected: list[str], *, allow_missing: tuple[str, ...] = ()) -> None:
-    """Log unexpected keys, raise on missing ones (other than ``allow_missing`` prefixes)."""
-    if unexpected:
-        log.info("%s: %d unexpected checkpoint keys ignored (e.g. %s)", name, len(unexpected), unexpected[:5])
-    real_missing = [k for k in missing if not k.startswith(allow_missing)] if allow_missing else list(missing)
-    if real_missing:
-        raise RuntimeError(
-            f"{name}: the checkpoint lacks {len(real_missing)} weights the model needs, e.g. {real_missing[:8]}; "
-            "is this the right file?"
-        )
-
-
 WEIGHT_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin", ".safetensors")
+NESTINGS = ("model", "state_dict")  # Lightning / DDP / released-training wrappers around the state dict
 
 
-def read_weights(path: str | Path, what: str):
+# ----------------------------------------------------------------------------------------------- reading
+
+
+def read_weights(path: str | Path, what: str, *, hint: str = ""):
     """Read a checkpoint without executing anything from it: safetensors, or ``torch.load(weights_only=True)``
     (memory-mapped when the file allows it, so multi-GB files that we only partly use stay cheap)."""
-    path = Path(path)
+    path = Path(path).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"{what} checkpoint {str(path)!r} does not exist or is not a file")
     if path.suffix == ".safetensors":
@@ -48,8 +54,8 @@ def read_weights(path: str | Path, what: str):
     except Exception as err:  # unpickling arbitrary objects is refused on purpose
         raise RuntimeError(
             f"{what} checkpoint {str(path)!r} could not be read with torch.load(weights_only=True): {err}. "
-            "If it holds non-tensor Python objects, convert its tensors to .safetensors once in a trusted "
-            "environment and point the config at that file."
+            + (hint or "If it holds non-tensor Python objects, convert its tensors to .safetensors once in a "
+               "trusted environment and point the config at that file.")
         ) from err
 
 
@@ -80,59 +86,158 @@ def resolve_weights(ref: str, *, what: str, filename: str | None = None,
     return got, {"hub_repo": repo, "filename": name, "revision": revision, **file_identity(got)}
 
 
-def load_checked(name: str, model: torch.nn.Module, state: dict[str, torch.Tensor], **kw) -> None:
-    """Load ``state`` with every key checked: missing keys raise, unexpected ones are logged, shapes must match."""
-    result = model.load_state_dict(state, strict=False)
-    report_load(name, list(result.missing_keys), list(result.unexpected_keys), **kw)
+def unwrap(obj, *, source: str, nestings: tuple[str, ...] = NESTINGS, strip: tuple[str, ...] = ("module.",),
+           under: str = "") -> dict[str, torch.Tensor]:
+    """The flat tensor dict inside a checkpoint object.
 
-
-def unwrap_state_dict(obj, prefixes: tuple[str, ...]) -> dict[str, torch.Tensor]:
-    for key in ("model", "state_dict"):
-        if isinstance(obj, dict) and key in obj and isinstance(obj[key], dict):
-            obj = obj[key]
+    Descends ``obj[n]`` for every nesting ``n`` found (in that order, repeatedly), drops non-tensor entries,
+    strips each ``strip`` prefix in turn (``("module.", "net.")`` turns ``module.net.x`` into ``x``), and with
+    ``under`` keeps only the keys below that prefix, relative to it (the other entries belong to other models).
+    """
+    while isinstance(obj, dict):
+        inner = next((obj[n] for n in nestings if isinstance(obj.get(n), dict)), None)
+        if inner is None:
+            break
+        obj = inner
     if not isinstance(obj, dict):
-        raise ValueError(f"checkpoint holds a {type(obj).__name__}, expected a state dict")
-    out = {}
-    for k, v in obj.items():
-        for p in prefixes:
-            if k.startswith(p):
-                k = k[len(p):]
-        out[k] = v
-    return out
+        raise RuntimeError(f"{source} holds a {type(obj).__name__}, not a state dict")
+    state, others = {}, 0
+    for key, value in obj.items():
+        for p in strip:
+            if key.startswith(p):
+                key = key[len(p):]
+        if not isinstance(value, torch.Tensor) or not key.startswith(under):
+            others += 1
+            continue
+        state[key[len(under):]] = value
+    if others:
+        log.info("%s: %d entries %s skipped", source, others, f"outside {under!r} or non-tensor" if under else "non-tensor")
+    return state
 
 
-def key_mismatch(own: dict, sd: dict) -> tuple[list[str], list[str], list[str]]:
-    """(missing, unexpected, wrong-shape) keys of a checkpoint ``sd`` against a module's ``own`` state dict."""
-    missing = sorted(set(own) - set(sd))
-    unexpected = sorted(set(sd) - set(own))
-    bad_shape = sorted(k for k in set(own) & set(sd) if tuple(own[k].shape) != tuple(sd[k].shape))
+# ----------------------------------------------------------------------------------------------- loading
+
+
+@dataclass
+class LoadReport:
+    """What a checked load did with the checkpoint's keys (all lists sorted)."""
+
+    missing: list[str] = field(default_factory=list)  # allowed-missing model keys left as they were
+    unexpected: list[str] = field(default_factory=list)  # checkpoint keys the model lacks (dropped)
+    ignored: list[str] = field(default_factory=list)  # checkpoint keys under the model's ignorable prefixes
+
+
+def check_keys(own: dict, state: dict) -> tuple[list[str], list[str], list[str]]:
+    """(missing, unexpected, wrong-shape) keys of a checkpoint ``state`` against a module's ``own`` state dict."""
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    bad_shape = sorted(k for k in set(own) & set(state) if tuple(own[k].shape) != tuple(state[k].shape))
     return missing, unexpected, bad_shape
 
 
-def load_checkpoint(module: nn.Module, path: str | Path, *, prefixes: tuple[str, ...] = ("module.",),
-                    ignore: tuple[str, ...] = ()) -> None:
-    """Load ``path`` into ``module`` strictly; keys starting with an ``ignore`` prefix are dropped (and logged)."""
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist; set its path in stages.yaml (evaluate.params)")
-    sd = unwrap_state_dict(torch.load(path, map_location="cpu", weights_only=True), prefixes)
-    dropped = [k for k in sd if k.startswith(ignore)] if ignore else []
-    for k in dropped:
-        sd.pop(k)
-    if dropped:
-        log.info("%s: ignored %d checkpoint keys (%s...)", path.name, len(dropped), dropped[0])
-    missing, unexpected, bad_shape = key_mismatch(module.state_dict(), sd)
-    if missing or unexpected or bad_shape:
-        raise RuntimeError(
-            f"checkpoint {path} does not match {type(module).__name__}: missing {missing[:8]} ({len(missing)}), "
-            f"unexpected {unexpected[:8]} ({len(unexpected)}), wrong shape {bad_shape[:8]} ({len(bad_shape)})")
-    module.load_state_dict(sd, strict=True)
+def _mismatch_error(source: str, name: str, missing: list[str], unexpected: list[str], bad: list[str],
+                    own: dict, state: dict) -> RuntimeError:
+    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in bad[:4]]
+    return RuntimeError(
+        f"{source} does not match {name}: missing {missing[:8]} ({len(missing)}), "
+        f"wrong shape {bad[:8]} ({len(bad)}{': ' + '; '.join(shapes) if shapes else ''}), "
+        f"unexpected {unexpected[:8]} ({len(unexpected)}); is this the right file?")
 
 
-def seeded(build: Callable[[], nn.Module], seed: int) -> nn.Module:
-    gen_state = torch.random.get_rng_state()
-    torch.manual_seed(seed)
+def check_state(model: nn.Module, state: dict[str, torch.Tensor], *, source: str, ignore: tuple[str, ...] = (),
+                ignore_why: str = "ignorable", allow_missing: tuple[str, ...] = (),
+                unexpected: str = "report") -> tuple[dict, LoadReport]:
+    """Check ``state`` against ``model`` (see :func:`load_checked`) without loading; returns the entries to load.
+    ``allow_missing`` prefixes (``("",)``: any key, for a partial file) may be absent."""
+    if unexpected not in ("report", "raise"):
+        raise ValueError(f"unexpected must be 'report' or 'raise', got {unexpected!r}")
+    own = model.state_dict()
+    name = type(model).__name__
+    missing, extra, bad = check_keys(own, state)
+    ignored = [k for k in extra if k.startswith(ignore)] if ignore else []
+    extra = [k for k in extra if k not in set(ignored)]
+    real_missing = [k for k in missing if not (allow_missing and k.startswith(allow_missing))]
+    if real_missing or bad or (extra and unexpected == "raise"):
+        raise _mismatch_error(source, name, real_missing, extra, bad, own, state)
+    if ignored:
+        log.info("%s: %d checkpoint keys dropped (%s), e.g. %s", source, len(ignored), ignore_why, ignored[:3])
+    if extra:
+        log.warning("%s: %d unexpected checkpoint keys dropped (%s has no such weights): %s", source, len(extra),
+                    name, extra[:8])
+    drop = set(ignored) | set(extra)
+    return {k: v for k, v in state.items() if k not in drop}, LoadReport(missing, extra, ignored)
+
+
+def load_checked(model: nn.Module, state: dict[str, torch.Tensor], *, source: str, **checks) -> LoadReport:
+    """Load ``state`` into ``model`` with every key checked.
+
+    Missing keys (other than ``allow_missing`` prefixes) and wrong shapes raise a RuntimeError naming ``source``
+    and the keys; keys under ``ignore`` prefixes are logged (INFO, with the reason ``ignore_why``) and dropped;
+    other unexpected keys are logged (WARNING), dropped and returned in the report, or raise when
+    ``unexpected="raise"``. A model built on the meta
+    device receives the checkpoint tensors themselves (``assign``), cast to the model's floating dtypes.
+    """
+    to_load, report = check_state(model, state, source=source, **checks)
+    own = model.state_dict()
+    on_meta = any(t.is_meta for t in own.values())
+    if on_meta:
+        to_load = {k: (v.to(own[k].dtype) if v.is_floating_point() else v) for k, v in to_load.items()}
+    model.load_state_dict(to_load, strict=not report.missing, assign=on_meta)
+    return report
+
+
+def load_checkpoint(model: nn.Module, path: str | Path, *, what: str | None = None,
+                    strip: tuple[str, ...] = ("module.",), under: str = "", **checks) -> LoadReport:
+    """Read ``path`` (:func:`read_weights`), unwrap it (:func:`unwrap`) and load it (:func:`load_checked`, whose
+    keyword arguments ``ignore``/``ignore_why``/``allow_missing``/``unexpected`` pass through)."""
+    what = what or type(model).__name__
+    obj = read_weights(path, what)
+    source = f"{what} checkpoint {str(path)!r}"
+    return load_checked(model, unwrap(obj, source=source, strip=strip, under=under), source=source, **checks)
+
+
+# ----------------------------------------------------------------------------------------------- tiny models
+
+
+def _is_norm_or_bias(name: str) -> bool:
+    return name.endswith("bias") or "norm" in name
+
+
+def seeded(build: Callable[[], nn.Module], seed: int, *, perturb: float = 0.0,
+           which: Callable[[str], bool] = _is_norm_or_bias) -> nn.Module:
+    """``build()`` with the global torch RNG seeded with ``seed``; the RNG state is restored afterwards, so the
+    caller's random stream is untouched. ``perturb > 0`` then adds ``perturb * randn`` (same stream) to every
+    parameter ``which(name)`` selects (default: biases and norms), so that those are not all zeros and ones and a
+    wrong parameter mapping shows in the outputs."""
+    state = torch.random.get_rng_state()
+    torch.manual_seed(int(seed))
     try:
-        return build()
+        model = build()
+        with torch.no_grad():
+            for name, p in model.named_parameters() if perturb else ():
+                if which(name):
+                    p.add_(perturb * torch.randn_like(p))
+        return model
     finally:
-        torch.random.set_rng_state(gen_state)
+        torch.random.set_rng_state(state)
+
+
+InitRule = Callable[[str, nn.Module, torch.Tensor, Callable[[str], torch.Tensor]], torch.Tensor]
+
+
+@torch.no_grad()
+def init_tiny_(model: nn.Module, seed: int, rule: InitRule) -> nn.Module:
+    """Redraw every floating parameter and persistent buffer, in ``state_dict`` order, from a private generator
+    seeded with ``seed`` (the global RNG is not used). ``rule(name, owner_module, tensor, draw)`` returns the new
+    value; ``draw("randn")`` / ``draw("rand")`` give float32 noise of the tensor's shape from the generator."""
+    g = torch.Generator().manual_seed(int(seed))
+    for mod_name, module in model.named_modules():
+        local = list(module.named_parameters(recurse=False))
+        local += [(n, b) for n, b in module.named_buffers(recurse=False)
+                  if n not in module._non_persistent_buffers_set]
+        for name, t in local:
+            if not t.is_floating_point():
+                continue
+            draw = lambda kind, t=t: getattr(torch, kind)(t.shape, generator=g, dtype=torch.float32)  # noqa: E731
+            t.copy_(rule(f"{mod_name}.{name}" if mod_name else name, module, t, draw))
+    return model

@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from frozen.synchformer import Synchformer, SynchformerConfig, load_synchformer
+from frozen.weights import seeded
 
 log = logging.getLogger(__name__)
 
@@ -210,13 +211,7 @@ def build_desync_scorer(params: dict, device: str | None = None) -> DeSyncScorer
     if not ckpt:
         return None
     if ckpt == "tiny":
-        state = torch.random.get_rng_state()
-        torch.manual_seed(int(params.get("seed", 0)) + 7)
-        try:
-            net = Synchformer(SynchformerConfig.tiny())
-        finally:
-            torch.random.set_rng_state(state)
-        return DeSyncScorer(net, device)
+        return DeSyncScorer(seeded(lambda: Synchformer(SynchformerConfig.tiny()), int(params.get("seed", 0)) + 7), device)
     if not Path(ckpt).expanduser().is_file():  # before building the 237M-parameter network
         raise FileNotFoundError(f"Synchformer checkpoint {ckpt} does not exist (evaluate.params.synchformer_ckpt)")
     net = Synchformer()

@@ -95,12 +95,12 @@ def build_embedders(params: dict, device: str = "cpu") -> dict[str, AudioEmbedde
                       ("passt_ckpt", "passt-s-f128-p16-s10-ap.476-swa.pt (PaSST release v0.0.1-audioset)")):
         if not params.get(key):
             raise ValueError(f"evaluate.params.{key} is not set: give the local path of {what}")
-    panns = Cnn14()
-    load_checkpoint(panns, params["panns_ckpt"])
-    vgg = VGGish()
-    load_checkpoint(vgg, params["vggish_ckpt"], ignore=("pproc.",))
-    passt = PaSST()
-    load_checkpoint(passt.net, params["passt_ckpt"], prefixes=("module.", "net."))
+    panns, vgg, passt = Cnn14(), VGGish(), PaSST()
+    load_checkpoint(panns, params["panns_ckpt"], what="PANNs (evaluate.params.panns_ckpt)", unexpected="raise")
+    load_checkpoint(vgg, params["vggish_ckpt"], what="VGGish (evaluate.params.vggish_ckpt)", unexpected="raise",
+                    ignore=("pproc.",), ignore_why="torchvggish's PCA post-processing, not applied (av-benchmark)")
+    load_checkpoint(passt.net, params["passt_ckpt"], what="PaSST (evaluate.params.passt_ckpt)", unexpected="raise",
+                    strip=("module.", "net."))
     return {"panns": PannsEmbedder(panns, device), "vggish": VGGishEmbedder(vgg, device),
             "passt": PasstEmbedder(passt, device)}
 

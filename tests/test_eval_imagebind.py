@@ -78,7 +78,7 @@ def test_tiny_checkpoint_with_released_nesting_loads_and_reproduces(tmp_path, ca
         want = src({"vision": video, "audio": audio})
     for build in (lambda: net.build_tiny(seed=9), lambda: net.ImageBind(net.ImageBindConfig.tiny()).to("meta")):
         dst = build()
-        with caplog.at_level(logging.INFO, logger="frozen.imagebind"):
+        with caplog.at_level(logging.INFO, logger="frozen"):
             report = net.load_imagebind(dst, path)
         assert report["missing"] == [] and len(report["unexpected"]) == 2
         with torch.inference_mode():

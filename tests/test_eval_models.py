@@ -114,7 +114,7 @@ def test_load_checkpoint_round_trip_and_strictness(tmp_path):
     for k, v in src.state_dict().items():
         torch.testing.assert_close(dst.state_dict()[k], v)
     with pytest.raises(RuntimeError, match="unexpected"):
-        load_checkpoint(VGGish(VGGishConfig.tiny()), ckpt)  # pproc keys not ignored
+        load_checkpoint(VGGish(VGGishConfig.tiny()), ckpt, unexpected="raise")  # pproc keys not ignored
     bad = tmp_path / "bad.pth"
     torch.save({k: v for k, v in src.state_dict().items() if k != "embeddings.4.bias"}, bad)
     with pytest.raises(RuntimeError, match="embeddings.4.bias"):
