@@ -28,7 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from frozen.base import EncoderInfo, freeze
+from frozen.base import EncoderInfo, build_options, empty_on_cpu, freeze
+from frozen.blocks import Block
 from frozen.weights import init_tiny_, load_checked, read_weights, resolve_weights, unwrap
 from frozen.audio import FbankConfig, fbank
 
@@ -100,48 +101,6 @@ class AudioMAEConfig:
         return cls(width=32, depth=4, num_heads=4, feature_layers=(1, 2, 3))
 
 
-class Attention(nn.Module):
-    """timm multi-head self-attention: fused ``qkv`` Linear with bias, ``proj``."""
-
-    def __init__(self, dim: int, num_heads: int) -> None:
-        super().__init__()
-        self.num_heads = num_heads
-        self.qkv = nn.Linear(dim, dim * 3)
-        self.proj = nn.Linear(dim, dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, n, c = x.shape
-        qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, c // self.num_heads)  # (B, N, 3, H, c/H)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # 3 x (B, H, N, c/H)
-        x = F.scaled_dot_product_attention(q, k, v)  # (B, H, N, c/H), scale (c/H) ** -0.5
-        return self.proj(x.transpose(1, 2).reshape(b, n, c))  # (B, N, C)
-
-
-class Mlp(nn.Module):
-    def __init__(self, dim: int, hidden: int) -> None:
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
-        self.fc2 = nn.Linear(hidden, dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(F.gelu(self.fc1(x)))  # exact (erf) GELU, timm's default
-
-
-class Block(nn.Module):
-    """Pre-norm transformer block: x + attn(norm1(x)), then x + mlp(norm2(x))."""
-
-    def __init__(self, cfg: AudioMAEConfig) -> None:
-        super().__init__()
-        self.norm1 = nn.LayerNorm(cfg.width, eps=cfg.ln_eps)
-        self.attn = Attention(cfg.width, cfg.num_heads)
-        self.norm2 = nn.LayerNorm(cfg.width, eps=cfg.ln_eps)
-        self.mlp = Mlp(cfg.width, int(cfg.width * cfg.mlp_ratio))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x))
-        return x + self.mlp(self.norm2(x))
-
-
 class PatchEmbed(nn.Module):
     def __init__(self, cfg: AudioMAEConfig) -> None:
         super().__init__()
@@ -161,7 +120,8 @@ class AudioMAEViT(nn.Module):
         self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.width))
         self.pos_embed = nn.Parameter(torch.zeros(1, cfg.num_patches + 1, cfg.width))  # loaded, never regenerated
         self.patch_embed = PatchEmbed(cfg)
-        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.depth))
+        self.blocks = nn.ModuleList(Block(cfg.width, cfg.num_heads, int(cfg.width * cfg.mlp_ratio), eps=cfg.ln_eps)
+                                    for _ in range(cfg.depth))  # timm's pre-LN block, qkv with bias
         self.norm = nn.LayerNorm(cfg.width, eps=cfg.ln_eps)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
@@ -325,20 +285,13 @@ def build(params: dict, device: str = "cpu") -> AudioMAEEncoder:
     """params: ``model`` full|tiny (sizes); ``checkpoint`` (local file, or hub id + ``filename``/``revision``),
     required for full, optional for tiny (else seeded random weights from ``seed``); ``prefix`` (key prefix inside
     ``["state_dict"]``); ``feature_layers`` (override); ``half`` (CUDA only)."""
-    kind = params.get("model", "full")
-    half = bool(params.get("half", False))
-    if half and not str(device).startswith("cuda"):
-        raise ValueError(f"audiomae params: half=True needs a CUDA device, got device {device!r}; set half: false")
-    if kind not in ("full", "tiny"):
-        raise ValueError(f"audiomae params: model must be 'full' or 'tiny', got {kind!r}")
+    kind, half = build_options("audiomae", params, device)
     cfg = AudioMAEConfig.full() if kind == "full" else AudioMAEConfig.tiny()
     if params.get("feature_layers") is not None:
         cfg = replace(cfg, feature_layers=tuple(params["feature_layers"]))
     if params.get("checkpoint"):
         path, identity = resolve_checkpoint(params)
-        with torch.device("meta"):
-            model = AudioMAEViT(cfg)
-        model = model.to_empty(device="cpu")
+        model = empty_on_cpu(lambda: AudioMAEViT(cfg))
         load_checked(model, load_audiomae_state_dict(path, params.get("prefix", FULL_PREFIX)), source=f"AudioMAE checkpoint {str(path)!r}")
     elif kind == "tiny":
         seed = int(params.get("seed", 0))
@@ -349,13 +302,8 @@ def build(params: dict, device: str = "cpu") -> AudioMAEEncoder:
     model = freeze(model).to(device)
     if half:
         model = model.half()
-    info = EncoderInfo(
-        name="audiomae",
-        input_kind="audio",
-        output_shape=(cfg.num_tokens, cfg.width),
-        config=asdict(cfg),
-        checkpoint=identity,
-    )
+    info = EncoderInfo(name="audiomae", input_kind="audio", output_shape=(cfg.num_tokens, cfg.width), config=asdict(cfg),
+                       checkpoint=identity)
     log.info("audiomae: built %s model (D=%d, layers %s) on %s%s", kind, cfg.width, cfg.feature_layers, device,
              " fp16" if half else "")
     return AudioMAEEncoder(model, info, device=device, half=half)

@@ -12,7 +12,7 @@ paths or hub ids, seeds, sizes, ``half: bool``...).  The returned object is in e
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Callable, Protocol
 
 import torch
 
@@ -47,3 +47,28 @@ def freeze(module: torch.nn.Module) -> torch.nn.Module:
     for p in module.parameters():
         p.requires_grad_(False)
     return module
+
+
+def build_options(name: str, params: dict, device: str) -> tuple[str, bool]:
+    """The params every encoder takes, validated: ``model`` (``full`` | ``tiny``) and ``half`` (CUDA only)."""
+    kind = params.get("model", "full")
+    half = bool(params.get("half", False))
+    if half and not str(device).startswith("cuda"):
+        raise ValueError(f"{name} params: half=True needs a CUDA device, got device {device!r}; set half: false")
+    if kind not in ("full", "tiny"):
+        raise ValueError(f"{name} params: model must be 'full' or 'tiny', got {kind!r}")
+    return kind, half
+
+
+def positive_int(name: str, params: dict, key: str, default: int) -> int:
+    value = int(params.get(key, default))
+    if value < 1:
+        raise ValueError(f"{name} params: {key} must be >= 1, got {value}")
+    return value
+
+
+def empty_on_cpu(factory: Callable[[], torch.nn.Module]) -> torch.nn.Module:
+    """Build on the meta device (no random init of weights that a checkpoint replaces), then allocate on CPU."""
+    with torch.device("meta"):
+        model = factory()
+    return model.to_empty(device="cpu")

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from frozen.base import EncoderInfo, freeze
+from frozen.base import EncoderInfo, build_options, empty_on_cpu, freeze, positive_int
 from frozen.weights import init_tiny_, load_checked, read_weights, resolve_weights, unwrap
 
 log = logging.getLogger(__name__)
@@ -229,36 +229,22 @@ class CAVPEncoder:
 def build(params: dict, device: str = "cpu") -> CAVPEncoder:
     """params: ``model`` full|tiny; ``checkpoint`` (+ ``filename``, ``revision``) for full; ``seed`` for tiny;
     ``half`` (CUDA only); ``chunk_frames`` (default 40)."""
-    kind = params.get("model", "full")
-    half = bool(params.get("half", False))
-    chunk_frames = int(params.get("chunk_frames", N_FRAMES))
-    if half and not str(device).startswith("cuda"):
-        raise ValueError(f"cavp params: half=True needs a CUDA device, got device {device!r}; set half: false")
-    if chunk_frames < 1:
-        raise ValueError(f"cavp params: chunk_frames must be >= 1, got {chunk_frames}")
+    kind, half = build_options("cavp", params, device)
+    chunk_frames = positive_int("cavp", params, "chunk_frames", N_FRAMES)
     if kind == "tiny":
         cfg = CAVPConfig.tiny()
         seed = int(params.get("seed", 0))
         model = init_tiny_weights_(CAVPVideoEncoder(cfg), seed)
         identity = {"tiny_seed": seed}
-    elif kind == "full":
+    else:
         cfg = CAVPConfig.full()
         path, identity = resolve_checkpoint(params)
-        with torch.device("meta"):
-            model = CAVPVideoEncoder(cfg)
-        model = model.to_empty(device="cpu")
+        model = empty_on_cpu(lambda: CAVPVideoEncoder(cfg))
         load_checked(model, load_cavp_state_dict(path), source=f"CAVP checkpoint {str(path)!r}")
-    else:
-        raise ValueError(f"cavp params: model must be 'full' or 'tiny', got {kind!r}")
     model = freeze(model).to(device)
     if half:
         model = model.half()
-    info = EncoderInfo(
-        name="cavp",
-        input_kind="frames",
-        output_shape=(N_FRAMES, cfg.proj_dim),
-        config=asdict(cfg),
-        checkpoint=identity,
-    )
+    info = EncoderInfo(name="cavp", input_kind="frames", output_shape=(N_FRAMES, cfg.proj_dim), config=asdict(cfg),
+                       checkpoint=identity)
     log.info("cavp: built %s model (D=%d) on %s%s", kind, cfg.proj_dim, device, " fp16" if half else "")
     return CAVPEncoder(model, info, device=device, half=half, chunk_frames=chunk_frames)

@@ -3,7 +3,8 @@
 Facts (shared/reference/MODELS.md section 3): patch 14 at 224 (256 patches + CLS = 257 tokens), width 1408,
 39 pre-LayerNorm blocks (eps 1e-6), 16 heads of 88, MLP 6144 with exact GELU, qkv without bias plus separate
 ``q_bias``/``v_bias`` (the key bias is zero), absolute position embedding, no final norm, no head.
-Parameter names reproduce the released ``eva_vit_g.pth`` keys (without the ``visual_encoder.`` prefix).
+Parameter names reproduce the released ``eva_vit_g.pth`` keys (without the ``visual_encoder.`` prefix); the blocks
+are the shared :class:`frozen.blocks.Block` (timm names).
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from frozen.blocks import Block
 
 
 @dataclass
@@ -62,48 +64,9 @@ class PatchEmbed(nn.Module):
         return x.flatten(2).transpose(1, 2)  # (N, h*w, C)
 
 
-class EvaAttention(nn.Module):
-    """Multi-head self-attention whose qkv bias is ``cat(q_bias, 0, v_bias)``."""
-
-    def __init__(self, cfg: EvaViTConfig) -> None:
-        super().__init__()
-        self.heads = cfg.heads
-        self.q_bias = nn.Parameter(torch.zeros(cfg.width))
-        self.v_bias = nn.Parameter(torch.zeros(cfg.width))
-        self.qkv = nn.Linear(cfg.width, 3 * cfg.width, bias=False)
-        self.proj = nn.Linear(cfg.width, cfg.width)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        n, t, c = x.shape
-        bias = torch.cat([self.q_bias, torch.zeros_like(self.v_bias), self.v_bias])  # (3C,)
-        qkv = F.linear(x, self.qkv.weight, bias)  # (N, T, 3C)
-        qkv = qkv.reshape(n, t, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)  # (3, N, H, T, d)
-        out = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2])  # (N, H, T, d), scale d**-0.5
-        out = out.transpose(1, 2).reshape(n, t, c)  # (N, T, C)
-        return self.proj(out)
-
-
-class Mlp(nn.Module):
-    def __init__(self, cfg: EvaViTConfig) -> None:
-        super().__init__()
-        self.fc1 = nn.Linear(cfg.width, cfg.mlp_dim)
-        self.fc2 = nn.Linear(cfg.mlp_dim, cfg.width)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(F.gelu(self.fc1(x)))  # exact (erf) GELU
-
-
-class EvaBlock(nn.Module):
-    def __init__(self, cfg: EvaViTConfig) -> None:
-        super().__init__()
-        self.norm1 = nn.LayerNorm(cfg.width, eps=cfg.ln_eps)
-        self.attn = EvaAttention(cfg)
-        self.norm2 = nn.LayerNorm(cfg.width, eps=cfg.ln_eps)
-        self.mlp = Mlp(cfg)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x))
-        return x + self.mlp(self.norm2(x))
+def eva_block(cfg: EvaViTConfig) -> Block:
+    """A pre-LN block whose attention has ``q_bias``/``v_bias`` and no key bias, exact GELU MLP."""
+    return Block(cfg.width, cfg.heads, cfg.mlp_dim, eps=cfg.ln_eps, qkv_bias=False, qv_bias=True)
 
 
 class EvaViT(nn.Module):
@@ -115,7 +78,7 @@ class EvaViT(nn.Module):
         self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.width))
         self.pos_embed = nn.Parameter(torch.zeros(1, cfg.num_tokens, cfg.width))
         self.patch_embed = PatchEmbed(cfg)
-        self.blocks = nn.ModuleList(EvaBlock(cfg) for _ in range(cfg.depth))
+        self.blocks = nn.ModuleList(eva_block(cfg) for _ in range(cfg.depth))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.patch_embed(x)  # (N, P, C)

@@ -46,6 +46,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from frozen.audio import FbankConfig
+from frozen.blocks import Mlp, SelfAttention, pre_norm_residual
 from frozen.weights import load_checked, read_weights, seeded, unwrap
 
 log = logging.getLogger(__name__)
@@ -163,28 +164,19 @@ class _Preprocessor(nn.Module):
         return tokens + pos
 
 
-class _Mlp(nn.Module):
-    def __init__(self, dim: int, hidden: int):
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
-        self.fc2 = nn.Linear(hidden, dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(F.gelu(self.fc1(x)))
-
-
 class _Block(nn.Module):
+    """The shared pre-LN block (:func:`frozen.blocks.pre_norm_residual`) under ImageBind's released names and order:
+    ``attn`` (torch MultiheadAttention), ``norm_1``, ``mlp``, ``norm_2``."""
+
     def __init__(self, dim: int, heads: int, add_bias_kv: bool):
         super().__init__()
-        self.attn = nn.MultiheadAttention(dim, heads, bias=True, add_bias_kv=add_bias_kv, batch_first=True)
+        self.attn = SelfAttention(dim, heads, add_bias_kv=add_bias_kv)
         self.norm_1 = nn.LayerNorm(dim, eps=1e-6)
-        self.mlp = _Mlp(dim, 4 * dim)
+        self.mlp = Mlp(dim, 4 * dim)
         self.norm_2 = nn.LayerNorm(dim, eps=1e-6)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, L, D)
-        h = self.norm_1(x)
-        x = x + self.attn(h, h, h, need_weights=False)[0]
-        return x + self.mlp(self.norm_2(x))
+        return pre_norm_residual(x, self.norm_1, self.attn, self.norm_2, self.mlp)
 
 
 class _Trunk(nn.Module):

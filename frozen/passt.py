@@ -20,7 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
+
+from frozen.blocks import Block
 
 SR = 32000
 CLIP_SAMPLES = 320000  # 10 s at 32 kHz
@@ -98,44 +99,6 @@ class _PatchEmbed(nn.Module):
         return self.proj(x)  # (B, D, F', T')
 
 
-class _Attention(nn.Module):
-    def __init__(self, dim: int, heads: int):
-        super().__init__()
-        self.heads = heads
-        self.qkv = nn.Linear(dim, dim * 3, bias=True)
-        self.proj = nn.Linear(dim, dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, n, d = x.shape
-        q, k, v = self.qkv(x).reshape(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)  # (B,H,N,d)
-        out = F.scaled_dot_product_attention(q, k, v)  # (B, H, N, d)
-        return self.proj(out.transpose(1, 2).reshape(b, n, d))
-
-
-class _Mlp(nn.Module):
-    def __init__(self, dim: int, hidden: int):
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
-        self.fc2 = nn.Linear(hidden, dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(F.gelu(self.fc1(x)))
-
-
-class _Block(nn.Module):
-    def __init__(self, cfg: PaSSTConfig):
-        super().__init__()
-        d = cfg.embed_dim
-        self.norm1 = nn.LayerNorm(d, eps=1e-6)
-        self.attn = _Attention(d, cfg.heads)
-        self.norm2 = nn.LayerNorm(d, eps=1e-6)
-        self.mlp = _Mlp(d, int(d * cfg.mlp_ratio))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x))
-        return x + self.mlp(self.norm2(x))
-
-
 class PaSSTNet(nn.Module):
     def __init__(self, cfg: PaSSTConfig | None = None):
         super().__init__()
@@ -148,7 +111,7 @@ class PaSSTNet(nn.Module):
         self.new_pos_embed = nn.Parameter(torch.zeros(1, 2, d))
         self.freq_new_pos_embed = nn.Parameter(torch.zeros(1, d, f, 1))
         self.time_new_pos_embed = nn.Parameter(torch.zeros(1, d, 1, t))
-        self.blocks = nn.Sequential(*[_Block(cfg) for _ in range(cfg.depth)])
+        self.blocks = nn.Sequential(*[Block(d, cfg.heads, int(d * cfg.mlp_ratio), eps=1e-6) for _ in range(cfg.depth)])
         self.norm = nn.LayerNorm(d, eps=1e-6)
         self.head = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, cfg.classes))
         self.head_dist = nn.Linear(d, cfg.classes)

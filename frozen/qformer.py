@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from frozen.blocks import SplitAttention
+
 
 @dataclass
 class QFormerConfig:
@@ -45,28 +47,6 @@ class QFormerConfig:
         return self.vocab_size > 0
 
 
-class SelfOrCrossAttention(nn.Module):
-    """``query``/``key``/``value`` projections; key and value read ``kv_width``-wide states."""
-
-    def __init__(self, cfg: QFormerConfig, kv_width: int) -> None:
-        super().__init__()
-        self.heads = cfg.heads
-        self.query = nn.Linear(cfg.hidden, cfg.hidden)
-        self.key = nn.Linear(kv_width, cfg.hidden)
-        self.value = nn.Linear(kv_width, cfg.hidden)
-
-    def forward(self, x: torch.Tensor, memory: torch.Tensor, key_mask: torch.Tensor | None) -> torch.Tensor:
-        """x (N, T, H), memory (N, M, kv_width), key_mask (N, M) bool (True = attend) or None -> (N, T, H)."""
-        n, t, h = x.shape
-        d = h // self.heads
-        q = self.query(x).view(n, t, self.heads, d).transpose(1, 2)  # (N, heads, T, d)
-        k = self.key(memory).view(n, memory.shape[1], self.heads, d).transpose(1, 2)  # (N, heads, M, d)
-        v = self.value(memory).view(n, memory.shape[1], self.heads, d).transpose(1, 2)  # (N, heads, M, d)
-        mask = None if key_mask is None else key_mask[:, None, None, :]  # (N, 1, 1, M)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (N, heads, T, d)
-        return out.transpose(1, 2).reshape(n, t, h)
-
-
 class DenseLayerNorm(nn.Module):
     """``dense`` then ``LayerNorm(dense(x) + residual)`` (BERT's SelfOutput / Output)."""
 
@@ -84,7 +64,7 @@ class AttentionBlock(nn.Module):
 
     def __init__(self, cfg: QFormerConfig, kv_width: int) -> None:
         super().__init__()
-        self.self = SelfOrCrossAttention(cfg, kv_width)
+        self.self = SplitAttention(cfg.hidden, cfg.heads, kv_dim=kv_width)  # SDPA, key padding mask
         self.output = DenseLayerNorm(cfg.hidden, cfg.hidden, cfg.ln_eps)
 
     def forward(self, x: torch.Tensor, memory: torch.Tensor, key_mask: torch.Tensor | None) -> torch.Tensor:

@@ -17,7 +17,6 @@ av-benchmark's flat ``synchformer_state_dict.pth``), so it loads key for key:
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +24,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from frozen.blocks import Mlp, SelfAttention, SplitAttention, pre_norm_residual, softmax_attention
 from frozen.weights import load_checked, read_weights, unwrap
 
 log = logging.getLogger(__name__)
@@ -68,11 +68,6 @@ class SynchformerConfig:
         return 2 + self.n_segments * (self.v_tokens + self.a_grid[1])
 
 
-def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """q (already scaled), k, v: (N, L, d) -> (N, Lq, d)."""
-    return torch.softmax(q @ k.transpose(-1, -2), dim=-1) @ v
-
-
 class CLSEncoderLayer(nn.Module):
     """Pre-norm transformer encoder layer (GELU, LayerNorm eps 1e-6) that prepends a CLS token and returns it.
 
@@ -81,7 +76,7 @@ class CLSEncoderLayer(nn.Module):
 
     def __init__(self, dim: int, heads: int, ff: int):
         super().__init__()
-        self.self_attn = nn.MultiheadAttention(dim, heads, batch_first=True)
+        self.self_attn = SelfAttention(dim, heads)
         self.linear1 = nn.Linear(dim, ff)
         self.linear2 = nn.Linear(ff, dim)
         self.norm1 = nn.LayerNorm(dim, eps=1e-6)
@@ -90,11 +85,12 @@ class CLSEncoderLayer(nn.Module):
         nn.init.trunc_normal_(self.cls_token, std=0.02)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, L, D) -> (N, D)
-        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
-        h = self.norm1(x)
-        x = x + self.self_attn(h, h, h, need_weights=False)[0]
-        x = x + self.linear2(F.gelu(self.linear1(self.norm2(x))))
+        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)  # (N, 1 + L, D)
+        x = pre_norm_residual(x, self.norm1, self.self_attn, self.norm2, self.feed_forward)
         return x[:, 0]
+
+    def feed_forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear2(F.gelu(self.linear1(x)))
 
 
 # ----------------------------------------------------------------------------------------------------- visual
@@ -104,16 +100,6 @@ class _PatchEmbed(nn.Module):
     def __init__(self, conv: nn.Module):
         super().__init__()
         self.proj = conv
-
-
-class _Mlp(nn.Module):
-    def __init__(self, dim: int, hidden: int):
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
-        self.fc2 = nn.Linear(hidden, dim)
-
-    def forward(self, x):
-        return self.fc2(F.gelu(self.fc1(x)))
 
 
 class DividedAttention(nn.Module):
@@ -131,7 +117,7 @@ class DividedAttention(nn.Module):
         n = (L - 1) // frames  # spatial tokens per frame
         q, k, v = (t.reshape(B, L, h, d).transpose(1, 2).reshape(B * h, L, d) for t in self.qkv(x).chunk(3, -1))
         q = q * d ** -0.5
-        cls_out = _attend(q[:, :1], k, v)  # (Bh, 1, d)
+        cls_out = softmax_attention(q[:, :1], k, v)  # (Bh, 1, d)
 
         def group(t):  # (Bh, f*n, d) -> (Bh*groups, members, d)
             t = t.reshape(B * h, frames, n, d)
@@ -141,7 +127,7 @@ class DividedAttention(nn.Module):
         qg, kg, vg = group(q[:, 1:]), group(k[:, 1:]), group(v[:, 1:])
         kg = torch.cat([k[:, :1].repeat_interleave(r, 0), kg], dim=1)
         vg = torch.cat([v[:, :1].repeat_interleave(r, 0), vg], dim=1)
-        out = _attend(qg, kg, vg)
+        out = softmax_attention(qg, kg, vg)
         out = out.reshape(B * h, n, frames, d).transpose(1, 2) if over_time else out.reshape(B * h, frames, n, d)
         out = torch.cat([cls_out, out.reshape(B * h, frames * n, d)], dim=1)
         return self.proj(out.reshape(B, h, L, d).transpose(1, 2).reshape(B, L, D))
@@ -154,7 +140,7 @@ class DividedSpaceTimeBlock(nn.Module):
         self.attn = DividedAttention(dim, heads)
         self.timeattn = DividedAttention(dim, heads)
         self.norm2 = nn.LayerNorm(dim, eps=1e-6)
-        self.mlp = _Mlp(dim, dim * mlp_ratio)
+        self.mlp = Mlp(dim, dim * mlp_ratio)
         self.norm3 = nn.LayerNorm(dim, eps=1e-6)
 
     def forward(self, x: torch.Tensor, frames: int) -> torch.Tensor:
@@ -200,22 +186,6 @@ class MotionFormer(nn.Module):
 # ------------------------------------------------------------------------------------------------------ audio
 
 
-class _ASTSelfAttention(nn.Module):
-    def __init__(self, dim: int, heads: int):
-        super().__init__()
-        self.heads = heads
-        self.query = nn.Linear(dim, dim)
-        self.key = nn.Linear(dim, dim)
-        self.value = nn.Linear(dim, dim)
-
-    def forward(self, x):
-        B, L, D = x.shape
-        sh = lambda t: t.reshape(B, L, self.heads, D // self.heads).transpose(1, 2)  # noqa: E731
-        q, k, v = sh(self.query(x)), sh(self.key(x)), sh(self.value(x))
-        out = _attend(q / math.sqrt(D // self.heads), k, v)
-        return out.transpose(1, 2).reshape(B, L, D)
-
-
 class _Dense(nn.Module):
     def __init__(self, d_in: int, d_out: int):
         super().__init__()
@@ -225,7 +195,7 @@ class _Dense(nn.Module):
 class _ASTAttention(nn.Module):
     def __init__(self, dim: int, heads: int):
         super().__init__()
-        self.attention = _ASTSelfAttention(dim, heads)
+        self.attention = SplitAttention(dim, heads, sdpa=False)  # query, key, value; the output is output.dense
         self.output = _Dense(dim, dim)
 
 
@@ -298,33 +268,16 @@ class AST(nn.Module):
 # ------------------------------------------------------------------------------------------ sync transformer
 
 
-class _SelfAttention(nn.Module):
-    def __init__(self, dim: int, heads: int):
-        super().__init__()
-        self.heads = heads
-        self.key = nn.Linear(dim, dim)
-        self.query = nn.Linear(dim, dim)
-        self.value = nn.Linear(dim, dim)
-        self.proj = nn.Linear(dim, dim)
-
-    def forward(self, x):
-        B, L, D = x.shape
-        sh = lambda t: t.reshape(B, L, self.heads, D // self.heads).transpose(1, 2)  # noqa: E731
-        out = _attend(sh(self.query(x)) / math.sqrt(D // self.heads), sh(self.key(x)), sh(self.value(x)))
-        return self.proj(out.transpose(1, 2).reshape(B, L, D))
-
-
 class _Block(nn.Module):
     def __init__(self, dim: int, heads: int):
         super().__init__()
         self.ln1 = nn.LayerNorm(dim)
         self.ln2 = nn.LayerNorm(dim)
-        self.attn = _SelfAttention(dim, heads)
+        self.attn = SplitAttention(dim, heads, proj=True, sdpa=False, order=("key", "query", "value"))  # minGPT
         self.mlp = nn.Sequential(nn.Linear(dim, 4 * dim), nn.GELU(), nn.Linear(4 * dim, dim), nn.Dropout(0.0))
 
     def forward(self, x):
-        x = x + self.attn(self.ln1(x))
-        return x + self.mlp(self.ln2(x))
+        return pre_norm_residual(x, self.ln1, self.attn, self.ln2, self.mlp)
 
 
 class GlobalTransformer(nn.Module):

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from frozen.base import EncoderInfo, freeze
+from frozen.base import EncoderInfo, build_options, empty_on_cpu, freeze, positive_int
 from frozen.weights import check_state, init_tiny_, load_checked, read_weights, resolve_weights, unwrap
 from frozen.eva_vit import EvaViT, EvaViTConfig, half_matmul_weights_
 from frozen.qformer import QFormer, QFormerConfig
@@ -292,24 +292,15 @@ def build(params: dict, device: str = "cpu") -> TimeChatEncoder:
     optional: without them the weights are seeded random); ``tokenizer`` (full: folder or hub id, default
     bert-base-uncased); ``window``/``stride`` (4/4), ``fps`` (4); ``llama_proj`` (bool, default false);
     ``seed`` (tiny); ``half`` (ViT in fp16, CUDA only); ``frame_batch`` (frames per ViT call, default 40)."""
-    kind = params.get("model", "full")
-    half = bool(params.get("half", False))
-    frame_batch = int(params.get("frame_batch", N_FRAMES))
-    if half and not str(device).startswith("cuda"):
-        raise ValueError(f"timechat params: half=True needs a CUDA device, got device {device!r}; set half: false")
-    if frame_batch < 1:
-        raise ValueError(f"timechat params: frame_batch must be >= 1, got {frame_batch}")
+    kind, half = build_options("timechat", params, device)
+    frame_batch = positive_int("timechat", params, "frame_batch", N_FRAMES)
     run = {"window": int(params.get("window", 4)), "stride": int(params.get("stride", 4)), "fps": float(params.get("fps", 4))}
-    if kind not in ("full", "tiny"):
-        raise ValueError(f"timechat params: model must be 'full' or 'tiny', got {kind!r}")
     cfg = (TimeChatConfig.full if kind == "full" else TimeChatConfig.tiny)(**run)
     if not params.get("llama_proj", False):
         cfg.llama_dim = 0
     files = [(k, params.get(k), pre) for k, pre in (("eva_vit", "visual_encoder."), ("instructblip", ""), ("timechat", ""))]
     if kind == "full" or any(p for _, p, _ in files):
-        with torch.device("meta"):
-            model = TimeChatVisual(cfg)
-        model = model.to_empty(device="cpu")
+        model = empty_on_cpu(lambda: TimeChatVisual(cfg))
         for name, buf in model.named_buffers():
             if name.endswith("position_ids"):
                 buf.copy_(torch.arange(buf.shape[1]).expand(1, -1))
@@ -329,12 +320,8 @@ def build(params: dict, device: str = "cpu") -> TimeChatEncoder:
     model = freeze(model).to(device)
     if half:
         model.use_fp16_vit()
-    info = EncoderInfo(
-        name="timechat",
-        input_kind="frames",
-        output_shape=(cfg.n_windows(N_FRAMES), cfg.num_video_query, cfg.out_dim),
-        config={**asdict(cfg), "half": half},
-        checkpoint=identity,
-    )
+    shape = (cfg.n_windows(N_FRAMES), cfg.num_video_query, cfg.out_dim)
+    info = EncoderInfo(name="timechat", input_kind="frames", output_shape=shape, config={**asdict(cfg), "half": half},
+                       checkpoint=identity)
     log.info("timechat: built %s model, %d windows x %d x %d on %s%s", kind, *info.output_shape, device, " (ViT fp16)" if half else "")
     return TimeChatEncoder(model, tokenizer, info, device=device, frame_batch=frame_batch)

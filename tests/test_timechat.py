@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from frozen.eva_vit import EvaAttention, EvaViT, EvaViTConfig
+from frozen.blocks import Attention
+from frozen.eva_vit import EvaViT, EvaViTConfig
 from frozen.qformer import QFormer
 from frozen.timechat import (
     TimeChatConfig,
@@ -187,7 +188,7 @@ def test_text_padding_is_masked():
 # (4) EVA attention and ViT
 def test_eva_attention_matches_manual_computation():
     cfg = EvaViTConfig.tiny()
-    attn = EvaAttention(cfg)
+    attn = Attention(cfg.width, cfg.heads, qkv_bias=False, qv_bias=True)
     with torch.no_grad():
         for p in attn.parameters():
             p.copy_(torch.randn(p.shape) * 0.3)
