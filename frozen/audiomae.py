@@ -52,13 +52,13 @@ DECODER_PREFIXES = ("decoder_", "mask_token")  # the MAE decoder: present in bot
 class AudioMAEConfig:
     """Sizes of the ViT encoder and of the token pooling."""
 
-    width: int = 768
+    width: int = 768  # ViT-B/16
     depth: int = 12
     num_heads: int = 12
-    mlp_ratio: float = 4.0
-    patch: int = 16
-    input_frames: int = TARGET_FRAMES
-    input_mels: int = 128
+    mlp_ratio: float = 4.0  # MLP hidden = width * mlp_ratio
+    patch: int = 16  # square patches, stride = patch
+    input_frames: int = TARGET_FRAMES  # fbank frames (time rows)
+    input_mels: int = 128  # mel bins (frequency columns)
     feature_layers: tuple[int, ...] = (9, 10, 11)  # 0-based blocks whose norm(x) are averaged
     pool: tuple[int, int] = (8, 8)  # (time, freq) pooling window on the 64 x 8 token grid
     ln_eps: float = 1e-6
@@ -292,7 +292,8 @@ def build(params: dict, device: str = "cpu") -> AudioMAEEncoder:
     if params.get("checkpoint"):
         path, identity = resolve_checkpoint(params)
         model = empty_on_cpu(lambda: AudioMAEViT(cfg))
-        load_checked(model, load_audiomae_state_dict(path, params.get("prefix", FULL_PREFIX)), source=f"AudioMAE checkpoint {str(path)!r}")
+        state = load_audiomae_state_dict(path, params.get("prefix", FULL_PREFIX))
+        load_checked(model, state, source=f"AudioMAE checkpoint {str(path)!r}")
     elif kind == "tiny":
         seed = int(params.get("seed", 0))
         model = init_tiny_weights_(AudioMAEViT(cfg), seed)
@@ -302,8 +303,8 @@ def build(params: dict, device: str = "cpu") -> AudioMAEEncoder:
     model = freeze(model).to(device)
     if half:
         model = model.half()
-    info = EncoderInfo(name="audiomae", input_kind="audio", output_shape=(cfg.num_tokens, cfg.width), config=asdict(cfg),
-                       checkpoint=identity)
+    info = EncoderInfo(name="audiomae", input_kind="audio", output_shape=(cfg.num_tokens, cfg.width),
+                       config=asdict(cfg), checkpoint=identity)
     log.info("audiomae: built %s model (D=%d, layers %s) on %s%s", kind, cfg.width, cfg.feature_layers, device,
              " fp16" if half else "")
     return AudioMAEEncoder(model, info, device=device, half=half)

@@ -41,7 +41,7 @@ def merge_heads(x: torch.Tensor) -> torch.Tensor:
 
 
 def softmax_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """``softmax(q k^T) v`` written out, ``q`` already scaled: (..., Tq, d), (..., Tk, d), (..., Tk, d) -> (..., Tq, d)."""
+    """``softmax(q k^T) v`` written out, ``q`` already scaled: q (..., Tq, d), k and v (..., Tk, d) -> (..., Tq, d)."""
     return torch.softmax(q @ k.transpose(-1, -2), dim=-1) @ v
 
 

@@ -28,9 +28,9 @@ class Cnn14Config:
     mel_bins: int = 64
     fmin: float = 50.0
     fmax: float = 8000.0
-    channels: tuple[int, ...] = (64, 128, 256, 512, 1024, 2048)
-    embed_dim: int = 2048
-    classes: int = 527
+    channels: tuple[int, ...] = (64, 128, 256, 512, 1024, 2048)  # conv_block1..6
+    embed_dim: int = 2048  # fc1: the embedding
+    classes: int = 527  # fc_audioset: AudioSet logits
 
     @classmethod
     def tiny(cls) -> "Cnn14Config":

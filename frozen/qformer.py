@@ -25,10 +25,10 @@ from frozen.blocks import SplitAttention
 
 @dataclass
 class QFormerConfig:
-    hidden: int = 768
+    hidden: int = 768  # width of the queries and text tokens (bert-base)
     layers: int = 12
     heads: int = 12
-    intermediate: int = 3072
+    intermediate: int = 3072  # FFN width
     encoder_width: int = 1408  # width of the cross-attention memory
     cross_attention_freq: int = 2  # layer i has cross-attention when i % freq == 0
     vocab_size: int = 30523  # 0: no word/position embeddings (query-only Q-Former)

@@ -32,24 +32,24 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class SynchformerConfig:
-    dim: int = 768
-    v_depth: int = 12
+    dim: int = 768  # width of every transformer (both feature extractors and the sync transformer)
+    v_depth: int = 12  # Motionformer blocks
     v_heads: int = 12
-    a_depth: int = 12
+    a_depth: int = 12  # AST layers
     a_heads: int = 12
     mlp_ratio: int = 4
     img_size: int = 224
     patch: int = 16
-    t_patch: int = 2
+    t_patch: int = 2  # tubelet length: 2 frames per temporal token
     seg_frames: int = 16  # video frames per segment (25 fps -> 0.64 s)
     n_mels: int = 128
     spec_t: int = 66  # spectrogram frames per segment after padding
     a_patch: int = 16
-    a_stride: int = 10
-    g_layers: int = 3
+    a_stride: int = 10  # overlapping audio patches
+    g_layers: int = 3  # sync transformer blocks
     g_heads: int = 8
     n_segments: int = 14  # segments per 4.8 s window
-    n_classes: int = 21
+    n_classes: int = 21  # offsets -2.0 .. 2.0 s in 0.2 s steps
 
     @classmethod
     def tiny(cls) -> "SynchformerConfig":

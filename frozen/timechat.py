@@ -198,7 +198,8 @@ def _fit_frame_positions(state: dict[str, torch.Tensor], rows: int) -> None:
     name = "video_frame_position_embedding.weight"
     value = state.get(name)
     if value is not None and value.shape[0] != rows:
-        log.warning("timechat: %s rows %d -> %d by nearest interpolation (as TimeChat does)", name, value.shape[0], rows)
+        log.warning("timechat: %s rows %d -> %d by nearest interpolation (as TimeChat does)", name, value.shape[0],
+                    rows)
         state[name] = nn.functional.interpolate(value.float().T[None], size=rows, mode="nearest")[0].T
 
 

@@ -111,7 +111,8 @@ def unwrap(obj, *, source: str, nestings: tuple[str, ...] = NESTINGS, strip: tup
             continue
         state[key[len(under):]] = value
     if others:
-        log.info("%s: %d entries %s skipped", source, others, f"outside {under!r} or non-tensor" if under else "non-tensor")
+        what = f"outside {under!r} or non-tensor" if under else "non-tensor"
+        log.info("%s: %d entries %s skipped", source, others, what)
     return state
 
 
@@ -174,12 +175,15 @@ def load_checked(model: nn.Module, state: dict[str, torch.Tensor], *, source: st
     Missing keys (other than ``allow_missing`` prefixes) and wrong shapes raise a RuntimeError naming ``source``
     and the keys; keys under ``ignore`` prefixes are logged (INFO, with the reason ``ignore_why``) and dropped;
     other unexpected keys are logged (WARNING), dropped and returned in the report, or raise when
-    ``unexpected="raise"``. A model built on the meta
-    device receives the checkpoint tensors themselves (``assign``), cast to the model's floating dtypes.
+    ``unexpected="raise"``. A model built on the meta device receives the checkpoint tensors themselves
+    (``assign``), cast to the model's floating dtypes; it must then get every key.
     """
     to_load, report = check_state(model, state, source=source, **checks)
     own = model.state_dict()
     on_meta = any(t.is_meta for t in own.values())
+    if on_meta and report.missing:
+        raise RuntimeError(f"{source}: {type(model).__name__} is on the meta device, so every key must be loaded; "
+                           f"missing {report.missing[:8]} ({len(report.missing)})")
     if on_meta:
         to_load = {k: (v.to(own[k].dtype) if v.is_floating_point() else v) for k, v in to_load.items()}
     model.load_state_dict(to_load, strict=not report.missing, assign=on_meta)

@@ -211,7 +211,8 @@ def build_desync_scorer(params: dict, device: str | None = None) -> DeSyncScorer
     if not ckpt:
         return None
     if ckpt == "tiny":
-        return DeSyncScorer(seeded(lambda: Synchformer(SynchformerConfig.tiny()), int(params.get("seed", 0)) + 7), device)
+        net = seeded(lambda: Synchformer(SynchformerConfig.tiny()), int(params.get("seed", 0)) + 7)
+        return DeSyncScorer(net, device)
     if not Path(ckpt).expanduser().is_file():  # before building the 237M-parameter network
         raise FileNotFoundError(f"Synchformer checkpoint {ckpt} does not exist (evaluate.params.synchformer_ckpt)")
     net = Synchformer()

@@ -1,7 +1,6 @@
 """AudioMAE target: Kaldi fbank vs kaldi-native-fbank, front-end constants, ViT keys, loading, pooling, layers."""
 
 import logging
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,7 +9,6 @@ import torch
 from frozen import audiomae as am
 from frozen.audio import FLOAT32_EPS, FbankConfig, fbank, mel_banks
 
-KEYS_TSV = Path(__file__).parent / "data" / "audiomae_keys.tsv"
 SR = 16000
 
 
@@ -41,38 +39,16 @@ def _signals(n: int = am.SEGMENT_SAMPLES) -> dict[str, np.ndarray]:
     }
 
 
-def _knf_fbank(x: np.ndarray, num_bins: int) -> np.ndarray:
-    knf = pytest.importorskip("kaldi_native_fbank")
-    opts = knf.FbankOptions()
-    opts.frame_opts.samp_freq = SR
-    opts.frame_opts.dither = 0.0
-    opts.frame_opts.window_type = "hanning"
-    opts.frame_opts.preemph_coeff = 0.97
-    opts.frame_opts.remove_dc_offset = True
-    opts.frame_opts.snip_edges = True
-    opts.frame_opts.round_to_power_of_two = True
-    opts.mel_opts.num_bins = num_bins
-    opts.mel_opts.low_freq = 20.0
-    opts.mel_opts.high_freq = 0.0  # Nyquist
-    opts.mel_opts.htk_mode = False  # torchaudio's htk_compat only moves the energy column
-    opts.use_energy = False
-    opts.htk_compat = True
-    online = knf.OnlineFbank(opts)
-    online.accept_waveform(SR, x.tolist())  # floats taken as is, no int16 scaling
-    online.input_finished()
-    return np.stack([online.get_frame(i) for i in range(online.num_frames_ready)])
-
-
 # ----------------------------------------------------------------------------------------- fbank
 
 
 @pytest.mark.parametrize("num_bins", [80, 126])
-def test_fbank_matches_kaldi_native_fbank(num_bins):
+def test_fbank_matches_kaldi_native_fbank(num_bins, knf_fbank):
     sigs = {k: v.astype(np.float32) for k, v in _signals().items()}
     ours = fbank(torch.from_numpy(np.stack(list(sigs.values()))), FbankConfig(num_mel_bins=num_bins)).numpy()
     assert ours.shape == (len(sigs), 1022, num_bins)
     for i, (name, x) in enumerate(sigs.items()):
-        ref = _knf_fbank(x, num_bins)
+        ref = knf_fbank(x, num_bins)
         err = np.abs(ours[i] - ref)
         # float32 FFT rounding dominates only near the log floor (energies ~1e-7); elsewhere ~1e-4
         assert err.max() < 0.03, (name, err.max())
@@ -80,12 +56,12 @@ def test_fbank_matches_kaldi_native_fbank(num_bins):
         assert np.median(err) < 1e-4, name
 
 
-def test_fbank_128_bins_has_an_empty_filter_like_torchaudio():
+def test_fbank_128_bins_has_an_empty_filter_like_torchaudio(knf_fbank):
     """128 mel bins on a 512-point FFT leave bin 3 without any FFT bin: Kaldi (and kaldi-native-fbank) refuse,
     torchaudio (what AudioLDM-2 ran) keeps an all-zero filter, whose log energy is log(float32 eps)."""
     pytest.importorskip("kaldi_native_fbank")
     with pytest.raises(ValueError, match="num_mel_bins too large"):
-        _knf_fbank(np.ones(800, np.float32), 128)
+        knf_fbank(np.ones(800, np.float32), 128)
     banks = mel_banks(FbankConfig(num_mel_bins=128)).double().numpy()
     # Kaldi's per-bin loop, float64: weight on FFT bins strictly inside (left, right), Nyquist bin unused
     mel = lambda f: 1127.0 * np.log(1.0 + f / 700.0)  # noqa: E731
@@ -158,12 +134,11 @@ def test_is_silent_peak_and_rms():
 # ----------------------------------------------------------------------------------------- ViT
 
 
-def test_full_state_dict_matches_reference_keys_on_meta():
-    want = [line.split("\t") for line in KEYS_TSV.read_text().splitlines()]
+def test_full_state_dict_matches_reference_keys_on_meta(meta_keys, reference_keys):
     with torch.device("meta"):
         model = am.AudioMAEViT(am.AudioMAEConfig.full())
-    got = [(k, str(list(v.shape))) for k, v in model.state_dict().items()]
-    assert got == [(k, s) for k, s in want]
+    got = meta_keys(lambda: model)
+    assert got == reference_keys("audiomae_keys")
     assert len(got) == 150
     block = (768 * 2304 + 2304) + (768 * 768 + 768) + (768 * 3072 + 3072) + (3072 * 768 + 768) + 4 * 768
     total = 768 + 513 * 768 + (256 * 768 + 768) + 12 * block + 2 * 768  # cls, pos, patch, blocks, norm

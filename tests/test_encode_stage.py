@@ -13,23 +13,18 @@ import zarr
 from pipeline.demo_data import make_demo_clips
 from frozen import audiomae, cavp
 from pipeline.framestore import iter_shard
-from v2a.config import load_config
 from v2a.runner import Runner
 
-REPO = Path(__file__).resolve().parent.parent
 
 
-def config(root: Path, *extra: str):
-    sets = [f"paths.videos={root / 'videos'}", f"paths.labels={root / 'videos' / 'labels.csv'}",
-            f"paths.cache={root / 'cache'}", "stages.frames.params.shard_size=3", *extra]
-    return load_config([REPO / "stages.yaml", REPO / "configs" / "demo.yaml"], sets)
+ENCODE = ("stages.frames.params.shard_size=3",)  # 7 clips -> shards of 3, 3, 1
 
 
 @pytest.fixture(scope="module")
-def extracted(tmp_path_factory):
+def extracted(tmp_path_factory, demo_config):
     root = tmp_path_factory.mktemp("enc")
     specs = make_demo_clips(root / "videos", n=7, seed=5)
-    ran = Runner(config(root)).run(["extract"], progress=False)
+    ran = Runner(demo_config(root, *ENCODE)).run(["extract"], progress=False)
     assert ran == ["frames", "cavp", "timechat", "audiomae"]
     return root, specs
 
@@ -75,11 +70,11 @@ def test_cached_values_equal_direct_encoding(extracted):
     np.testing.assert_allclose(got, want, rtol=2e-3, atol=2e-3)
 
 
-def test_changing_one_encoder_reruns_only_that_encoder(extracted, tmp_path):
+def test_changing_one_encoder_reruns_only_that_encoder(extracted, tmp_path, demo_config):
     root = copy_project(extracted[0], tmp_path / "p")
     store = root / "cache" / "features.zarr"
     before = {p: p.stat().st_mtime_ns for p in store.rglob("*") if p.is_file() and "timechat" not in p.parts}
-    r = Runner(config(root, "stages.timechat.params.window=8", "stages.timechat.params.stride=8"))
+    r = Runner(demo_config(root, *ENCODE, "stages.timechat.params.window=8", "stages.timechat.params.stride=8"))
     status = {n: r.status(n) for n in ("frames", "cavp", "timechat", "audiomae")}
     assert status["timechat"] == (False, ["params changed"])
     assert all(status[n][0] for n in ("frames", "cavp", "audiomae"))
@@ -90,14 +85,14 @@ def test_changing_one_encoder_reruns_only_that_encoder(extracted, tmp_path):
     assert after == before  # frames, meta, cavp and audiomae files untouched
 
 
-def test_resume_recomputes_only_unfinished_shards(extracted, tmp_path, monkeypatch):
+def test_resume_recomputes_only_unfinished_shards(extracted, tmp_path, monkeypatch, demo_config):
     root = copy_project(extracted[0], tmp_path / "p")
     store = zarr.open_group(str(root / "cache" / "features.zarr"), mode="a")
     ref = store["cavp/emb"][:]
     store["cavp/done"][1] = 0  # as if killed before shard 1 was marked done
     store["cavp/emb"][3:6] = np.zeros((3, 40, 32), np.float16)  # ...with garbage in its chunk
     store["cavp"].attrs["complete"] = False
-    r = Runner(config(root))
+    r = Runner(demo_config(root, *ENCODE))
     fresh, why = r.status("cavp")
     assert not fresh and why == ["2/3 shards done"]
     seen = []

@@ -15,7 +15,6 @@ from scoring import ib_score as ib
 from scoring.embedders import build_embedders
 from scoring.run import build_video_scorers, run
 
-KEYS_TSV = Path(__file__).parent / "data" / "imagebind_keys.tsv"
 SR = 16000
 
 
@@ -47,12 +46,11 @@ def _wave(seconds: float = 8.0, seed: int = 0) -> np.ndarray:
 # ----------------------------------------------------------------------------------------- network
 
 
-def test_full_config_keys_and_shapes_match_released_checkpoint():
-    want = [tuple(line.split("\t")) for line in KEYS_TSV.read_text().splitlines()]
+def test_full_config_keys_and_shapes_match_released_checkpoint(meta_keys, reference_keys):
     with torch.device("meta"):
         model = net.ImageBind(net.ImageBindConfig())
-    got = [(k, str(list(v.shape))) for k, v in model.state_dict().items()]
-    assert got == want
+    got = meta_keys(lambda: model)
+    assert got == reference_keys("imagebind_keys")
     assert len(got) == 569
     v, a = 1280, 768
     blk = lambda d: 4 * d * d + 4 * d + 8 * d * d + 5 * d + 4 * d  # noqa: E731  attn, mlp, two norms
@@ -127,25 +125,7 @@ def test_clip_timepoints_follow_constant_clips_per_video_sampler():
     assert ib.clip_timepoints(1.5) == [(0, 2), (0, 2), (0, 2)]  # short: three copies, zero-padded later
 
 
-def _knf_fbank(x: np.ndarray, num_bins: int) -> np.ndarray:
-    knf = pytest.importorskip("kaldi_native_fbank")
-    opts = knf.FbankOptions()
-    opts.frame_opts.samp_freq = SR
-    opts.frame_opts.dither = 0.0
-    opts.frame_opts.window_type = "hanning"
-    opts.frame_opts.frame_length_ms = 25.0
-    opts.frame_opts.frame_shift_ms = 10.0
-    opts.frame_opts.snip_edges = True
-    opts.mel_opts.num_bins = num_bins
-    opts.use_energy = False
-    opts.htk_compat = True
-    online = knf.OnlineFbank(opts)
-    online.accept_waveform(SR, x.tolist())
-    online.input_finished()
-    return np.stack([online.get_frame(i) for i in range(online.num_frames_ready)])
-
-
-def test_audio_clips_match_kaldi_native_fbank():
+def test_audio_clips_match_kaldi_native_fbank(knf_fbank):
     """Kaldi (and kaldi-native-fbank) refuse 128 bins at 16 kHz / 512-point FFT because mel bin 3 gets no FFT bin;
     torchaudio, which ImageBind uses, returns log(float32 eps) there. So the whole clip pipeline (clip times, in-place
     centring, fbank, padding, normalisation) is checked against kaldi-native-fbank with 126 bins, and the 128-bin
@@ -155,7 +135,7 @@ def test_audio_clips_match_kaldi_native_fbank():
     assert clips.shape == (3, 1, 126, 204)
     for i, (start, end) in enumerate([(0, 2), (3, 5), (6, 8)]):
         seg = wav[start * SR:end * SR].astype(np.float64)
-        ref = _knf_fbank((seg - seg.mean()).astype(np.float32), 126).T  # (126, 198)
+        ref = knf_fbank((seg - seg.mean()).astype(np.float32), 126).T  # (126, 198)
         assert ref.shape == (126, 198)
         ours = clips[i, 0] * ib.AUDIO_STD + ib.AUDIO_MEAN
         err = np.abs(ours[:, :198] - ref)

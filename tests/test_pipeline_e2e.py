@@ -14,25 +14,19 @@ import soundfile as sf
 from infer.generate import mapper_checkpoint
 from infer.videos import generate_videos
 from pipeline.demo_data import make_demo_clips
-from v2a.config import load_config
 from v2a.runner import Runner
 
-REPO = Path(__file__).resolve().parent.parent
 
 
-def config(root: Path, *extra: str):
-    sets = [f"paths.videos={root / 'videos'}", f"paths.labels={root / 'videos' / 'labels.csv'}",
-            f"paths.cache={root / 'cache'}", f"paths.runs={root / 'runs'}", f"paths.outputs={root / 'out'}",
-            "stages.frames.params.shard_size=4", "stages.train.params.epochs=3", "stages.train.params.global_batch=2",
-            "stages.generate.params.steps=4", *extra]
-    return load_config([REPO / "stages.yaml", REPO / "configs" / "demo.yaml"], sets)
+E2E = ("stages.frames.params.shard_size=4", "stages.train.params.epochs=3", "stages.train.params.global_batch=2",
+       "stages.generate.params.steps=4")
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory):
+def project(tmp_path_factory, demo_config):
     root = tmp_path_factory.mktemp("e2e")
     specs = make_demo_clips(root / "videos", n=7, seed=11)
-    ran = Runner(config(root)).run(["evaluate"], progress=False)
+    ran = Runner(demo_config(root, *E2E)).run(["evaluate"], progress=False)
     assert ran == ["frames", "cavp", "timechat", "audiomae", "train", "generate", "evaluate"]
     return root, {s.id: s for s in specs}
 
@@ -62,7 +56,7 @@ def test_generate_stage_outputs(project):
     assert (out / "index.csv").read_text().count("\n") == len(test_ids) + 1
 
 
-def test_generate_is_deterministic_and_resumes(project, tmp_path):
+def test_generate_is_deterministic_and_resumes(project, tmp_path, demo_config):
     root = tmp_path / "p"
     shutil.copytree(project[0], root)
     out = root / "out" / "generated"
@@ -70,7 +64,7 @@ def test_generate_is_deterministic_and_resumes(project, tmp_path):
     before = {p.name: p.read_bytes() for p in wavs}
     (out / f"{wavs[0].stem}.json").unlink()  # as if killed before this clip was finished
     mtime = wavs[1].stat().st_mtime_ns
-    r = Runner(config(root))
+    r = Runner(demo_config(root, *E2E))
     assert r.run(["generate"], force=True, only=True, progress=False) == ["generate"]
     assert {p.name: p.read_bytes() for p in out.glob("*.wav")} == before
     assert wavs[1].stat().st_mtime_ns != mtime  # forced: regenerated, same bytes
@@ -81,14 +75,14 @@ def test_generate_is_deterministic_and_resumes(project, tmp_path):
     assert {p.name: p.read_bytes() for p in out.glob("*.wav")} == before
 
 
-def test_v2a_generate_on_files_and_bad_input(project, tmp_path):
+def test_v2a_generate_on_files_and_bad_input(project, tmp_path, demo_config):
     root, specs = project
     cid = sorted(i for i, s in specs.items() if s.split == "test")[0]
     elsewhere = tmp_path / "in"
     elsewhere.mkdir()
     shutil.copy(specs[cid].path, elsewhere / Path(specs[cid].path).name)  # not in the cache: computed here
     (elsewhere / "broken.mp4").write_bytes(b"\x00" * 100)
-    done = generate_videos(config(root), [elsewhere, Path(specs[cid].path)], tmp_path / "out", prompt="red beep",
+    done = generate_videos(demo_config(root, *E2E), [elsewhere, Path(specs[cid].path)], tmp_path / "out", prompt="red beep",
                            progress=False)
     assert [d["features"] for d in done] == ["computed", "cache"]
     assert [d["id"] for d in done] == [cid, f"{cid}_1"]
@@ -98,7 +92,7 @@ def test_v2a_generate_on_files_and_bad_input(project, tmp_path):
     assert (tmp_path / "out" / "rejects.csv").read_text().splitlines()[1].endswith("not_a_video")
 
 
-def test_features_computed_for_a_video_match_the_cache(project):
+def test_features_computed_for_a_video_match_the_cache(project, demo_config):
     import zarr
 
     from infer.videos import Encoders, as_stored
@@ -106,7 +100,7 @@ def test_features_computed_for_a_video_match_the_cache(project):
     from pipeline.media import decode_clip
 
     root, specs = project
-    cfg = config(root)
+    cfg = demo_config(root, *E2E)
     z = zarr.open_group(str(root / "cache" / "features.zarr"), mode="r")
     row = 1
     d = decode_clip(specs[str(z["meta/id"][row])].path)
@@ -120,21 +114,21 @@ def test_features_computed_for_a_video_match_the_cache(project):
         assert err.max() < 1e-2 and (err < 1e-3).mean() > 0.99
 
 
-def test_mismatched_or_missing_mapper_is_a_clear_error(project, tmp_path):
+def test_mismatched_or_missing_mapper_is_a_clear_error(project, tmp_path, demo_config):
     root, _ = project
     with pytest.raises(RuntimeError, match="run `make train`"):
         mapper_checkpoint(tmp_path / "nothing", "best")
     from infer.generate import GenerateParams, Generator
 
-    gen = Generator(GenerateParams.from_dict(config(root).stage("generate").params),
+    gen = Generator(GenerateParams.from_dict(demo_config(root, *E2E).stage("generate").params),
                     mapper_checkpoint(root / "runs" / "mapper", "best"))
     with pytest.raises(RuntimeError, match="do not match the mapper"):
         gen.check_features((40, 16), (10, 32, 32), "clip.mp4")
 
 
-def test_changed_encoder_makes_train_and_generate_stale(project):
+def test_changed_encoder_makes_train_and_generate_stale(project, demo_config):
     root, _ = project
-    r = Runner(config(root, "stages.cavp.params.seed=1"))
+    r = Runner(demo_config(root, *E2E, "stages.cavp.params.seed=1"))
     assert r.status("cavp") == (False, ["params changed", "checkpoint changed"])  # tiny weights = seed
     assert r.status("train") == (False, ["input cavp changed"])
     assert r.status("generate") == (False, ["input train changed"])
@@ -162,10 +156,10 @@ def test_evaluate_report(project):
     assert all(cid in html for cid, s in specs.items() if s.split == "test")
 
 
-def test_whole_video_in_10s_segments(project, tmp_path):
+def test_whole_video_in_10s_segments(project, tmp_path, demo_config):
     root, specs = project
     long = next(s for s in specs.values() if s.duration == 14.0)
-    done = generate_videos(config(root), [Path(long.path)], tmp_path / "out", whole=True, progress=False)
+    done = generate_videos(demo_config(root, *E2E), [Path(long.path)], tmp_path / "out", whole=True, progress=False)
     (rec,) = done
     assert rec["segments"] == 2 and rec["features"] == "computed"
     assert sf.info(str(tmp_path / "out" / rec["wav"])).frames == 10 * 16000 + int(10.24 * 16000)

@@ -118,6 +118,10 @@ def test_meta_model_receives_the_tensors_cast_to_its_dtypes():
     assert not any(t.is_meta for t in got.values())
     assert got["fc.weight"].dtype == torch.float32 and got["bn.num_batches_tracked"].dtype == torch.int64
     assert torch.equal(got["fc.weight"], sd["fc.weight"].float())
+    with torch.device("meta"):
+        partial = Net()
+    with pytest.raises(RuntimeError, match="meta device"):  # a missing key would stay without storage
+        W.load_checked(partial, {k: v for k, v in sd.items() if k != "fc.bias"}, source="f.pth", allow_missing=("fc.",))
 
 
 def test_load_checkpoint_reads_unwraps_and_checks(tmp_path):
