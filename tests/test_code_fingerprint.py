@@ -38,8 +38,9 @@ def test_imported_names_reads_every_form_and_skips_type_checking():
     ("scoring.stage", ["frozen/imagebind.py", "frozen/synchformer.py", "frozen/audio.py", "scoring/desync.py",
                        "scoring/ib_score.py", "frozen/weights.py"]),
     ("pipeline.cavp", ["frozen/cavp.py", "frozen/weights.py", "pipeline/encode.py", "pipeline/framestore.py"]),
-    ("pipeline.timechat", ["frozen/timechat.py", "frozen/eva_vit.py", "frozen/qformer.py", "frozen/weights.py"]),
-    ("pipeline.audiomae", ["frozen/audiomae.py", "frozen/audio.py", "frozen/weights.py"]),
+    ("pipeline.timechat", ["frozen/timechat.py", "frozen/eva_vit.py", "frozen/qformer.py", "frozen/weights.py",
+                           "frozen/blocks.py"]),
+    ("pipeline.audiomae", ["frozen/audiomae.py", "frozen/audio.py", "frozen/weights.py", "frozen/blocks.py"]),
     ("trainer.stage", ["trainer/train.py", "trainer/mapper.py", "trainer/data.py"]),
 ])
 def test_real_stages_cover_what_they_import(stage, must):
