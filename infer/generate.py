@@ -14,9 +14,11 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated, Literal
 
 import numpy as np
 import torch
+from pydantic import Field
 
 from infer.audioldm2 import generated_stream_width, build_pipeline, clip_seed, generate_audio
 from infer.media_out import crop_audio, mux_audio, write_wav
@@ -30,19 +32,19 @@ MUX_EXTS = {".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi"}
 
 @dataclass
 class GenerateParams:
-    model: str = "full"  # AudioLDM-2: full (cvssp/audioldm2) | tiny
+    model: Literal["full", "tiny"] = "full"  # AudioLDM-2: full (cvssp/audioldm2) | tiny
     checkpoint: str | None = "cvssp/audioldm2"
     half: bool = True
-    steps: int = 100
+    steps: Annotated[int, Field(ge=1)] = 100
     guidance: float = 3.5
     negative_prompt: str = "low quality, average quality"
-    negative_generated: str = "zeros"  # zeros (AudioLDM-2's unconditional AudioMAE) | prompt
+    negative_generated: Literal["zeros", "prompt"] = "zeros"  # zeros (AudioLDM-2's unconditional AudioMAE) | prompt
     eta: float = 0.0
     audio_seconds: float = 10.24
     crop_seconds: float | None = None  # e.g. 8.0 for evaluation; None keeps audio_seconds
     seed: int = 0
     split: str = "test"  # the cache split the stage generates
-    mapper: str = "best"  # best | last checkpoint of the train stage
+    mapper: Literal["best", "last"] = "best"  # best | last checkpoint of the train stage
     use_label: bool = True  # the class label as text prompt (paper); False = no text
     max_clips: int | None = None
     gpt_dim: int = 32  # tiny only

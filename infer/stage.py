@@ -11,9 +11,10 @@ import io
 import logging
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated
 
 import numpy as np
+from pydantic import BaseModel, Field
 
 from infer.generate import ClipJob, GenerateParams, Generator, mapper_checkpoint, source_video
 from pipeline import cache
@@ -25,6 +26,14 @@ if TYPE_CHECKING:  # annotations only: the runner is not part of a stage's code 
     from v2a.runner import StageContext
 
 log = logging.getLogger(__name__)
+Params = GenerateParams  # stages.generate.params (v2a/schema.py checks it when the configuration loads)
+
+
+class Runtime(BaseModel):
+    """``stages.generate.runtime`` (not fingerprinted)."""
+
+    batch_size: Annotated[int, Field(ge=1)] = 4  # clips per AudioLDM-2 call
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
 
 
 def out_dir(ctx: StageContext) -> Path:

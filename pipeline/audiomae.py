@@ -5,12 +5,25 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from frozen import audiomae as encoder
-from pipeline.encode import read_record, run_encoder_stage
+from pipeline.encode import EncoderParams, EncoderRuntime, read_record, run_encoder_stage
 
 if TYPE_CHECKING:  # annotations only: the runner is not part of a stage's code fingerprint
     from v2a.runner import StageContext
 
-__all__ = ["run", "read_record"]
+__all__ = ["run", "read_record", "Params", "Runtime"]
+
+
+class Params(EncoderParams):
+    """``stages.audiomae.params``."""
+
+    checkpoint: str | None = None  # full: hub id (haoheliu/audioldm2-full) or a local file; tiny: optional
+    filename: str = encoder.HUB_FILENAME  # the file inside the hub repo
+    revision: str | None = None  # hub revision
+    prefix: str = encoder.FULL_PREFIX  # key prefix of the AudioMAE weights inside the checkpoint's state_dict
+    feature_layers: list[int] | None = None  # override the pooled layers
+
+
+Runtime = EncoderRuntime
 
 
 def run(ctx: StageContext) -> None:

@@ -2,15 +2,29 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated
+
+from pydantic import Field
 
 from frozen import cavp as encoder
-from pipeline.encode import read_record, run_encoder_stage
+from pipeline.encode import EncoderParams, EncoderRuntime, read_record, run_encoder_stage
 
 if TYPE_CHECKING:  # annotations only: the runner is not part of a stage's code fingerprint
     from v2a.runner import StageContext
 
-__all__ = ["run", "read_record"]
+__all__ = ["run", "read_record", "Params", "Runtime"]
+
+
+class Params(EncoderParams):
+    """``stages.cavp.params``."""
+
+    checkpoint: str | None = None  # full: hub id (SimianLuo/Diff-Foley) or a local cavp_epoch66.ckpt
+    filename: str = encoder.HUB_FILENAME  # the file inside the hub repo
+    revision: str | None = None  # hub revision (branch, tag or commit)
+    chunk_frames: Annotated[int, Field(ge=1)] = encoder.N_FRAMES  # frames per encoder call
+
+
+Runtime = EncoderRuntime
 
 
 def run(ctx: StageContext) -> None:

@@ -10,10 +10,11 @@ from __future__ import annotations
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from types import ModuleType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import numpy as np
 import torch
+from pydantic import BaseModel, ConfigDict, Field
 from tqdm import tqdm
 
 from pipeline import cache
@@ -25,6 +26,26 @@ if TYPE_CHECKING:  # annotations only: the runner is not part of a stage's code 
     from v2a.runner import StageContext
 
 log = logging.getLogger(__name__)
+Positive = Annotated[int, Field(ge=1)]
+
+
+class EncoderParams(BaseModel):
+    """The params every encoder stage has; each stage module subclasses it with its own (one line per field)."""
+
+    model_config = ConfigDict(extra="forbid")
+    model: Literal["full", "tiny"] = "full"  # full: released weights; tiny: seeded random small model (tests, demo)
+    seed: int = 0  # tiny: the seed of the random weights
+    half: bool = False  # fp16 weights (CUDA only)
+    dtype: Literal["float16", "float32"] = "float16"  # of the cached features
+
+
+class EncoderRuntime(BaseModel):
+    """``runtime`` of the encoder stages (not fingerprinted)."""
+
+    model_config = ConfigDict(extra="forbid")
+    batch_size: Positive = 8  # clips per encoder call
+    device: str = "auto"  # auto (CUDA when available) | cpu | cuda | cuda:N
+    decode_threads: Positive = 4  # threads decoding a shard's frames while the previous one is encoded
 
 
 def read_record(ctx: StageContext) -> dict | None:

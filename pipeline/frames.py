@@ -17,10 +17,11 @@ import multiprocessing as mp
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import numpy as np
 import webdataset as wds
+from pydantic import BaseModel, Field
 from tqdm import tqdm
 
 from pipeline import cache
@@ -32,20 +33,23 @@ if TYPE_CHECKING:  # annotations only: the runner is not part of a stage's code 
     from v2a.runner import StageContext
 
 log = logging.getLogger(__name__)
+Positive = Annotated[int, Field(ge=1)]
 
 
 @dataclass
 class FramesParams:
-    fps: int = 4
-    seconds: float = 10.0
-    size: int = 224
-    sample_rate: int = 16_000
-    codec: str = "h264"  # h264 (compact, near-lossless) | raw (lossless uint8 npy)
-    crf: int = 14
-    shard_size: int = 64
-    max_reject_share: float = 0.2  # fail the stage when more than this share of clips is rejected
+    """``stages.frames.params`` (checked when the configuration loads, v2a/schema.py)."""
+
+    fps: Positive = 4
+    seconds: Annotated[float, Field(gt=0)] = 10.0
+    size: Positive = 224
+    sample_rate: Positive = 16_000
+    codec: Literal["h264", "raw"] = "h264"  # h264 (compact, near-lossless) | raw (lossless uint8 npy)
+    crf: Annotated[int, Field(ge=0, le=51)] = 14
+    shard_size: Positive = 64
+    max_reject_share: Annotated[float, Field(ge=0, le=1)] = 0.2  # fail the stage above this share of rejects
     silence_dbfs: float = -60.0  # peak below this -> audio_silent (kept for generation, not for training)
-    max_side: int = 8192  # larger frames are rejected as absurd
+    max_side: Positive = 8192  # larger frames are rejected as absurd
 
     @classmethod
     def from_dict(cls, d: dict) -> "FramesParams":
@@ -64,6 +68,13 @@ class FramesParams:
     @property
     def n_samples(self) -> int:
         return int(round(self.sample_rate * self.seconds))
+
+
+class Runtime(BaseModel):
+    """``stages.frames.runtime``: none (``--workers`` is a command-line option)."""
+
+
+Params = FramesParams
 
 
 def read_record(ctx: StageContext) -> dict | None:

@@ -2,15 +2,39 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated
+
+from pydantic import Field
 
 from frozen import timechat as encoder
-from pipeline.encode import read_record, run_encoder_stage
+from pipeline.encode import EncoderParams, EncoderRuntime, read_record, run_encoder_stage
 
 if TYPE_CHECKING:  # annotations only: the runner is not part of a stage's code fingerprint
     from v2a.runner import StageContext
 
-__all__ = ["run", "read_record"]
+__all__ = ["run", "read_record", "Params", "Runtime"]
+
+Positive = Annotated[int, Field(ge=1)]
+
+
+class Params(EncoderParams):
+    """``stages.timechat.params`` (checkpoints: a local file or a hub reference owner/repo[/path])."""
+
+    eva_vit: str | None = None  # eva_vit_g.pth
+    instructblip: str | None = None  # instruct_blip_vicuna7b_trimmed.pth (frame Q-Former)
+    timechat: str | None = None  # timechat_7b.pth (time-aware frame + video Q-Former)
+    eva_vit_revision: str | None = None
+    instructblip_revision: str | None = None
+    timechat_revision: str | None = None
+    tokenizer: str | None = "bert-base-uncased"  # full: folder or hub id of the BERT tokenizer
+    window: Positive = 4  # frames per video Q-Former window
+    stride: Positive = 4  # frames between windows
+    fps: Annotated[float, Field(gt=0)] = 4.0  # of the frames (timestamps in the instruction)
+    llama_proj: bool = False  # also cache the 4096-d LLaMA projection
+    frame_batch: Positive = encoder.N_FRAMES  # frames per ViT call
+
+
+Runtime = EncoderRuntime
 
 
 def run(ctx: StageContext) -> None:

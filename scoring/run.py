@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Literal
 
 import numpy as np
 
@@ -40,7 +40,7 @@ class ClipPair:
 
 @dataclass
 class EvalParams:
-    model: str = "full"  # full | tiny
+    model: Literal["full", "tiny"] = "full"
     seed: int = 0
     seconds: float = 8.0
     panns_ckpt: str | None = None

@@ -9,7 +9,9 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from scoring.run import ClipPair
+from pydantic import BaseModel
+
+from scoring.run import ClipPair, EvalParams
 from scoring.run import run as evaluate_pairs
 from pipeline import cache
 from pipeline.framestore import load_clips
@@ -19,6 +21,11 @@ if TYPE_CHECKING:  # annotations only: the runner is not part of a stage's code 
     from v2a.runner import StageContext
 
 log = logging.getLogger(__name__)
+Params = EvalParams  # the stage's schema (v2a/schema.py); params.device picks the device
+
+
+class Runtime(BaseModel):
+    """``stages.evaluate.runtime``: none."""
 
 
 def out_dir(ctx: StageContext) -> Path:

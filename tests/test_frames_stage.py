@@ -42,6 +42,7 @@ def project(tmp: Path, videos: Path, **frames_params) -> Path:
     cfg["paths"] = {"videos": str(videos), "labels": str(videos / "labels.csv"), "cache": str(tmp / "cache"),
                     "runs": str(tmp / "runs"), "outputs": str(tmp / "out")}
     cfg["stages"] = {"frames": cfg["stages"]["frames"]}
+    cfg["targets"] = {"extract": ["frames"]}  # the other stages are left out (targets may only name stages)
     cfg["stages"]["frames"]["params"].update({"shard_size": 3, **frames_params})
     tmp.mkdir(parents=True, exist_ok=True)
     p = tmp / "stages.yaml"

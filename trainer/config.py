@@ -5,14 +5,18 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, get_args, get_type_hints
 
-FUSIONS = ("concat", "add", "cat")  # paper Table 3: channel-wise + proj (Algorithm 1), add, cat along time
-ENCODERS = ("both", "cavp", "timechat")  # paper Table 2
-TC_POOLS = ("mean", "max", "none")  # per-window pooling of TimeChat's 32 queries ("none": keep them, cat only)
-UPSAMPLES = ("nearest", "window", "linear")  # window: frame t takes the window holding it (needs the stride)
-LOSSES = ("mse", "l1")
-SCHEDULES = ("none", "cosine")
+from pydantic import create_model
+
+Fusion = Literal["concat", "add", "cat"]  # paper Table 3: channel-wise + proj (Algorithm 1), add, cat along time
+Encoders = Literal["both", "cavp", "timechat"]  # paper Table 2
+TcPool = Literal["mean", "max", "none"]  # per-window pooling of TimeChat's 32 queries ("none": keep them, cat only)
+Upsample = Literal["nearest", "window", "linear"]  # window: frame t takes the window holding it (needs the stride)
+Loss = Literal["mse", "l1"]
+Schedule = Literal["none", "cosine"]
+FUSIONS, ENCODERS, TC_POOLS = get_args(Fusion), get_args(Encoders), get_args(TcPool)
+UPSAMPLES, LOSSES, SCHEDULES = get_args(Upsample), get_args(Loss), get_args(Schedule)
 
 TINY_GPT2 = {"n_layer": 2, "n_head": 2, "n_positions": 128}
 
@@ -20,7 +24,7 @@ TINY_GPT2 = {"n_layer": 2, "n_head": 2, "n_positions": 128}
 @dataclass
 class TrainConfig:
     # --- model -------------------------------------------------------------------------------------------
-    model: str = "full"  # full: GPT-2 from AudioLDM-2 (768 x 12); tiny: seeded random GPT-2 for tests/demo
+    model: Literal["full", "tiny"] = "full"  # full: GPT-2 from AudioLDM-2 (768 x 12); tiny: seeded random GPT-2 for tests/demo
     gpt2: str = "cvssp/audioldm2"  # local diffusers folder (<root>/language_model/) or hub id (full only)
     gpt2_subfolder: str = "language_model"
     pretrained: bool = True  # full: load AudioLDM-2's weights; False = same shape, random init (benchmarks)
@@ -29,10 +33,10 @@ class TrainConfig:
     target_proj: bool = False  # Linear in/out around the targets when GPT-2 width != AudioMAE dim
     sos_eos: bool = False  # learned SOS/EOS around the visual prefix (AudioLDM-2 does it; the paper is silent)
     # --- fusion (paper 3.2) ------------------------------------------------------------------------------
-    encoders: str = "both"
-    fusion: str = "concat"
-    tc_pool: str = "mean"
-    upsample: str = "nearest"
+    encoders: Encoders = "both"
+    fusion: Fusion = "concat"
+    tc_pool: TcPool = "mean"
+    upsample: Upsample = "nearest"
     timechat_stride: int | None = None  # upsample 'window': frames per window step; None = the cache's attrs
     # --- expected cache (None = accept what the cache holds; an int is checked) ---------------------------
     cavp_dim: int | None = None
@@ -42,7 +46,7 @@ class TrainConfig:
     n_tokens: int = 8
     audiomae_dim: int | None = None
     # --- optimisation (paper 4.1.2) ----------------------------------------------------------------------
-    loss: str = "mse"
+    loss: Loss = "mse"
     lr: float = 1e-3
     weight_decay: float = 0.01  # torch's AdamW default; the paper is silent
     betas: tuple[float, float] = (0.9, 0.999)
@@ -50,12 +54,12 @@ class TrainConfig:
     global_batch: int = 48  # = micro_batch x world size x accumulation
     micro_batch: int | None = None  # per process per step; None = global_batch / world size
     grad_clip: float = 0.0  # 0 = off
-    schedule: str = "none"
+    schedule: Schedule = "none"
     warmup_steps: int = 0
     seed: int = 0
     # --- data ------------------------------------------------------------------------------------------
     val_fraction: float = 0.05  # held out of train, seeded, only when the cache has no val rows
-    in_memory: str = "auto"  # auto | yes | no: load the needed rows once instead of reading zarr per batch
+    in_memory: Literal["auto", "yes", "no"] = "auto"  # auto | yes | no: load the needed rows once instead of reading zarr per batch
     max_memory_gb: float = 32.0  # auto: in memory when the selected rows take less than this
     val_max_clips: int | None = None  # cap validation (AR rollout is 8 forward passes)
     # --- runtime ---------------------------------------------------------------------------------------
@@ -104,6 +108,13 @@ class TrainConfig:
             raise ValueError(f"global_batch {self.global_batch} is not a multiple of micro_batch {micro} x "
                              f"{world_size} processes; change micro_batch or global_batch")
         return micro, self.global_batch // per_step
+
+
+# Options that change how, not what, is trained: stages.yaml `train.runtime` (not fingerprinted); same types and
+# defaults as TrainConfig's fields (one definition).
+RUNTIME_KEYS = ("device", "bf16", "ckpt_every_steps", "in_memory", "max_memory_gb")
+_hints, _fields = get_type_hints(TrainConfig, include_extras=True), {f.name: f for f in dataclasses.fields(TrainConfig)}
+TrainRuntime = create_model("TrainRuntime", **{k: (_hints[k], _fields[k].default) for k in RUNTIME_KEYS})
 
 
 @dataclass

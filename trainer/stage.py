@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from trainer.config import TrainConfig
+from trainer.config import TrainConfig, TrainRuntime
 from v2a.dist import placement
 from v2a.io import atomic_write_json, read_json
 
@@ -20,6 +20,8 @@ if TYPE_CHECKING:  # annotations only: the runner is not part of a stage's code 
     from v2a.runner import StageContext
 
 log = logging.getLogger(__name__)
+# The stage's schema (v2a/schema.py): TrainConfig's fields; those of TrainRuntime go under `runtime`.
+Params, Runtime = TrainConfig, TrainRuntime
 
 
 def run_dir(ctx: StageContext) -> Path:

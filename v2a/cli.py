@@ -5,12 +5,13 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import List, NoReturn, Optional
 
 import typer
 
 from v2a.config import load_config
 from v2a.runner import Runner
+from v2a.schema import ConfigError
 
 app = typer.Typer(
     add_completion=False,
@@ -53,21 +54,31 @@ def main(
     STATE.progress = not no_progress
 
 
-def _runner() -> Runner:
+def _usage_error(e: Exception) -> NoReturn:
+    """A configuration or command-line mistake: one ``error:`` line per problem, exit code 2, no traceback."""
+    for line in getattr(e, "problems", None) or [str(e)]:
+        typer.echo(f"error: {line}", err=True)
+    raise typer.Exit(2)
+
+
+def _runner(targets: list[str] | None = None) -> Runner:
+    """The runner on the validated configuration (v2a/schema.py); ``targets`` must name stages or groups."""
     try:
-        return Runner(load_config(STATE.config_files, STATE.overrides))
-    except (FileNotFoundError, ValueError) as e:
-        raise typer.BadParameter(str(e)) from e
+        r = Runner(load_config(STATE.config_files, STATE.overrides))
+        r.cfg.closure(targets or [])
+    except (ConfigError, FileNotFoundError, ValueError) as e:
+        _usage_error(e)
+    return r
 
 
-def _fail(e: Exception) -> None:
+def _fail(e: Exception) -> NoReturn:
     log.error("%s", e)
     raise typer.Exit(1)
 
 
 @app.command()
 def status() -> None:
-    """Print every stage as fresh or stale, and why."""
+    """Print every stage as fresh or stale, and why; then each missing input (exit code 1 when one is)."""
     r = _runner()
     for name in r.cfg.order():
         try:
@@ -76,6 +87,11 @@ def status() -> None:
             fresh, reasons = False, [f"cannot tell: {e}"]
         state = "fresh" if fresh else "stale"
         typer.echo(f"{name:<10} {state:<6} {r.fingerprint(name).value}  {'' if fresh else '; '.join(reasons)}")
+    problems = r.problems()
+    for line in problems:
+        typer.echo(f"problem: {line}")
+    if problems:
+        raise typer.Exit(1)
 
 
 @app.command("run")
@@ -85,7 +101,7 @@ def run_targets(
     workers: int = typer.Option(1, "--workers", "-w", help="Local worker processes (frames stage)."),
 ) -> None:
     """Run the targets and every stale stage upstream of them, in order; fresh stages are skipped."""
-    r = _runner()
+    r = _runner(targets)
     try:
         ran = r.run(targets, force=force, workers=workers, progress=STATE.progress)
     except (RuntimeError, ValueError, FileNotFoundError) as e:
@@ -100,7 +116,7 @@ def stage(
     workers: int = typer.Option(1, "--workers", "-w", help="Local worker processes (frames stage)."),
 ) -> None:
     """Run one stage alone (its upstream stages must be fresh). RANK/WORLD_SIZE split the work across machines."""
-    r = _runner()
+    r = _runner([name])
     try:
         ran = r.run([name], force=force, only=True, workers=workers, progress=STATE.progress)
     except (RuntimeError, ValueError, FileNotFoundError) as e:

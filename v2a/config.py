@@ -14,6 +14,8 @@ from typing import Any
 
 import yaml
 
+from v2a.schema import ConfigError, closest, validate_config
+
 DEFAULT_CONFIG = "stages.yaml"
 
 
@@ -65,7 +67,10 @@ class Config:
 
     def stage(self, name: str) -> StageSpec:
         if name not in self.stages:
-            raise ValueError(f"unknown stage {name!r}; stages are: {', '.join(self.stages)}")
+            near = closest(name, list(self.stages) + list(self.targets))
+            hint = f"did you mean {near!r}? " if near else ""
+            raise ConfigError([f"unknown stage {name!r} ({hint}stages: {', '.join(self.stages)}; "
+                               f"targets: {', '.join(self.targets) or '(none)'})"])
         return self.stages[name]
 
     def order(self) -> list[str]:
@@ -121,46 +126,58 @@ def deep_merge(base: dict, over: dict) -> dict:
 def apply_override(raw: dict, assignment: str) -> None:
     """Apply ``a.b.c=value`` (value parsed as YAML) to the raw mapping in place."""
     if "=" not in assignment:
-        raise ValueError(f"--set expects KEY=VALUE with a dotted key, got {assignment!r}")
+        raise ConfigError([f"--set {assignment}: expected KEY=VALUE with a dotted key, e.g. "
+                           "stages.cavp.runtime.batch_size=16"])
     key, value = assignment.split("=", 1)
     parts = key.strip().split(".")
+    if not all(parts):
+        raise ConfigError([f"--set {assignment}: the key {key!r} has an empty part"])
+    try:
+        parsed = yaml.safe_load(value)
+    except yaml.YAMLError as e:
+        raise ConfigError([f"--set {assignment}: the value is not valid YAML ({_yaml_problem(e)})"]) from None
     node = raw
     for p in parts[:-1]:
         if not isinstance(node.get(p), dict):
             node[p] = {}
         node = node[p]
-    node[parts[-1]] = yaml.safe_load(value)
+    node[parts[-1]] = parsed
 
 
-def load_config(files: list[str | Path] | None = None, overrides: list[str] | None = None) -> Config:
-    files = [Path(f) for f in (files or [DEFAULT_CONFIG])]
+def _yaml_problem(e: yaml.YAMLError) -> str:
+    mark = getattr(e, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return f"{getattr(e, 'problem', None) or type(e).__name__}{where}"
+
+
+def read_raw(files: list[Path], overrides: list[str]) -> dict:
+    """The config files merged in order, then the ``--set`` overrides; raises ConfigError on a user error."""
     raw: dict = {}
     for f in files:
         if not f.exists():
-            raise FileNotFoundError(f"configuration file {f} does not exist")
-        with open(f, encoding="utf-8") as fh:
-            data = yaml.safe_load(fh) or {}
+            raise ConfigError([f"configuration file {f} does not exist"])
+        try:
+            with open(f, encoding="utf-8") as fh:
+                data = yaml.safe_load(fh) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError([f"{f}: not valid YAML: {_yaml_problem(e)}"]) from None
         if not isinstance(data, dict):
-            raise ValueError(f"{f}: expected a mapping at the top level")
+            raise ConfigError([f"{f}: expected a mapping at the top level"])
         raw = deep_merge(raw, data)
     for o in overrides or []:
         apply_override(raw, o)
-    root = files[0].resolve().parent
-    stages = {}
-    for name, body in (raw.get("stages") or {}).items():
-        body = dict(body or {})
-        unknown = set(body) - set(StageSpec.__dataclass_fields__) - {"name"}
-        if unknown:
-            raise ValueError(f"stages.{name}: unknown keys {sorted(unknown)}")
-        body.pop("name", None)
-        if "module" not in body:
-            raise ValueError(f"stages.{name}: 'module' (the python module with run(ctx)) is required")
-        stages[name] = StageSpec(name=name, **body)
-    targets = {k: list(v) for k, v in (raw.get("targets") or {}).items()}
-    cfg = Config(root=root, paths=dict(raw.get("paths") or {}), stages=stages, targets=targets,
+    return raw
+
+
+def load_config(files: list[str | Path] | None = None, overrides: list[str] | None = None) -> Config:
+    """Read, merge and validate the configuration (v2a/schema.py); raises ConfigError listing every problem."""
+    files = [Path(f) for f in (files or [DEFAULT_CONFIG])]
+    checked = validate_config(read_raw(files, overrides or []))
+    stages = {name: StageSpec(**body) for name, body in checked["stages"].items()}
+    cfg = Config(root=files[0].resolve().parent, paths=checked["paths"], stages=stages, targets=checked["targets"],
                  sources=[str(f) for f in files])
-    for s in stages.values():
-        for up in s.needs:
-            cfg.stage(up)  # raises on unknown
-    cfg.order()
+    try:
+        cfg.order()
+    except ValueError as e:
+        raise ConfigError([str(e)]) from None
     return cfg

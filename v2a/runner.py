@@ -61,6 +61,20 @@ def checkpoint_identity(spec: StageSpec, cfg: Config) -> dict:
     return out
 
 
+def input_problems(cfg: Config, stage: str, key: str) -> list[str]:
+    """An input under ``paths`` that is set but missing or empty (unset, null, means optional: not a problem)."""
+    p = cfg.optional_path(key)
+    if p is None:
+        return []
+    if not p.exists():
+        return [f"paths.{key}: {p} does not exist (input of stage {stage})"]
+    if p.is_file() and p.stat().st_size == 0:
+        return [f"paths.{key}: {p} is an empty file (input of stage {stage})"]
+    if p.is_dir() and next((f for f in p.rglob("*") if f.is_file() and not f.name.startswith(".")), None) is None:
+        return [f"paths.{key}: {p} holds no files (input of stage {stage})"]
+    return []
+
+
 @dataclass
 class Fingerprint:
     components: dict[str, Any]
@@ -187,6 +201,22 @@ class Runner:
             return False, reasons
         reasons = self.fingerprint(name).diff(rec)
         return not reasons, reasons
+
+    def problems(self, names: list[str] | None = None) -> list[str]:
+        """What stops the stages (default: all) from running, one line each, without running anything.
+
+        Every stage's ``inputs`` are checked here; a stage module may add its own checks (weights, devices...)
+        with an optional ``problems(ctx) -> list[str]`` function.
+        """
+        out: list[str] = []
+        for name in self.cfg.closure(names) if names else self.cfg.order():
+            spec = self.cfg.stage(name)
+            for key in spec.inputs:
+                out += [p for p in input_problems(self.cfg, name, key) if p not in out]
+            hook = getattr(stage_module(spec), "problems", None)
+            if hook is not None:
+                out += [p for p in hook(self.context(name)) if p not in out]
+        return out
 
     def run(self, names: list[str], *, force: bool = False, only: bool = False, **kw: Any) -> list[str]:
         """Run the named stages/targets (and their stale upstream stages unless ``only``); returns those run."""
