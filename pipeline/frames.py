@@ -13,8 +13,7 @@ import csv
 import io
 import json
 import logging
-import multiprocessing as mp
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import as_completed
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal
@@ -28,6 +27,7 @@ from pipeline import cache
 from pipeline.framestore import encode_audio, encode_frames, read_manifest, shard_name
 from pipeline.inputs import ClipSource, discover
 from v2a.io import atomic_path, atomic_write_json, atomic_write_text, exclusive_lock, read_json
+from v2a.procs import worker_pool
 
 if TYPE_CHECKING:  # annotations only: the runner is not part of a stage's code fingerprint
     from v2a.runner import StageContext
@@ -192,7 +192,7 @@ def _run_shards(ctx: StageContext, out: Path, todo: list[int], rows: list[dict],
             m = process_shard(*args(k))
             bar.update(len(m["clips"]))
     else:
-        with ProcessPoolExecutor(ctx.workers, mp_context=mp.get_context("spawn")) as pool:
+        with worker_pool(ctx.workers) as pool:  # spawned workers that exit with this process, even on SIGKILL
             futures = [pool.submit(process_shard, *args(k)) for k in todo]
             for f in as_completed(futures):
                 bar.update(len(f.result()["clips"]))

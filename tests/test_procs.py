@@ -1,0 +1,82 @@
+"""No orphans: the workers of ``--workers N`` (v2a/procs.py) exit when their parent dies, even by SIGKILL."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+
+
+def alive(pid: int) -> bool:
+    """Running (a zombie waiting for its reaper, state Z, has exited)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    state = next(line.split()[1] for line in status.splitlines() if line.startswith("State:"))
+    return state not in ("Z", "X")
+
+
+def start_parent(mode: str, workers: int = 2) -> tuple[subprocess.Popen, list[int]]:
+    env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{REPO / 'tests'}"}
+    parent = subprocess.Popen([sys.executable, str(REPO / "tests" / "orphan_parent.py"), str(workers), mode],
+                              stdout=subprocess.PIPE, text=True, env=env, cwd=REPO)
+    line = parent.stdout.readline()  # blocks until the workers have answered
+    pids = [int(p) for p in line.split()]
+    assert len(pids) == workers and parent.pid not in pids, line
+    return parent, pids
+
+
+@linux_only
+@pytest.mark.parametrize("mode", ["prctl", "watchdog"])  # watchdog: the fallback where prctl is unavailable
+def test_workers_exit_when_the_parent_is_killed(mode):
+    parent, pids = start_parent(mode)
+    try:
+        assert all(alive(p) for p in pids)
+        for p in pids:  # each worker is a child of the parent
+            ppid = next(ln.split()[1] for ln in Path(f"/proc/{p}/status").read_text().splitlines()
+                        if ln.startswith("PPid:"))
+            assert int(ppid) == parent.pid
+        parent.send_signal(signal.SIGKILL)
+        parent.wait(10)
+        deadline = time.monotonic() + 5.0
+        while any(alive(p) for p in pids) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not [p for p in pids if alive(p)], "workers outlived their SIGKILLed parent"
+    finally:
+        for p in pids:  # never leave a process behind, even when the test fails
+            if alive(p):
+                os.kill(p, signal.SIGKILL)
+        if parent.poll() is None:
+            parent.kill()
+
+
+@linux_only
+def test_control_plain_pool_workers_are_orphaned():
+    """Without the guard the workers survive a SIGKILLed parent: the check above can fail."""
+    parent, pids = start_parent("plain")
+    try:
+        parent.send_signal(signal.SIGKILL)
+        parent.wait(10)
+        time.sleep(1.0)
+        assert all(alive(p) for p in pids)
+    finally:
+        for p in pids:
+            if alive(p):
+                os.kill(p, signal.SIGKILL)
+
+
+@linux_only
+def test_parent_death_signal_is_armed():
+    code = ("import signal, ctypes; from v2a.procs import set_parent_death_signal as s; assert s(signal.SIGKILL); "
+            "v = ctypes.c_int(); ctypes.CDLL(None).prctl(2, ctypes.byref(v), 0, 0, 0); print(v.value)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
+                         env={**os.environ, "PYTHONPATH": str(REPO)}, check=True).stdout
+    assert int(out) == signal.SIGKILL  # PR_GET_PDEATHSIG (2) reads back what was set

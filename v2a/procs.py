@@ -1,0 +1,57 @@
+"""Worker processes that never outlive their parent, even when it is killed with SIGKILL (no orphans).
+
+Each worker, as it starts (the pool's initializer), asks Linux to send it SIGKILL when its parent dies
+(``prctl(PR_SET_PDEATHSIG)`` through ctypes), checks that the parent is still the one that started it (it may have
+died before that call), and starts a watchdog thread that exits the worker once its parent pid changes (the
+fallback where prctl is unavailable: another OS, a restricted sandbox).
+
+Linux sends the signal when the *thread* that started the worker exits: create and use the pool in one thread
+(a ``with worker_pool(n) as pool:`` block), as the frames stage does.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import multiprocessing as mp
+import os
+import signal
+import sys
+import threading
+import time
+from concurrent.futures import ProcessPoolExecutor
+
+
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def set_parent_death_signal(sig: int = signal.SIGKILL) -> bool:
+    """Ask the kernel to send ``sig`` to this process when its parent dies; False where that is unavailable."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def _watch_parent(parent_pid: int, interval: float) -> None:
+    while os.getppid() == parent_pid:
+        time.sleep(interval)
+    os._exit(1)  # the parent is gone (we were re-parented): nobody will read our results
+
+
+def exit_with_parent(parent_pid: int, use_prctl: bool = True, interval: float = 0.5) -> None:
+    """Worker initializer: this process exits when ``parent_pid`` (the process that started it) dies."""
+    if use_prctl:
+        set_parent_death_signal(signal.SIGKILL)
+    if os.getppid() != parent_pid:  # the parent died before the death signal was armed
+        os._exit(1)
+    threading.Thread(target=_watch_parent, args=(parent_pid, interval), daemon=True,
+                     name="parent-watchdog").start()
+
+
+def worker_pool(workers: int, use_prctl: bool = True) -> ProcessPoolExecutor:
+    """A pool of ``workers`` spawned processes, each of which exits when this process dies."""
+    return ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=exit_with_parent,
+                               initargs=(os.getpid(), use_prctl))
