@@ -157,3 +157,11 @@ def test_status_names_each_missing_or_empty_input(tmp_path):
     res = cli(*sets, "status")
     assert res.exit_code == 0, res.output
     assert "problem:" not in res.stdout and res.stdout.startswith("frames     stale")
+
+
+def test_run_with_a_missing_input_folder_is_one_line(tmp_path):
+    res = cli("--set", f"paths.videos={tmp_path / 'nope'}", "--set", f"paths.cache={tmp_path / 'cache'}",
+              "--no-progress", "run", "frames")
+    assert res.exit_code == 1 and "Traceback" not in res.output
+    errors = [ln for ln in res.stderr.splitlines() if "ERROR" in ln]
+    assert len(errors) == 1 and f"{tmp_path / 'nope'}" in errors[0], res.stderr
