@@ -2,7 +2,8 @@
 
 Every path and parameter a stage uses comes from here; nothing is configured by editing code.
 An overlay is merged key by key on top of the base file; ``--set stages.cavp.params.model=tiny``
-style overrides are applied last.
+style overrides are applied last. The result is checked against the schema (v2a/schema.py: each stage's
+``Params``/``Runtime`` models) before anything runs; a mistake raises :class:`ConfigError`, one line per problem.
 """
 
 from __future__ import annotations
