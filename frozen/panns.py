@@ -14,10 +14,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from frozen.audio import dft_kernels, hann, slaney_mel_matrix
 
 
 @dataclass
@@ -37,48 +38,18 @@ class Cnn14Config:
         return cls(channels=(4, 4, 8, 8, 8, 8), embed_dim=8, classes=6)
 
 
-def _hz_to_mel_slaney(f: np.ndarray) -> np.ndarray:
-    f = np.asarray(f, np.float64)
-    f_sp, min_log_hz = 200.0 / 3, 1000.0
-    min_log_mel, logstep = min_log_hz / f_sp, np.log(6.4) / 27.0
-    return np.where(f >= min_log_hz, min_log_mel + np.log(np.maximum(f, 1e-10) / min_log_hz) / logstep, f / f_sp)
-
-
-def _mel_to_hz_slaney(m: np.ndarray) -> np.ndarray:
-    m = np.asarray(m, np.float64)
-    f_sp, min_log_hz = 200.0 / 3, 1000.0
-    min_log_mel, logstep = min_log_hz / f_sp, np.log(6.4) / 27.0
-    return np.where(m >= min_log_mel, min_log_hz * np.exp(logstep * (m - min_log_mel)), f_sp * m)
-
-
-def slaney_mel_matrix(sr: int, n_fft: int, n_mels: int, fmin: float, fmax: float) -> np.ndarray:
-    """Triangular Slaney-scale mel filters with Slaney area normalisation, shape (n_fft//2+1, n_mels)."""
-    fft_freqs = np.linspace(0, sr / 2, n_fft // 2 + 1)
-    mel_f = _mel_to_hz_slaney(np.linspace(_hz_to_mel_slaney(fmin), _hz_to_mel_slaney(fmax), n_mels + 2))
-    fdiff = np.diff(mel_f)
-    ramps = mel_f[:, None] - fft_freqs[None, :]  # (n_mels+2, n_freq)
-    lower = -ramps[:-2] / fdiff[:-1, None]
-    upper = ramps[2:] / fdiff[1:, None]
-    weights = np.maximum(0, np.minimum(lower, upper))  # (n_mels, n_freq)
-    weights *= (2.0 / (mel_f[2:n_mels + 2] - mel_f[:n_mels]))[:, None]
-    return weights.T.astype(np.float32)
-
-
 class _STFT(nn.Module):
     """DFT as two Conv1d (real, imaginary) with a periodic hann window folded into the weights."""
 
     def __init__(self, n_fft: int, hop: int):
         super().__init__()
         self.n_fft, self.hop = n_fft, hop
-        n = np.arange(n_fft)
-        k = np.arange(n_fft // 2 + 1)
-        window = 0.5 - 0.5 * np.cos(2 * np.pi * n / n_fft)
-        ang = 2 * np.pi * np.outer(k, n) / n_fft  # (F, n_fft)
-        self.conv_real = nn.Conv1d(1, len(k), n_fft, stride=hop, bias=False)
-        self.conv_imag = nn.Conv1d(1, len(k), n_fft, stride=hop, bias=False)
+        real, imag = dft_kernels(n_fft, hann(n_fft))  # (F, n_fft) each, periodic hann folded in
+        self.conv_real = nn.Conv1d(1, real.shape[0], n_fft, stride=hop, bias=False)
+        self.conv_imag = nn.Conv1d(1, imag.shape[0], n_fft, stride=hop, bias=False)
         with torch.no_grad():
-            self.conv_real.weight.copy_(torch.from_numpy((np.cos(ang) * window)[:, None, :]).float())
-            self.conv_imag.weight.copy_(torch.from_numpy((-np.sin(ang) * window)[:, None, :]).float())
+            self.conv_real.weight.copy_(torch.from_numpy(real[:, None, :]).float())
+            self.conv_imag.weight.copy_(torch.from_numpy(imag[:, None, :]).float())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.pad(x[:, None, :], (self.n_fft // 2, self.n_fft // 2), mode="reflect")  # (B, 1, L + n_fft)

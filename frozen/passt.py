@@ -17,11 +17,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 import torch.nn as nn
 
 from frozen.blocks import Block
+
+from frozen.audio import kaldi_mel_banks, passt_mel
 
 SR = 32000
 CLIP_SAMPLES = 320000  # 10 s at 32 kHz
@@ -58,36 +59,17 @@ class PaSSTConfig:
         return cls(embed_dim=8, depth=1, heads=2, classes=6, clip_seconds=2.0, input_tdim=198)
 
 
-def kaldi_mel_banks(n_mels: int, n_fft: int, sr: int, fmin: float, fmax: float) -> np.ndarray:
-    """Kaldi triangular mel filters (no VTLN warp) over the n_fft/2 bins below Nyquist -> (n_mels, n_fft/2)."""
-    mel = lambda f: 1127.0 * np.log(1.0 + np.asarray(f, np.float64) / 700.0)  # noqa: E731
-    bin_mel = mel(np.arange(n_fft // 2) * sr / n_fft)
-    lo, hi = mel(fmin), mel(fmax)
-    delta = (hi - lo) / (n_mels + 1)
-    b = np.arange(n_mels)[:, None]
-    left, center, right = lo + b * delta, lo + (b + 1) * delta, lo + (b + 2) * delta
-    up = (bin_mel[None] - left) / (center - left)
-    down = (right - bin_mel[None]) / (right - center)
-    return np.maximum(0.0, np.minimum(up, down))
-
-
 class MelFrontEnd(nn.Module):
     def __init__(self, cfg: PaSSTConfig):
         super().__init__()
         self.cfg = cfg
-        banks = kaldi_mel_banks(cfg.n_mels, cfg.n_fft, SR, cfg.fmin, cfg.fmax)
-        banks = np.pad(banks, ((0, 0), (0, 1)))  # (n_mels, n_fft/2 + 1)
-        self.register_buffer("mel_basis", torch.from_numpy(banks).float(), persistent=False)
+        banks = kaldi_mel_banks(cfg.n_mels, cfg.n_fft, SR, cfg.fmin, cfg.fmax).clone()  # (n_mels, n_fft/2 + 1)
+        self.register_buffer("mel_basis", banks, persistent=False)
         self.register_buffer("window", torch.hann_window(cfg.win_length, periodic=False), persistent=False)
 
     def forward(self, wav: torch.Tensor) -> torch.Tensor:
         """wav (B, L) at 32 kHz -> (B, 1, n_mels, frames)."""
-        x = wav[:, 1:] - 0.97 * wav[:, :-1]  # pre-emphasis, (B, L-1)
-        spec = torch.stft(x, self.cfg.n_fft, hop_length=self.cfg.hop, win_length=self.cfg.win_length,
-                          window=self.window, center=True, pad_mode="reflect", return_complex=True)
-        power = spec.real ** 2 + spec.imag ** 2  # (B, F, T)
-        mel = torch.log(torch.matmul(self.mel_basis, power) + 1e-5)  # (B, n_mels, T)
-        return ((mel + 4.5) / 5.0)[:, None]
+        return passt_mel(wav, self.mel_basis, self.window, self.cfg.n_fft, self.cfg.hop, self.cfg.win_length)
 
 
 class _PatchEmbed(nn.Module):

@@ -17,10 +17,11 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from frozen.audio import VGGISH_EXAMPLE_FRAMES as EXAMPLE_FRAMES, vggish_examples, vggish_mel_matrix
+
+__all__ = ["EXAMPLE_FRAMES", "SR", "VGGish", "VGGishConfig", "vggish_mel_matrix", "waveform_to_examples"]
+
 SR = 16000
-WIN, HOP, NFFT = 400, 160, 512
-N_MELS, FMIN, FMAX, LOG_OFFSET = 64, 125.0, 7500.0, 0.01
-EXAMPLE_FRAMES = 96
 
 
 @dataclass
@@ -34,34 +35,9 @@ class VGGishConfig:
         return cls(widths=(4, 4, 8, 8, 8, 8), hidden=16, embed_dim=8)
 
 
-def _htk_mel(f: np.ndarray) -> np.ndarray:
-    return 1127.0 * np.log(1.0 + np.asarray(f, np.float64) / 700.0)
-
-
-def vggish_mel_matrix(n_freq: int = NFFT // 2 + 1) -> np.ndarray:
-    """(n_freq, 64) triangular HTK-mel weights; the DC bin gets no weight."""
-    bins_mel = _htk_mel(np.linspace(0.0, SR / 2, n_freq))
-    edges = np.linspace(_htk_mel(FMIN), _htk_mel(FMAX), N_MELS + 2)
-    w = np.empty((n_freq, N_MELS))
-    for i in range(N_MELS):
-        lo, ce, hi = edges[i:i + 3]
-        w[:, i] = np.maximum(0.0, np.minimum((bins_mel - lo) / (ce - lo), (hi - bins_mel) / (hi - ce)))
-    w[0, :] = 0.0
-    return w
-
-
 def waveform_to_examples(x: np.ndarray) -> np.ndarray:
-    """16 kHz mono (L,) -> log-mel examples (N, 96, 64) float32; N = 0 when shorter than 0.96 s."""
-    x = np.asarray(x, np.float64)
-    n_frames = 1 + (len(x) - WIN) // HOP if len(x) >= WIN else 0
-    if n_frames <= 0:
-        return np.zeros((0, EXAMPLE_FRAMES, N_MELS), np.float32)
-    idx = np.arange(WIN)[None, :] + HOP * np.arange(n_frames)[:, None]  # (frames, WIN)
-    window = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(WIN) / WIN)  # periodic hann
-    mag = np.abs(np.fft.rfft(x[idx] * window, NFFT))  # (frames, 257)
-    log_mel = np.log(mag @ vggish_mel_matrix(mag.shape[1]) + LOG_OFFSET)  # (frames, 64)
-    n_ex = n_frames // EXAMPLE_FRAMES
-    return log_mel[: n_ex * EXAMPLE_FRAMES].reshape(n_ex, EXAMPLE_FRAMES, N_MELS).astype(np.float32)
+    """16 kHz mono (L,) -> log-mel examples (N, 96, 64) float32 (frozen/audio.py ``vggish_examples``)."""
+    return vggish_examples(x)
 
 
 class VGGish(nn.Module):

@@ -12,6 +12,7 @@ import os
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from frozen.audio import mel_filters, png_log_mel
 from v2a.io import atomic_path
 
 SAMPLE_RATE = 16_000
@@ -24,24 +25,12 @@ _ANCHORS = np.array([[0, 0, 4], [60, 15, 110], [150, 40, 120], [235, 95, 70], [2
 def mel_filterbank(sample_rate: int = SAMPLE_RATE, n_fft: int = N_FFT, n_mels: int = N_MELS,
                    fmin: float = 0.0, fmax: float | None = None) -> np.ndarray:
     """HTK-mel triangular filters, (n_mels, n_fft // 2 + 1), peak 1."""
-    fmax = fmax or sample_rate / 2
-    mel = lambda f: 2595.0 * np.log10(1.0 + np.asarray(f) / 700.0)  # noqa: E731
-    edges = 700.0 * (10 ** (np.linspace(mel(fmin), mel(fmax), n_mels + 2) / 2595.0) - 1.0)  # (n_mels + 2,) Hz
-    freqs = np.linspace(0, sample_rate / 2, n_fft // 2 + 1)
-    lo, mid, hi = edges[:-2, None], edges[1:-1, None], edges[2:, None]
-    return np.clip(np.minimum((freqs - lo) / (mid - lo), (hi - freqs) / (hi - mid)), 0.0, None)
+    return mel_filters(sample_rate, n_fft, n_mels, fmin, fmax or sample_rate / 2, scale="htk")
 
 
 def log_mel(audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
-    """Power log-mel in dB, (n_mels, frames); centred frames (reflect padding), Hann window."""
-    x = np.asarray(audio, dtype=np.float64)
-    if x.ndim != 1:
-        raise ValueError(f"log_mel expects mono audio (samples,), got {x.shape}")
-    x = np.pad(x, N_FFT // 2, mode="reflect" if len(x) > N_FFT // 2 else "constant")
-    n_frames = 1 + (len(x) - N_FFT) // HOP
-    idx = np.arange(N_FFT)[None, :] + HOP * np.arange(n_frames)[:, None]  # (frames, n_fft)
-    spec = np.abs(np.fft.rfft(x[idx] * np.hanning(N_FFT + 1)[:-1], axis=1)) ** 2  # (frames, n_fft/2+1)
-    return 10.0 * np.log10(np.maximum(mel_filterbank(sample_rate) @ spec.T, 1e-10))  # (n_mels, frames)
+    """Power log-mel in dB, (n_mels, frames); centred frames (reflect padding), Hann window (frozen/audio.py)."""
+    return png_log_mel(audio, sample_rate, N_FFT, HOP, N_MELS)
 
 
 def write_spectrogram_png(path: str | os.PathLike, generated: np.ndarray, ground_truth: np.ndarray | None = None, *,

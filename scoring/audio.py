@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 from scipy import signal
 
+from frozen.audio import stft_db
+
 EVAL_SR = 16000
 
 
@@ -66,11 +68,7 @@ def remove_dc(x: np.ndarray) -> np.ndarray:
 
 def spectrogram_image(x: np.ndarray, sr: int = EVAL_SR, height: int = 128, top_db: float = 80.0) -> np.ndarray:
     """Log-magnitude STFT as an RGB uint8 image (height, frames, 3), low frequencies at the bottom."""
-    x = np.asarray(x, np.float64)
-    if x.size < 512:
-        x = np.pad(x, (0, 512 - x.size))
-    _, _, z = signal.stft(x, fs=sr, nperseg=512, noverlap=512 - 160)
-    db = 20 * np.log10(np.abs(z) + 1e-10)  # (257, T)
+    db = stft_db(x, sr)  # (257, T)
     db = np.clip(db, db.max() - top_db, db.max())
     v = (db - db.min()) / max(db.max() - db.min(), 1e-9)
     idx = np.linspace(0, v.shape[0] - 1, height).round().astype(int)

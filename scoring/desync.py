@@ -28,6 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from frozen.audio import ast_mel, htk_mel_filters
 from frozen.synchformer import Synchformer, SynchformerConfig, load_synchformer
 from frozen.weights import seeded
 
@@ -110,20 +111,6 @@ def video_segments(frames: np.ndarray, size: int = 224, seconds: float = CLIP_SE
 # ------------------------------------------------------------------------------------------------ audio side
 
 
-def htk_mel_filters(sr: int = SR, n_fft: int = N_FFT, n_mels: int = N_MELS, fmin: float = 0.0,
-                    fmax: float | None = None) -> torch.Tensor:
-    """Triangular HTK-scale mel filters without area normalisation, (n_fft//2+1, n_mels) float32."""
-    fmax = sr / 2 if fmax is None else fmax
-    hz_to_mel = lambda f: 2595.0 * np.log10(1.0 + np.asarray(f, np.float64) / 700.0)  # noqa: E731
-    freqs = np.linspace(0, sr // 2, n_fft // 2 + 1)
-    pts = 700.0 * (10 ** (np.linspace(hz_to_mel(fmin), hz_to_mel(fmax), n_mels + 2) / 2595.0) - 1.0)
-    diff = np.diff(pts)
-    slopes = pts[None, :] - freqs[:, None]  # (F, n_mels+2)
-    down = -slopes[:, :-2] / diff[:-1]
-    up = slopes[:, 2:] / diff[1:]
-    return torch.from_numpy(np.maximum(0.0, np.minimum(down, up))).float()
-
-
 _MEL_FB: torch.Tensor | None = None
 
 
@@ -136,13 +123,9 @@ def log_mel_segments(wav16k: np.ndarray, spec_t: int = 66, seconds: float = CLIP
         raise ValueError(f"DeSync needs a mono waveform of at least {n} samples, got shape {tuple(wav.shape)}")
     wav = wav[:n]
     segs = torch.stack([wav[s:s + A_SEG] for s in range(0, n - A_SEG + 1, A_STEP)])  # (S, 10240)
-    spec = torch.stft(segs, N_FFT, hop_length=HOP, win_length=WIN, window=torch.hann_window(WIN),
-                      center=True, pad_mode="reflect", normalized=False, onesided=True, return_complex=True)
-    power = spec.abs().pow(2.0)  # (S, 513, 65)
     if _MEL_FB is None:
-        _MEL_FB = htk_mel_filters()
-    mel = torch.matmul(power.transpose(-1, -2), _MEL_FB).transpose(-1, -2)  # (S, 128, 65)
-    x = torch.log(mel + 1e-6)
+        _MEL_FB = htk_mel_filters(SR, N_FFT, N_MELS)
+    x = ast_mel(segs, _MEL_FB, N_FFT, WIN, HOP)  # (S, 128, 65)
     if x.shape[-1] < spec_t:
         x = F.pad(x, (0, spec_t - x.shape[-1]), value=0.0)
     x = x[..., :spec_t]
