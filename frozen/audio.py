@@ -75,10 +75,11 @@ def mel_to_hz(m, scale: str = "htk"):
 
 
 def mel_scale(freq: torch.Tensor | float) -> torch.Tensor | float:
-    """Kaldi mel 1127 ln(1 + f / 700) of a tensor (log1p, float64 in) or a Python float."""
+    """Kaldi mel 1127 ln(1 + f / 700), computed as torchaudio's kaldi module does: ``(1 + f / 700).log()`` in the
+    tensor's dtype, ``math.log`` for a Python float."""
     if isinstance(freq, torch.Tensor):
-        return 1127.0 * torch.log1p(freq / 700.0)
-    return 1127.0 * math.log1p(freq / 700.0)
+        return 1127.0 * (1.0 + freq / 700.0).log()
+    return 1127.0 * math.log(1.0 + freq / 700.0)
 
 
 # ------------------------------------------------------------------------------------------- filters
@@ -122,22 +123,29 @@ def mel_filters(sample_rate: int, n_fft: int, n_mels: int, fmin: float = 0.0, fm
 
 @lru_cache(maxsize=8)
 def _kaldi_banks_cpu(num_bins: int, n_fft: int, sample_rate: float, low_freq: float, high_freq: float) -> torch.Tensor:
-    # built on the CPU even under a ``torch.device("meta")`` context (the cache must hold real values)
+    # float32 throughout, in torchaudio's order of operations (``compliance.kaldi.get_mel_banks``): the filters
+    # AudioLDM-2, ImageBind and PaSST were trained with. Built on the CPU even under a ``torch.device("meta")``
+    # context (the cache must hold real values).
     nyquist = 0.5 * sample_rate
     high = high_freq if high_freq > 0.0 else nyquist + high_freq
     if not (0.0 <= low_freq < nyquist and 0.0 < high <= nyquist and low_freq < high):
         raise ValueError(f"fbank: need 0 <= low_freq < high_freq <= Nyquist ({nyquist} Hz), got low {low_freq}, high {high}")
-    mel_low, mel_high = mel_scale(low_freq), mel_scale(high)
+    mel_low, mel_high = mel_scale(low_freq), mel_scale(high)  # Python floats (float64)
     delta = (mel_high - mel_low) / (num_bins + 1)
-    edges = mel_low + torch.arange(num_bins + 2, dtype=torch.float64, device="cpu") * delta  # (M + 2,)
-    mel = mel_scale(torch.arange(n_fft // 2, dtype=torch.float64, device="cpu") * (sample_rate / n_fft))  # (K,)
-    return F.pad(triangular(mel, edges), (0, 1)).to(torch.float32)  # (M, K + 1): the Nyquist bin gets no weight
+    b = torch.arange(num_bins, device="cpu")[:, None]  # (M, 1) int64: the products below are float32
+    left, center, right = mel_low + b * delta, mel_low + (b + 1.0) * delta, mel_low + (b + 2.0) * delta
+    freqs = (sample_rate / n_fft) * torch.arange(n_fft // 2, dtype=torch.float32, device="cpu")  # (K,)
+    mel = mel_scale(freqs)[None, :]  # (1, K)
+    up = (mel - left) / (center - left)  # (M, K)
+    down = (right - mel) / (right - center)  # (M, K)
+    banks = torch.clamp(torch.minimum(up, down), min=0.0)
+    return F.pad(banks, (0, 1))  # (M, K + 1): the Nyquist bin gets no weight
 
 
 def kaldi_mel_banks(num_bins: int, n_fft: int, sample_rate: float, low_freq: float, high_freq: float,
                     device: torch.device | str = "cpu") -> torch.Tensor:
-    """Kaldi triangular mel filters (no VTLN warp), (num_bins, n_fft // 2 + 1) float32; ``high_freq`` <= 0 is an
-    offset from Nyquist."""
+    """Kaldi triangular mel filters (no VTLN warp), (num_bins, n_fft // 2 + 1) float32 as torchaudio builds them;
+    ``high_freq`` <= 0 is an offset from Nyquist."""
     return _kaldi_banks_cpu(num_bins, n_fft, float(sample_rate), float(low_freq), float(high_freq)).to(device)
 
 
@@ -223,20 +231,18 @@ def mel_banks(cfg: FbankConfig, device: torch.device | str = "cpu") -> torch.Ten
 
 
 def feature_window(cfg: FbankConfig, device: torch.device | str = "cpu") -> torch.Tensor:
-    """Kaldi window of ``window_size`` samples, float32 (symmetric: cosine argument 2 pi n / (N - 1))."""
-    n = cfg.window_size
-    hann_w = torch.hann_window(n, periodic=False, dtype=torch.float64)
+    """Kaldi window of ``window_size`` samples, built in float32 as torchaudio does (symmetric: cosine argument
+    2 pi n / (N - 1))."""
+    n, kw = cfg.window_size, {"dtype": torch.float32, "device": device}
     if cfg.window == "hanning":
-        w = hann_w
-    elif cfg.window == "povey":
-        w = hann_w.pow(0.85)
-    elif cfg.window == "hamming":
-        w = torch.hamming_window(n, periodic=False, alpha=0.54, beta=0.46, dtype=torch.float64)
-    elif cfg.window == "rectangular":
-        w = torch.ones(n, dtype=torch.float64)
-    else:
-        raise ValueError(f"fbank: window must be hanning|povey|hamming|rectangular, got {cfg.window!r}")
-    return w.to(device=device, dtype=torch.float32)
+        return torch.hann_window(n, periodic=False, **kw)
+    if cfg.window == "povey":
+        return torch.hann_window(n, periodic=False, **kw).pow(0.85)
+    if cfg.window == "hamming":
+        return torch.hamming_window(n, periodic=False, alpha=0.54, beta=0.46, **kw)
+    if cfg.window == "rectangular":
+        return torch.ones(n, **kw)
+    raise ValueError(f"fbank: window must be hanning|povey|hamming|rectangular, got {cfg.window!r}")
 
 
 def fbank(wave: torch.Tensor, cfg: FbankConfig = FbankConfig()) -> torch.Tensor:

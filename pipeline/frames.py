@@ -24,7 +24,7 @@ from pydantic import BaseModel, Field
 from tqdm import tqdm
 
 from pipeline import cache
-from pipeline.framestore import encode_audio, encode_frames, read_manifest, shard_name
+from pipeline.framestore import AUDIO_KEY, encode_audio, encode_frames, read_manifest, shard_name
 from pipeline.inputs import ClipSource, discover
 from v2a.io import atomic_path, atomic_write_json, atomic_write_text, exclusive_lock, read_json
 from v2a.procs import worker_pool
@@ -134,13 +134,13 @@ def process_shard(frames_dir: str, k: int, rows: list[dict], first_index: int, p
                 frames_bytes, ext = encode_frames(d.frames[: d.n_frames], codec=p.codec, crf=p.crf, fps=p.fps)
                 sample = {"__key__": clip.id, f"frames.{ext}": frames_bytes}
                 if d.audio_len > 0:
-                    sample["audio.flac"] = encode_audio(d.audio[: d.audio_len], p.sample_rate)
+                    sample[AUDIO_KEY] = encode_audio(d.audio[: d.audio_len], p.sample_rate)
                 rec = {"index": index, "id": clip.id, "source": clip.source, "label": clip.label,
                        "split": clip.split, "status": "", "n_frames": int(d.n_frames), "audio_len": int(d.audio_len),
                        "has_audio": bool(d.has_audio), "audio_silent": bool(d.audio_silent),
                        "duration": float(d.duration), "native_fps": float(d.native_fps), "frames_ext": ext,
                        "width": int(d.width), "height": int(d.height),
-                       "bytes": len(frames_bytes) + len(sample.get("audio.flac", b""))}
+                       "bytes": len(frames_bytes) + len(sample.get(AUDIO_KEY, b""))}
                 sample["json"] = json.dumps(rec, sort_keys=True).encode("utf-8")
                 writer.write(sample)
                 records.append(rec)

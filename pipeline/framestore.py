@@ -3,20 +3,23 @@
 Layout of ``cache/frames/``::
 
     plan.json               every input clip in index order: id, source, label, split (rows of the cache)
-    shard-000003.tar        webdataset tar: per clip  <id>.frames.mkv|npy, <id>.audio.flac, <id>.json
+    shard-000003.tar        webdataset tar: per clip  <id>.frames.mkv|npy, <id>.audio.wav, <id>.json
     shard-000003.json       the shard's manifest (per-clip metadata and rejects); written last = shard complete
     rejects.csv             id,stage,reason of every rejected clip (written when all shards are complete)
     _stage.json             the stage record (fingerprint), written last of all
 
 Frames are kept as a small 4 FPS video (H.264, full-range 4:4:4 converted in numpy, constant quality) so that 200,000 clips stay in the tens
-of GB; ``codec: raw`` keeps them as lossless uint8 ``.npy`` instead. Audio is 16-bit FLAC (lossless for
-16-bit sources, about 4x smaller than float32).
+of GB; ``codec: raw`` keeps them as lossless uint8 ``.npy`` instead. Audio is stored as float32 WAV, bit for bit
+what the decoder produced: AudioLDM-2 never clips before normalising, and a loud clip's samples beyond full scale
+(peak > 1) must survive (16-bit FLAC cannot hold them, nor the resampler's low bits). 640 kB per 10 s clip at
+16 kHz; caches of the earlier 16-bit FLAC layout (``<id>.audio.flac``) are still read.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import struct
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,10 +114,16 @@ def decode_frames(data: bytes, ext: str) -> np.ndarray:
     return np.stack(frames) if frames else np.zeros((0, 0, 0, 3), np.uint8)
 
 
+AUDIO_KEY = "audio.wav"  # the tar member suffix of a clip's audio
+
+
 def encode_audio(audio: np.ndarray, sample_rate: int) -> bytes:
-    buf = io.BytesIO()
-    sf.write(buf, np.clip(audio, -1.0, 1.0), sample_rate, format="FLAC", subtype="PCM_16")
-    return buf.getvalue()
+    """(n,) float -> mono 32-bit IEEE-float WAV bytes (lossless, no clipping). Written here rather than by
+    libsndfile, whose float WAVs carry a PEAK chunk with the time of writing (the shards must be reproducible)."""
+    data = np.asarray(audio, "<f4").tobytes()
+    fmt = struct.pack("<HHIIHH", 3, 1, int(sample_rate), int(sample_rate) * 4, 4, 32)  # WAVE_FORMAT_IEEE_FLOAT
+    body = b"WAVE" + b"fmt " + struct.pack("<I", len(fmt)) + fmt + b"data" + struct.pack("<I", len(data)) + data
+    return b"RIFF" + struct.pack("<I", len(body)) + body
 
 
 def decode_audio(data: bytes) -> tuple[np.ndarray, int]:
@@ -123,6 +132,8 @@ def decode_audio(data: bytes) -> tuple[np.ndarray, int]:
 
 
 # --------------------------------------------------------------------------------------------- reading
+
+
 @dataclass
 class ClipRecord:
     """One clip as the encoder stages see it (padded to the full 10 s)."""
@@ -181,7 +192,8 @@ def iter_shard(frames_dir: Path, k: int, *, want_frames: bool = True, want_audio
         if want_audio:
             audio = np.zeros(n_samples, np.float32)
             if rec.get("audio_len", 0) > 0:
-                got, _ = decode_audio(members[f"{cid}.audio.flac"])
+                key = f"{cid}.{AUDIO_KEY}" if f"{cid}.{AUDIO_KEY}" in members else f"{cid}.audio.flac"
+                got, _ = decode_audio(members[key])
                 audio[: len(got)] = got[:n_samples]
         return ClipRecord(index=rec["index"], id=cid, meta=rec, frames=frames, audio=audio)
 

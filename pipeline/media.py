@@ -13,14 +13,16 @@ Rules (docs/CONTRACTS.md, reference/MODELS.md section 1):
   "accurate RGB at native size, then PIL bilinear". ``resize="via_rgb"`` reproduces ``frame.to_image()`` (swscale's
   fast default conversion, ~+1 level brighter) then a bilinear resize: within ~0.3 levels of
   ``to_image().resize((224, 224), BILINEAR)``, at ~3x the conversion cost.
-- **Audio.** The first audio stream is decoded, resampled (swresample, default filter) to float32 at
-  ``sample_rate`` and averaged over its channels (mono = mean, as librosa/torchaudio and ffmpeg's s16 downmix;
-  swresample's own float downmix would sum stereo at 0.707, +3 dB), clipped to [-1, 1]; ``audio_silent`` = peak
-  below ``silence_dbfs`` (True without audio). The first ``seconds`` of the *audio stream itself* are kept: its
-  first decoded sample is sample 0 (encoder priming removed by the decoder), as
-  ``ffmpeg -i clip -ac 1 -ar 16000 a.wav`` would give; gaps inside the stream are not filled. The offset of the audio stream's
-  start relative to the video stream's start is reported as ``audio_offset`` (seconds) and not applied, unless
-  ``align_audio=True``: then sample 0 is at video time 0 (a late audio start is zero-padded, an early one cut).
+- **Audio** (as AudioLDM-2 reads its training audio: ``torchaudio.load`` -> ``functional.resample`` -> channel 0).
+  The first audio stream is decoded to float32 at its own rate (no swresample rate conversion, no downmix), the
+  first ``int(rate * seconds)`` samples of the *first channel* are kept and resampled to ``sample_rate`` with
+  torchaudio's windowed-sinc resampler (frozen/resample.py, ``functional.resample`` numerics). Nothing is clipped:
+  decoders overshoot full scale on loud clips and the AudioMAE target normalises by the peak, so samples beyond
+  [-1, 1] are kept (``audio_peak_dbfs`` may be above 0). ``audio_silent`` = peak below ``silence_dbfs`` (True
+  without audio). The audio stream's first decoded sample is sample 0 (encoder priming removed by the decoder);
+  gaps inside the stream are not filled. The offset of the audio stream's start relative to the video stream's
+  start is reported as ``audio_offset`` (seconds) and not applied, unless ``align_audio=True``: then sample 0 is at
+  video time 0 (a late audio start is zero-padded, an early one cut, at the stream's rate before resampling).
 - Decoding stops once every target frame is known and ``seconds`` of audio are in hand.
 - Determinism: packets are decoded once in order; the same file gives the same bytes every time on one machine
   (swscale's SIMD paths may differ by a grey level across CPU types).
@@ -37,7 +39,10 @@ from typing import BinaryIO
 
 import av
 import numpy as np
+import torch
 from av.video.reformatter import Interpolation, VideoReformatter
+
+from frozen.resample import resample
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +65,7 @@ class MediaError(Exception):
 class DecodedClip:
     frames: np.ndarray  # (n_target, size, size, 3) uint8 RGB, zero after n_frames
     n_frames: int
-    audio: np.ndarray  # (seconds * sample_rate,) float32 in [-1, 1], zero after audio_len
+    audio: np.ndarray  # (seconds * sample_rate,) float32, not clipped (may exceed [-1, 1]), zero after audio_len
     audio_len: int
     has_audio: bool
     audio_silent: bool  # peak below silence_dbfs (True when there is no audio)
@@ -277,39 +282,52 @@ class _VideoClock:
 
 
 class _AudioCollector:
-    """Decoded audio -> mono float32 at ``rate``; keeps the first ``need`` samples."""
+    """Decoded audio -> the first channel as float32 at the stream's own rate; keeps the first ``seconds`` (plus
+    ``margin_seconds``) of it. Resampling happens once, on the whole kept signal (:meth:`finish`)."""
 
-    def __init__(self, stream, rate: int, need: int):
+    def __init__(self, stream, seconds: float, margin_seconds: float = 0.0):
         self.stream = stream
-        self.need = need
-        # keep the channels and average them ourselves: swresample's float downmix sums stereo at 0.707 (+3 dB),
-        # a plain mean is what librosa/torchaudio mono loading and ffmpeg's s16 downmix give
-        self.resampler = av.AudioResampler(format="flt", layout=None, rate=rate)  # packed: no per-frame vstack
+        self.seconds = seconds
+        self.margin = margin_seconds
+        self.resampler = av.AudioResampler(format="fltp", layout=None, rate=None)  # planar float, rate and layout kept
         self.chunks: list[np.ndarray] = []
         self.count = 0
+        self.rate = 0
         self.first_time: float | None = None
 
     @property
     def done(self) -> bool:
-        return self.count >= self.need
+        return self.rate > 0 and self.count >= int(self.rate * (self.seconds + self.margin)) + 1
 
     def _add(self, frames) -> None:
         for rf in frames:
-            x = rf.to_ndarray().reshape(-1)  # (n * C,) interleaved float
-            c = rf.layout.nb_channels
-            if c > 1:
-                x = x.reshape(-1, c).mean(axis=1, dtype=np.float32)  # (n,)
-            self.chunks.append(x)
-            self.count += x.shape[0]
+            if not self.rate:
+                self.rate = int(rf.sample_rate)
+            x = rf.to_ndarray()  # (C, n) planar float32
+            self.chunks.append(np.array(x[0], dtype=np.float32))  # channel 0, as AudioLDM-2's waveform[0]
+            self.count += x.shape[1]
 
     def push(self, frame) -> None:
         if self.first_time is None and frame.time is not None:
             self.first_time = float(frame.time)
         self._add(self.resampler.resample(frame))
 
-    def finish(self) -> np.ndarray:
+    def finish(self) -> tuple[np.ndarray, int]:
+        """-> (first channel at the stream's rate, that rate)."""
         self._add(self.resampler.resample(None))
-        return np.concatenate(self.chunks) if self.chunks else np.zeros(0, np.float32)
+        x = np.concatenate(self.chunks) if self.chunks else np.zeros(0, np.float32)
+        return x, self.rate or int(self.stream.codec_context.sample_rate or 0)
+
+
+def _to_rate(x: np.ndarray, rate: int, sample_rate: int, seconds: float, shift_s: float | None) -> np.ndarray:
+    """Stream-rate channel 0 -> the first ``seconds`` at ``sample_rate`` (optionally shifted by ``shift_s``)."""
+    if shift_s is not None and x.size:
+        shift = int(round(shift_s * rate))
+        x = np.concatenate([np.zeros(shift, np.float32), x]) if shift > 0 else x[-shift:]
+    x = x[: int(rate * seconds)]  # AudioLDM-2 cuts at the source rate, then resamples
+    if not x.size or rate == sample_rate:
+        return x
+    return resample(torch.from_numpy(np.ascontiguousarray(x)), rate, sample_rate).numpy()
 
 
 def _decode_packet(packet, errors: list[str]) -> list:
@@ -350,8 +368,7 @@ def decode_clip(src: Source, *, fps: int = 4, seconds: float = 10.0, size: int =
 
         # 2. demux once, in order; decode until every target frame and enough audio are known
         picker = _FramePicker(targets, size, resize)
-        need = n_samples + (int(sample_rate) if align_audio else 0)  # margin for a shift
-        audio = _AudioCollector(a_s, sample_rate, need) if a_s is not None else None
+        audio = _AudioCollector(a_s, seconds, 1.0 if align_audio else 0.0) if a_s is not None else None  # margin: shift
         clock = _VideoClock(vs, native_fps or fps)
         errors: list[str] = []
         n_decoded = 0
@@ -399,20 +416,18 @@ def decode_clip(src: Source, *, fps: int = 4, seconds: float = 10.0, size: int =
         if n_frames == 0:
             raise MediaError("zero_frames", f"video lasts {decoded_end:.3f} s")
 
-        # 4. audio: mono float at sample_rate, first `seconds` of the stream (or aligned to the video start)
+        # 4. audio: channel 0 resampled to sample_rate, first `seconds` of the stream (or aligned to the video start)
         wave = np.zeros(n_samples, np.float32)
         audio_len, offset = 0, 0.0
         if audio is not None:
-            x = audio.finish()
+            x, rate = audio.finish()
             if a_start is None:
                 a_start = audio.first_time
             if a_start is not None and v_start is not None:
                 offset = a_start - v_start
-            if align_audio and x.size:
-                shift = int(round(offset * sample_rate))
-                x = np.concatenate([np.zeros(shift, np.float32), x]) if shift > 0 else x[-shift:]
+            x = _to_rate(x, rate, sample_rate, seconds, offset if align_audio else None)
             audio_len = min(int(x.size), n_samples)
-            wave[:audio_len] = np.clip(x[:audio_len], -1.0, 1.0)
+            wave[:audio_len] = x[:audio_len]  # not clipped: the gain beyond full scale is kept
         peak = float(np.abs(wave[:audio_len]).max()) if audio_len else 0.0
         peak_db = 20 * math.log10(peak) if peak > 0 else -math.inf
 

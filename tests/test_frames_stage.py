@@ -91,7 +91,7 @@ def test_stored_clip_matches_direct_decode(clips, tmp_path):
     rec = next(iter_shard(out, 0))
     d = decode_clip(next(s.path for s in specs if s.id == rec.id))
     assert np.array_equal(rec.frames, d.frames)  # raw codec: lossless
-    assert np.abs(rec.audio - d.audio).max() <= 1.0 / 32767 + 1e-6  # 16-bit FLAC
+    assert np.array_equal(rec.audio, d.audio)  # float32 WAV: bit for bit
     assert rec.frames.shape == (40, 224, 224, 3) and rec.audio.shape == (160000,)
 
 
@@ -184,3 +184,58 @@ def test_webdataset_input_and_unsafe_keys(clips, tmp_path):
     assert dict(zip(meta["id"][ok], meta["label"][ok])) == {s.id: s.label for s in specs[:4]}
     bad = [(i, s) for i, s in zip(meta["id"], meta["status"]) if s]
     assert len(bad) == 1 and bad[0][1].startswith("unsafe_id")
+
+
+def _loud_surround_clip(path: Path, seconds: float = 10.5, rate: int = 44_100) -> np.ndarray:
+    """A 32x32 H.264 video with 5.1 float PCM audio whose channels differ and whose peak is 1.5 (a loud clip, as
+    AAC decoders give for clipped web video). Returns the exact source audio (6, n)."""
+    import av
+
+    n = int(seconds * rate)
+    t = np.arange(n) / rate
+    rng = np.random.default_rng(5)
+    audio = np.stack([0.9 * np.sin(2 * np.pi * (220 + 110 * c) * t) + 0.3 * rng.standard_normal(n)
+                      for c in range(6)]).astype(np.float32)  # (6, n)
+    audio[0, rate:rate + 2000] *= 1.5 / np.abs(audio[0, rate:rate + 2000]).max()  # peak 1.5 on channel 0
+    with av.open(str(path), "w") as c:
+        vs = c.add_stream("libx264", rate=4)
+        vs.width = vs.height = 32
+        vs.pix_fmt = "yuv420p"
+        a_s = c.add_stream("pcm_f32le", rate=rate, layout="5.1")
+        for i in range(int(seconds * 4)):
+            img = np.full((32, 32, 3), (i * 6) % 255, np.uint8)
+            for p in vs.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                c.mux(p)
+        for p in vs.encode():
+            c.mux(p)
+        for i in range(0, n, 4096):
+            chunk = np.ascontiguousarray(audio[:, i:i + 4096].T).reshape(1, -1)  # packed (1, n * 6)
+            fr = av.AudioFrame.from_ndarray(chunk, format="flt", layout="5.1")
+            fr.sample_rate, fr.pts = rate, i
+            for p in a_s.encode(fr):
+                c.mux(p)
+        for p in a_s.encode():
+            c.mux(p)
+    return audio
+
+
+def test_loud_surround_44k_clip_is_stored_as_audioldm2_reads_it(tmp_path):
+    """AudioLDM-2 (the AudioMAE targets): torchaudio.load -> first 10 s at 44.1 kHz -> functional.resample to
+    16 kHz -> channel 0, never clipped. The stored audio equals that formula (evaluated independently, output sample
+    by output sample) and keeps the peak beyond full scale."""
+    from audio_reference import windowed_sinc
+
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    src = _loud_surround_clip(videos / "loud.mkv")
+    Runner(load_config([project(tmp_path / "p", videos, codec="raw")])).run(["frames"])
+    rec = next(iter_shard(tmp_path / "p" / "cache" / "frames", 0))
+    assert rec.meta["audio_len"] == 160_000 and rec.audio.shape == (160_000,) and rec.audio.dtype == np.float32
+    x0 = src[0, :441_000]  # int(44100 * 10) samples, channel 0
+    js = np.r_[0:40, 15_990:16_100, 80_000:80_040, 159_960:160_000]  # edges, the loud burst, the middle
+    want = windowed_sinc(x0, 44_100, 16_000, js)
+    np.testing.assert_allclose(rec.audio[js], want, atol=1e-4, rtol=0)  # float32 kernel, as torchaudio's
+    assert np.abs(rec.audio).max() > 1.4  # nothing clipped
+    mixed = windowed_sinc(src[:, :441_000].mean(0), 44_100, 16_000, js)
+    assert np.abs(rec.audio[js] - mixed).max() > 0.1  # channel 0, not a mixdown
+    assert not rec.meta["audio_silent"]

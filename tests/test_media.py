@@ -125,9 +125,10 @@ def test_demo_generation_is_deterministic(tmp_path):
         assert open(x.path, "rb").read() == open(y.path, "rb").read()
 
 
-def test_stereo_is_averaged(demo, decoded):
+def test_stereo_keeps_the_first_channel(demo, decoded):
     stereo = next(s for s in demo if s.channels == 2)
-    # both channels carry the same 0.5-amplitude burst: the mean keeps its level (a 0.707 sum would give -3 dB)
+    # both channels carry the same 0.5-amplitude burst: channel 0 (AudioLDM-2's waveform[0]) keeps its level
+    # (distinct channels: tests/test_frames_stage.py, the loud 5.1 clip)
     assert -8.0 < decoded[stereo.id].audio_peak_dbfs < -4.5
 
 

@@ -6,28 +6,14 @@ import numpy as np
 import pytest
 import torch
 
+from audio_reference import windowed_sinc
 from frozen.resample import Resample, resample, resample_like_transform, sinc_kernel
 
 RATES = [8000, 16000, 22050, 32000, 44100, 48000]
 
 
-def _formula(x: np.ndarray, orig: int, new: int, w: int = 6, rolloff: float = 0.99,
-             f32_phase: bool = False) -> np.ndarray:
-    """y[j] = sum_i x[i] (b/o) sinc(b t) cos^2(pi b t / 2w), t = i/o - j/n, |b t| <= w, evaluated directly as a
-    dense float64 sum over every input sample (no polyphase, no convolution). ``f32_phase``: the phase offset
-    (j mod n) / n rounded to float32 first, as torchaudio's ``transforms.Resample`` computes it."""
-    g = math.gcd(orig, new)
-    o, n = orig // g, new // g
-    b = min(o, n) * rolloff
-    m = math.ceil(n * len(x) / o)
-    j = np.arange(m)[:, None]
-    phase = (j % n) / n
-    if f32_phase:
-        phase = phase.astype(np.float32).astype(np.float64)
-    t = (np.arange(len(x))[None, :] - (j // n) * o) / o - phase  # (M, N)
-    u = b * t
-    h = (b / o) * np.sinc(u) * np.cos(np.pi * u / (2 * w)) ** 2 * (np.abs(u) <= w)
-    return h @ x.astype(np.float64)
+def _formula(x, orig, new, **kw):
+    return windowed_sinc(x, orig, new, **kw)
 
 
 def _noise(n: int, seed: int = 0) -> np.ndarray:
