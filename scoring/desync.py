@@ -3,9 +3,11 @@
 Protocol (av-benchmark ``extract_video.py``, ``av_bench/extract.py``, ``av_bench/evaluate.py``):
 
 * Video: decoded with an ffmpeg ``fps=25`` filter to RGB, first 8 s = 200 frames (fewer: an error, the clip is
-  not scored), shorter side resized to 224 (bicubic, antialiased, rounded back to uint8), centre-cropped to
-  224 x 224, scaled to [0, 1], normalised with mean = std = 0.5. Cut into 16-frame segments with step 8 -> 24.
-* Audio: 16 kHz, first 8 s = 128,000 samples, cut into 10,240-sample segments with step 5,120 -> 24; each
+  not scored), shorter side resized to 224 on the uint8 frames (torchvision's native uint8 bicubic kernel,
+  antialiased), centre-cropped to 224 x 224, scaled to [0, 1], normalised with mean = std = 0.5. Cut into 16-frame
+  segments with step 8 -> 24.
+* Audio (``SynchformerAudioDataset``): the file's channels averaged, ``transforms.Resample`` to 16 kHz, first 8 s
+  = 128,000 samples (fewer: not scored), cut into 10,240-sample segments with step 5,120 -> 24; each
   segment -> power mel spectrogram (n_fft 1024, hann window 400, hop 160, centred reflect padding, 128 HTK mel
   bands 0-8 kHz, no filter normalisation) -> log(x + 1e-6) -> zero-padded from 65 to 66 frames ->
   (x + 4.2677393) / (2 * 4.5689974).
@@ -31,6 +33,8 @@ import torch.nn.functional as F
 from frozen.audio import ast_mel, htk_mel_filters
 from frozen.synchformer import Synchformer, SynchformerConfig, load_synchformer
 from frozen.weights import seeded
+from scoring.audio import ClipAudio
+from scoring.video_input import resize_short_side_uint8
 
 log = logging.getLogger(__name__)
 
@@ -84,16 +88,10 @@ def read_video_frames(path: str | Path, fps: int = FPS, max_frames: int | None =
 
 
 def resize_center_crop(frames: np.ndarray, size: int) -> torch.Tensor:
-    """(T, H, W, 3) uint8 -> (T, 3, size, size) uint8: shorter side to ``size`` (bicubic, antialiased, rounded and
-    clamped back to uint8, the long side truncated to int) then centre crop (offsets rounded)."""
-    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)
-    H, W = x.shape[-2:]
-    short, long = min(H, W), max(H, W)
-    new_long = int(size * long / short)
-    nh, nw = (size, new_long) if H <= W else (new_long, size)
-    if (nh, nw) != (H, W):
-        x = F.interpolate(x.float(), size=(nh, nw), mode="bicubic", align_corners=False, antialias=True)
-        x = x.clamp_(0, 255).round_().to(torch.uint8)
+    """(T, H, W, 3) uint8 -> (T, 3, size, size) uint8: torchvision's ``v2.Resize(size, BICUBIC)`` on the uint8
+    frames (scoring/video_input.py) then ``v2.CenterCrop(size)`` (offsets rounded)."""
+    x = resize_short_side_uint8(torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2), size)
+    nh, nw = x.shape[-2:]
     top, left = int(round((nh - size) / 2.0)), int(round((nw - size) / 2.0))
     return x[..., top:top + size, left:left + size]
 
@@ -136,8 +134,9 @@ def log_mel_segments(wav16k: np.ndarray, spec_t: int = 66, seconds: float = CLIP
 
 
 class DeSyncScorer:
-    """``VideoAudioScorer``: (video path, 16 kHz waveform of >= 8 s) -> mean |predicted offset| in seconds over the
-    first and last 4.8 s windows (values on the 0.2 s grid, 0 .. 2). Video features are cached per file."""
+    """``VideoAudioScorer``: (video path, the clip's audio: :class:`ClipAudio` or a 16 kHz mono array of >= 8 s) ->
+    mean |predicted offset| in seconds over the first and last 4.8 s windows (values on the 0.2 s grid, 0 .. 2).
+    Video features are cached per file."""
 
     name = "desync"
 
@@ -164,15 +163,16 @@ class DeSyncScorer:
         return self._vcache[key]
 
     @torch.inference_mode()
-    def audio_features(self, wav16k: np.ndarray) -> torch.Tensor:
+    def audio_features(self, audio) -> torch.Tensor:
+        wav16k = ClipAudio.from_source(audio).sync_input(CLIP_SECONDS)  # mono mean, Resample, first 8 s
         mels = log_mel_segments(wav16k, self.net.cfg.spec_t).to(self.device)  # (S, 128, 66)
         return torch.cat([self.net.extract_afeats(mels[i:i + self.seg_batch][None])[0]
                           for i in range(0, len(mels), self.seg_batch)])  # (S, 6, D)
 
     @torch.inference_mode()
-    def offsets(self, video_path: str | Path, wav16k: np.ndarray) -> np.ndarray:
+    def offsets(self, video_path: str | Path, audio) -> np.ndarray:
         """Predicted offsets (s) of the first and last 4.8 s windows."""
-        v, a = self.video_features(video_path), self.audio_features(wav16k)
+        v, a = self.video_features(video_path), self.audio_features(audio)
         k = self.net.cfg.n_segments
         s = min(len(v), len(a))
         if s < k:
@@ -182,8 +182,8 @@ class DeSyncScorer:
                             self.net.compare_v_a(v[None, -k:], a[None, -k:])])
         return OFFSETS[logits.argmax(-1).cpu().numpy()]
 
-    def __call__(self, video_path: Path, wav16k: np.ndarray) -> float:
-        return float(np.mean(np.abs(self.offsets(video_path, wav16k))))
+    def __call__(self, video_path: Path, audio) -> float:
+        return float(np.mean(np.abs(self.offsets(video_path, audio))))
 
 
 def build_desync_scorer(params: dict, device: str | None = None) -> DeSyncScorer | None:

@@ -2,8 +2,10 @@
 
 Each embedder is built with ``model: full`` (weights from a local checkpoint path, loaded strictly: every missing
 or unexpected key is an error, except the documented ignorable ones) or ``model: tiny`` (the same class, small,
-random weights from a seed, for tests). Embedders take 16 kHz mono float32 waveforms already cropped to 8 s and
-resample to what their network needs.
+random weights from a seed, for tests). Embedders take a clip's audio as read from its file (:class:`ClipAudio`,
+or a 16 kHz mono array) and prepare their network's input as av-benchmark does (scoring/audio.py): mono mean,
+whole-file DC removal, torchaudio's ``Resample`` to 16 kHz (PANNs, VGGish) or 32 kHz (PaSST), the first
+``seconds`` (8 s); PaSST's 8 s at 32 kHz are zero-padded to its 10 s.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from frozen.panns import Cnn14, Cnn14Config
 from frozen.passt import SR as PASST_SR, PaSST, PaSSTConfig
 from frozen.vggish import VGGish, VGGishConfig, waveform_to_examples
 from frozen.weights import load_checkpoint, seeded
-from scoring.audio import EVAL_SR, pad_or_crop, remove_dc, resample
+from scoring.audio import EVAL_SR, ClipAudio, pad_or_crop
 
 log = logging.getLogger(__name__)
 
@@ -37,12 +39,17 @@ class AudioEmbedder:
 
     name = "base"
 
-    def __init__(self, net: nn.Module, device: str = "cpu"):
+    def __init__(self, net: nn.Module, device: str = "cpu", seconds: float = 8.0):
         self.net = net.eval().requires_grad_(False).to(device)
         self.device = device
+        self.seconds = seconds
+
+    def prepare(self, audio) -> np.ndarray:
+        """The network's waveform input, as av-benchmark's ``AudioDataset`` gives it (16 kHz, first 8 s)."""
+        return ClipAudio.from_source(audio).av_input(EVAL_SR, self.seconds)
 
     @torch.inference_mode()
-    def embed(self, wav16k: np.ndarray) -> Embeddings:
+    def embed(self, audio) -> Embeddings:
         raise NotImplementedError
 
 
@@ -50,8 +57,8 @@ class PannsEmbedder(AudioEmbedder):
     name = "panns"
 
     @torch.inference_mode()
-    def embed(self, wav16k: np.ndarray) -> Embeddings:
-        x = torch.from_numpy(remove_dc(wav16k))[None].to(self.device)  # (1, L)
+    def embed(self, audio) -> Embeddings:
+        x = torch.from_numpy(self.prepare(audio))[None].to(self.device)  # (1, L)
         out = self.net(x)
         return Embeddings(out["embedding"][0].double().cpu().numpy(), out["logits"][0].double().cpu().numpy())
 
@@ -60,8 +67,8 @@ class VGGishEmbedder(AudioEmbedder):
     name = "vggish"
 
     @torch.inference_mode()
-    def embed(self, wav16k: np.ndarray) -> Embeddings:
-        ex = torch.from_numpy(waveform_to_examples(remove_dc(wav16k))).to(self.device)  # (N_ex, 96, 64)
+    def embed(self, audio) -> Embeddings:
+        ex = torch.from_numpy(waveform_to_examples(self.prepare(audio))).to(self.device)  # (N_ex, 96, 64)
         if ex.shape[0] == 0:
             raise ValueError("VGGish needs at least 0.96 s of audio")
         return Embeddings(self.net(ex).double().cpu().numpy())  # (N_ex, 128)
@@ -70,25 +77,30 @@ class VGGishEmbedder(AudioEmbedder):
 class PasstEmbedder(AudioEmbedder):
     name = "passt"
 
+    def prepare(self, audio) -> np.ndarray:
+        """av-benchmark reads the file again at 32 kHz (first 8 s), then pads to PaSST's 10 s (320,000 samples)."""
+        x = ClipAudio.from_source(audio).av_input(PASST_SR, self.seconds)
+        return pad_or_crop(x, self.net.cfg.clip_samples)
+
     @torch.inference_mode()
-    def embed(self, wav16k: np.ndarray) -> Embeddings:
-        x = resample(remove_dc(wav16k), EVAL_SR, PASST_SR)
-        x = pad_or_crop(x, self.net.cfg.clip_samples)  # full: 320,000 samples = 10 s at 32 kHz
+    def embed(self, audio) -> Embeddings:
+        x = self.prepare(audio)
         out = self.net(torch.from_numpy(x)[None].to(self.device))
         return Embeddings(out["embedding"][0].double().cpu().numpy(), out["logits"][0].double().cpu().numpy())
 
 
 def build_embedders(params: dict, device: str = "cpu") -> dict[str, AudioEmbedder]:
-    """``params``: model (full|tiny), seed, panns_ckpt, vggish_ckpt, passt_ckpt (local files for ``full``)."""
+    """``params``: model (full|tiny), seed, seconds, panns_ckpt, vggish_ckpt, passt_ckpt (local files for ``full``)."""
     model = params.get("model", "full")
+    sec = float(params.get("seconds", 8.0))
     if model not in ("full", "tiny"):
         raise ValueError(f"evaluate.params.model must be 'full' or 'tiny', got {model!r}")
     if model == "tiny":
         seed = int(params.get("seed", 0))
         return {
-            "panns": PannsEmbedder(seeded(lambda: Cnn14(Cnn14Config.tiny()), seed), device),
-            "vggish": VGGishEmbedder(seeded(lambda: VGGish(VGGishConfig.tiny()), seed + 1), device),
-            "passt": PasstEmbedder(seeded(lambda: PaSST(PaSSTConfig.tiny()), seed + 2), device),
+            "panns": PannsEmbedder(seeded(lambda: Cnn14(Cnn14Config.tiny()), seed), device, sec),
+            "vggish": VGGishEmbedder(seeded(lambda: VGGish(VGGishConfig.tiny()), seed + 1), device, sec),
+            "passt": PasstEmbedder(seeded(lambda: PaSST(PaSSTConfig.tiny()), seed + 2), device, sec),
         }
     for key, what in (("panns_ckpt", "Cnn14_16k_mAP=0.438.pth (PANNs, zenodo record 3987831)"),
                       ("vggish_ckpt", "vggish-10086976.pth (torchvggish release)"),
@@ -101,18 +113,19 @@ def build_embedders(params: dict, device: str = "cpu") -> dict[str, AudioEmbedde
                     ignore=("pproc.",), ignore_why="torchvggish's PCA post-processing, not applied (av-benchmark)")
     load_checkpoint(passt.net, params["passt_ckpt"], what="PaSST (evaluate.params.passt_ckpt)", unexpected="raise",
                     strip=("module.", "net."))
-    return {"panns": PannsEmbedder(panns, device), "vggish": VGGishEmbedder(vgg, device),
-            "passt": PasstEmbedder(passt, device)}
+    return {"panns": PannsEmbedder(panns, device, sec), "vggish": VGGishEmbedder(vgg, device, sec),
+            "passt": PasstEmbedder(passt, device, sec)}
 
 
 class VideoAudioScorer(Protocol):
-    """IB-score / DeSync interface: (video path, generated 16 kHz waveform cropped to 8 s) -> one number.
+    """IB-score / DeSync interface: (video path, the generated clip's audio) -> one number. The audio is a
+    :class:`ClipAudio` (the whole file) or a 16 kHz mono array; each scorer prepares it as av-benchmark does.
 
     IB-score: 100 x cosine(ImageBind video embedding, ImageBind audio embedding) (higher is better).
     DeSync: mean |predicted offset| in seconds from Synchformer on the first and last 4.8 s (lower is better).
     """
 
-    def __call__(self, video_path: Path, wav16k: np.ndarray) -> float: ...
+    def __call__(self, video_path: Path, audio) -> float: ...
 
 
 def build_video_scorers(params: dict) -> tuple[dict[str, VideoAudioScorer], dict[str, str]]:

@@ -1,5 +1,13 @@
 """IB-score (av-benchmark protocol): ImageBind's audio and video inputs prepared as av-benchmark does, and the scorer.
-The network itself is frozen/imagebind.py."""
+The network itself is frozen/imagebind.py.
+
+Audio (``ImageBindAudioDataset``): the whole generated file, every channel, ``functional.resample`` to 16 kHz;
+three 2 s clips with starts spread evenly over [0, duration - 2] (0/4/8 s for a 10 s file, 0/4.12/8.24 s for
+10.24 s: av-benchmark does not crop to the paper's 8 s here); each clip minus its mean over all channels (in place),
+Kaldi fbank of channel 0, padded to 204 frames, normalised. Video (``VideoDataset``): frames at 0.5 fps, the first
+``int(0.5 * 8)`` = 4, shorter side to 224 on uint8 (torchvision's bicubic kernel), /255, CLIP normalisation, three
+spatial crops; consecutive frame pairs are the 2-frame clips.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +23,9 @@ import torch.nn.functional as F
 from frozen.audio import FbankConfig, fbank
 from frozen.imagebind import (AUDIO_CLIP_SECONDS, AUDIO_CLIPS, AUDIO_FBANK, AUDIO_MEAN, AUDIO_SR, AUDIO_STD, CLIP_MEAN,
                               CLIP_STD, NUM_CROPS, VIDEO_FPS, ImageBind, ImageBindConfig, build_imagebind)
+from scoring.audio import ClipAudio
 from scoring.metrics import cosine_score
+from scoring.video_input import resize_short_side_uint8
 
 
 # ----------------------------------------------------------------------------------------- audio input
@@ -36,20 +46,21 @@ def clip_timepoints(duration: float, clip_seconds: float = AUDIO_CLIP_SECONDS,
 
 
 def audio_clips(wav16k: np.ndarray, cfg: ImageBindConfig | None = None) -> torch.Tensor:
-    """16 kHz mono waveform -> (3, 1, mel_bins, target_length) normalised fbank clips."""
+    """16 kHz waveform, (N,) mono or (C, N) channels -> (3, 1, mel_bins, target_length) normalised fbank clips."""
     cfg = cfg or ImageBindConfig()
-    wave = torch.tensor(np.asarray(wav16k, dtype=np.float32).reshape(1, -1))  # a copy: clips are centred in place
+    x = np.asarray(wav16k, dtype=np.float32)
+    wave = torch.tensor(x.reshape(1, -1) if x.ndim == 1 else x)  # (C, N), a copy: clips are centred in place
     n = wave.shape[1]
     if n < AUDIO_FBANK.window_size:
         raise ValueError(f"ImageBind audio needs at least {AUDIO_FBANK.window_size} samples, got {n}")
     fcfg = FbankConfig(sample_rate=AUDIO_SR, num_mel_bins=cfg.mel_bins, window="hanning")
     out = []
     for start, end in clip_timepoints(n / AUDIO_SR):
-        seg = wave[:, int(start * AUDIO_SR):int(end * AUDIO_SR)]
+        seg = wave[:, int(start * AUDIO_SR):int(end * AUDIO_SR)]  # (C, n_clip), a view
         if seg.shape[1] < fcfg.window_size:
             raise ValueError(f"ImageBind audio clip [{float(start)}, {float(end)}) s has only {seg.shape[1]} samples")
-        seg -= seg.mean()  # in place on the shared waveform, like the reference (matters only for overlapping clips)
-        spec = fbank(seg, fcfg)[0].T  # (mel, frames)
+        seg -= seg.mean()  # over every channel, in place on the shared waveform, like the reference
+        spec = fbank(seg[:1], fcfg)[0].T  # (mel, frames): Kaldi's fbank reads channel 0
         p = cfg.target_length - spec.shape[1]
         spec = F.pad(spec, (0, p)) if p > 0 else spec[:, :cfg.target_length]
         out.append(((spec - AUDIO_MEAN) / AUDIO_STD)[None])
@@ -102,16 +113,9 @@ def decode_frames(path: str | Path, fps: float = VIDEO_FPS, max_frames: int | No
 
 
 def resize_short_side(x: torch.Tensor, size: int) -> torch.Tensor:
-    """(T, C, H, W) uint8 -> float in [0, 255], shorter side ``size`` (torchvision v2.Resize, bicubic, antialias)."""
-    h, w = x.shape[-2:]
-    short, long = (w, h) if w <= h else (h, w)
-    new_short, new_long = size, int(size * long / short)
-    new_h, new_w = (new_long, new_short) if w <= h else (new_short, new_long)
-    x = x.float()
-    if (new_h, new_w) == (h, w):
-        return x
-    x = F.interpolate(x, size=(new_h, new_w), mode="bicubic", align_corners=False, antialias=True)
-    return x.clamp_(0, 255).round_()  # torchvision rounds bicubic uint8 results back to uint8
+    """(T, C, H, W) uint8 -> float in [0, 255], shorter side ``size``: torchvision's ``v2.Resize(size, BICUBIC)``
+    on the uint8 frames (its native uint8 kernel on the CPU, scoring/video_input.py)."""
+    return resize_short_side_uint8(x, size).float()
 
 
 def spatial_crops(x: torch.Tensor, size: int) -> list[torch.Tensor]:
@@ -147,7 +151,7 @@ def video_clips(frames: np.ndarray, cfg: ImageBindConfig | None = None) -> torch
 
 
 class ImageBindScorer:
-    """IB-score of one clip: ``(video_path, wav16k) -> 100 x cosine(video embedding, audio embedding)``.
+    """IB-score of one clip: ``(video_path, audio) -> 100 x cosine(video embedding, audio embedding)``.
 
     ``seconds`` is the protocol's duration (8 s): the first ``int(0.5 * seconds)`` frames at 0.5 fps are used (at
     least 2); a video with fewer is rejected with ValueError, as av-benchmark drops it. Video embeddings are cached
@@ -178,12 +182,14 @@ class ImageBindScorer:
             self._video_cache[key] = self._embed_mean("vision", video_clips(frames, self.model.cfg))
         return self._video_cache[key]
 
-    def audio_embedding(self, wav16k: np.ndarray) -> np.ndarray:
-        return self._embed_mean("audio", audio_clips(wav16k, self.model.cfg))
+    def audio_embedding(self, audio) -> np.ndarray:
+        """``audio``: a :class:`ClipAudio` (the whole file, resampled here) or a 16 kHz waveform (N,) / (C, N)."""
+        wav = audio.ib_input() if isinstance(audio, ClipAudio) else audio
+        return self._embed_mean("audio", audio_clips(wav, self.model.cfg))
 
-    def __call__(self, video_path: Path, wav16k: np.ndarray) -> float:
+    def __call__(self, video_path: Path, audio) -> float:
         v = self.video_embedding(video_path)
-        a = self.audio_embedding(wav16k)
+        a = self.audio_embedding(ClipAudio.from_source(audio) if isinstance(audio, (str, Path, tuple)) else audio)
         return float(cosine_score(v[None], a[None])[0])
 
 

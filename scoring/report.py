@@ -16,6 +16,17 @@ TABLE_COLUMNS = [
 # MFM-Mapper (8,000 h, 124M), Table 1 of the paper, quoted verbatim.
 PAPER_ROW = {"fd_passt": 111.74, "fd_panns": 9.90, "fd_vgg": 1.74, "kl_panns": 2.26, "kl_passt": 2.23,
              "is_panns": 12.22, "ib_score": 26.07, "desync": 1.073}
+# Where av-benchmark's reading of the files (followed here) differs from "the first 8 s" of the paper's protocol.
+PROTOCOL_NOTES = [
+    "Inputs are prepared as av-benchmark does (scoring/audio.py): every file is read whole at its own rate; "
+    "FD/KL/IS and DeSync use its first {s:g} s after resampling (torchaudio's Resample: 16 kHz for PANNs, VGGish "
+    "and Synchformer, 32 kHz for PaSST, read again from the file).",
+    "IB-score: av-benchmark's ImageBind audio is the whole generated file, not the {s:g} s crop: its three 2 s clips "
+    "are spread over the whole duration (0/4/8 s for 10 s, 0/4.12/8.24 s for 10.24 s; 0/3/6 s for an 8 s crop).",
+    "DC offset: removed over the whole file before resampling (PANNs, VGGish, PaSST), not over the crop.",
+    "Ground truth: the source file itself (whole, native rate, every channel) when it is on disk; else the frames "
+    "cache (16 kHz, channel 0, first 10 s).",
+]
 CSV_COLUMNS = ["clip_id", "status", "reason", "gen_seconds", "gt_seconds", "short", "vggish_examples",
                "kl_panns", "kl_passt", "ib_score", "desync"]
 
@@ -48,6 +59,7 @@ def markdown_table(metrics: dict, n_clips: int, title: str = "Evaluation", secon
                                                       ("n_no_video", "without video")) if m.get(k)]
         note = "; ".join([note] * bool(note) + left_out)
         lines.append(f"| {col} | {m['status']} | {used} | {note} |")
+    lines += ["", "Protocol notes:", ""] + [f"- {n.format(s=seconds)}" for n in PROTOCOL_NOTES]
     return "\n".join(lines) + "\n"
 
 

@@ -1,13 +1,16 @@
 """Evaluation stage: generated vs ground-truth audio -> the paper's metrics, per-clip scores, table, gallery.
 
 Input: ``pairs``, one per clip: a :class:`ClipPair`, a tuple ``(clip_id, gt, gen[, video[, frames]])`` or a dict
-with those keys. ``gt``/``gen`` are a wav path, a 16 kHz mono array or ``(array, sample_rate)``; ``gt`` may be
-None (reported as missing). ``pairs_from_folders`` builds them from ``<outputs>/<clip_id>.wav`` and a ground-truth
-folder or callable.
+with those keys. ``gt``/``gen`` are an audio (or video) file path, a 16 kHz mono array or ``(array, sample_rate)``;
+``gt`` may be None (reported as missing). ``pairs_from_folders`` builds them from ``<outputs>/<clip_id>.wav`` and a
+ground-truth folder or callable.
 
-Protocol: both sides cropped to the first 8 s (16 kHz). A clip shorter than 8 s is kept for FD/KL/IS, flagged
-``short`` and excluded from DeSync (counted). Missing or unreadable audio and NaN embeddings exclude the clip from
-the affected metrics with a reason in ``rejects`` and in the CSV. Every metric records the clips it used.
+Protocol (av-benchmark's, scoring/audio.py): each file is read whole, at its own rate, all channels; every network
+then takes what av-benchmark gives it: PANNs/VGGish/PaSST/Synchformer the first 8 s (after resampling), ImageBind
+the whole file (its three 2 s clips spread over the file, not over the first 8 s). A clip shorter than 8 s is kept
+for FD/KL/IS, flagged ``short`` and excluded from DeSync (counted). Missing or unreadable audio and NaN embeddings
+exclude the clip from the affected metrics with a reason in ``rejects`` and in the CSV. Every metric records the
+clips it used.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from typing import Any, Callable, Iterable, Literal
 import numpy as np
 
 from scoring import metrics as M
-from scoring.audio import EVAL_SR, load_audio
+from scoring.audio import EVAL_SR, ClipAudio
 from scoring.embedders import AudioEmbedder, VideoAudioScorer, build_embedders
 from scoring.embedders import build_video_scorers
 from scoring.report import PAPER_ROW, TABLE_COLUMNS, write_outputs
@@ -106,23 +109,23 @@ def pairs_from_folders(gen_dir: str | Path, gt: str | Path | Callable[[str], Any
     return pairs
 
 
-def _load_side(src: Any, n: int, what: str) -> tuple[np.ndarray | None, float, str | None]:
-    """-> (waveform cropped to n samples or None, full duration in s, reason when unusable)."""
+def _load_side(src: Any, n: int, what: str) -> tuple[ClipAudio | None, float, str | None]:
+    """-> (the clip's audio as read from its file or None, duration in s, reason when unusable)."""
     if src is None:
         return None, 0.0, f"missing {what}"
     try:
-        x = load_audio(src)
+        x = ClipAudio.from_source(src)
     except (OSError, RuntimeError, ValueError) as e:
         return None, 0.0, f"cannot read {what}: {e}"
-    dur = len(x) / EVAL_SR
-    if not np.isfinite(x).all():
+    dur = x.duration
+    if not np.isfinite(x.channels).all():
         return None, dur, f"{what} contains NaN/inf samples"
-    if len(x) < 1024:
-        return None, dur, f"{what} is too short ({len(x)} samples)"
-    return x[:n], dur, None
+    if dur * EVAL_SR < 1024:
+        return None, dur, f"{what} is too short ({x.channels.shape[1]} samples at {x.sr} Hz)"
+    return x, dur, None
 
 
-def _embed_all(embedders: dict[str, AudioEmbedder], audio: dict[str, np.ndarray], side: str,
+def _embed_all(embedders: dict[str, AudioEmbedder], audio: dict[str, ClipAudio], side: str,
                rows: dict[str, dict]) -> dict[str, dict]:
     """{model: {clip_id: Embeddings}} for clips whose embeddings are finite; failures noted in rows."""
     out: dict[str, dict] = {name: {} for name in embedders}
@@ -216,7 +219,7 @@ def evaluate_pairs(p: EvalParams, pairs: list[ClipPair], embedders: dict[str, Au
                 rejects.append({"clip_id": c.clip_id, "reason": why})
         if gen is not None:
             gen_audio[c.clip_id] = gen
-            r["short"] = len(gen) < n
+            r["short"] = -(-EVAL_SR * gen.channels.shape[1] // gen.sr) < n  # its length once resampled to 16 kHz
         if gt is not None:
             gt_audio[c.clip_id] = gt
     # 2. Embeddings.

@@ -1,6 +1,10 @@
-"""Stage ``evaluate``: the generate stage's clips against their ground truth (the decoded 16 kHz audio of the
-frames stage), with the av-benchmark metrics; writes ``metrics.json``, ``per_clip.csv``, ``table.md`` and an HTML
-gallery (frames strip, spectrograms, players, the muxed video) to ``<outputs>/evaluation``.
+"""Stage ``evaluate``: the generate stage's clips against their ground truth, with the av-benchmark metrics; writes
+``metrics.json``, ``per_clip.csv``, ``table.md`` and an HTML gallery (frames strip, spectrograms, players, the muxed
+video) to ``<outputs>/evaluation``.
+
+The ground truth is read as av-benchmark reads its ground-truth folder: the source file itself, whole, at its own
+rate, every channel (PaSST then gets real 32 kHz audio, content up to 16 kHz). When the source is no longer on disk
+(or lies inside a webdataset tar) the frames stage's cached audio is used instead: 16 kHz, channel 0, first 10 s.
 """
 
 from __future__ import annotations
@@ -40,6 +44,14 @@ def read_record(ctx: StageContext) -> dict | None:
     return {k: rec.get(k) for k in ("fingerprint", "components", "complete")}
 
 
+def _ground_truth(c):
+    """The source file when it is on disk (av-benchmark reads the original), else the cached 16 kHz audio."""
+    src = str(c.meta.get("source") or "")
+    if src and "::" not in src and Path(src).is_file():
+        return Path(src)
+    return c.audio[: c.meta["audio_len"]], 16000
+
+
 def run(ctx: StageContext) -> None:
     gen_dir = ctx.cfg.path("outputs") / "generated"
     index = gen_dir / "index.csv"
@@ -58,7 +70,7 @@ def run(ctx: StageContext) -> None:
         i = row_of.get(g["id"])
         c = clips.get(i) if i is not None else None
         usable = c is not None and c.meta["has_audio"] and not c.meta["audio_silent"]
-        gt = (c.audio[: c.meta["audio_len"]], 16000) if usable else None
+        gt = _ground_truth(c) if usable else None
         frames = c.frames[: max(1, c.meta["n_frames"])] if c is not None else None
         video = gen_dir / g["video"] if g.get("video") else None
         pairs.append(ClipPair(g["id"], gt, gen_dir / g["wav"], video, frames))

@@ -46,8 +46,8 @@ def test_run_end_to_end_counts_and_files(tmp_path, embedders):
     assert len(pairs) == 11 and pairs[-1].gt is None
     seen = []
 
-    def fake_desync(video, wav):
-        seen.append((video.name, len(wav)))
+    def fake_desync(video, audio):  # a scorer gets the whole file and prepares its own input (scoring/audio.py)
+        seen.append((video.name, audio.duration, len(audio.sync_input(SECONDS))))
         return 0.2
 
     res = run(TINY, pairs=pairs, out_dir=tmp_path / "eval", embedders=embedders,
@@ -67,7 +67,7 @@ def test_run_end_to_end_counts_and_files(tmp_path, embedders):
     d = m["desync"]
     assert d["status"] == "ok" and d["value"] == pytest.approx(0.2)
     assert d["n_clips"] == 10 and d["n_excluded_short"] == 1
-    assert all(n == SECONDS * SR for _, n in seen) and "clip00.mp4" not in [v for v, _ in seen]
+    assert all(d == 2.0 and n == SECONDS * SR for _, d, n in seen) and "clip00.mp4" not in [v for v, _, _ in seen]
 
     out = tmp_path / "eval"
     saved = json.loads((out / "metrics.json").read_text())
@@ -103,7 +103,7 @@ class _NaNFor:
 
     def embed(self, wav):
         e = self.inner.embed(wav)
-        if np.abs(wav).max() == 0:
+        if np.abs(wav.channels).max() == 0:
             return Embeddings(np.full_like(e.embedding, np.nan), None if e.logits is None else e.logits * np.nan)
         return e
 
