@@ -58,6 +58,8 @@ class TrainConfig:
     warmup_steps: int = 0
     seed: int = 0
     # --- data ------------------------------------------------------------------------------------------
+    subset_fraction: float = 1.0  # class-stratified share of the usable training rows (paper: 0.4; trainer/subset.py)
+    subset_seed: int = 0  # seed of that choice (independent of the training seed)
     val_fraction: float = 0.05  # held out of train, seeded, only when the cache has no val rows
     in_memory: Literal["auto", "yes", "no"] = "auto"  # auto | yes | no: load the needed rows once instead of reading zarr per batch
     max_memory_gb: float = 32.0  # auto: in memory when the selected rows take less than this
@@ -81,6 +83,8 @@ class TrainConfig:
             raise ValueError(f"train params: fusion={self.fusion!r} needs encoders='both' (got {self.encoders!r})")
         if self.global_batch < 1 or self.epochs < 0 or self.lr <= 0:
             raise ValueError("train params: global_batch >= 1, epochs >= 0 and lr > 0 are required")
+        if not 0.0 < self.subset_fraction <= 1.0:
+            raise ValueError(f"train params: subset_fraction={self.subset_fraction} must be in (0, 1]")
         if not 0.0 <= self.val_fraction < 1.0:
             raise ValueError(f"train params: val_fraction={self.val_fraction} must be in [0, 1)")
         self.betas = tuple(self.betas)

@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from trainer.checkpoint import has_checkpoint, read_checkpoint, rng_state, set_rng_state, write_checkpoint
 from trainer.config import TrainConfig
-from trainer.data import check_cache, load_features, open_cache, select_rows
+from trainer.data import check_cache, describe_rows, load_features, open_cache, select_rows
 from trainer.mapper import build_mapper
 from trainer.validate import evaluate, loss_fn
 from v2a.dist import pick_device, placement
@@ -105,25 +105,35 @@ def _check_resume(ck: dict, cfg: TrainConfig, run_id: dict) -> None:
 
 
 def run(cfg: TrainConfig, *, cache: str, out_dir: str, resume: bool = True, progress: bool = True,
-        upstream_fingerprints: dict | None = None) -> dict:
-    """Train the mapper on the cache at ``cache``; write checkpoints and logs under ``out_dir``; return a summary."""
+        upstream_fingerprints: dict | None = None, train_ids: str | Path | None = None) -> dict:
+    """Train the mapper on the cache at ``cache``; write checkpoints and logs under ``out_dir``; return a summary.
+
+    ``train_ids``: a file of clip ids to train on (trainer/subset.py); else ``cfg.subset_fraction`` decides.
+    """
     rank, world, local_rank, own_group = setup_distributed()
     out = Path(out_dir)
     lock = exclusive_lock(out / ".lock", "the mapper training run") if rank == 0 else contextlib.nullcontext()
     try:
         with lock:
-            return _train(cfg, cache, out, resume, progress, upstream_fingerprints, rank, world, local_rank)
+            return _train(cfg, cache, out, resume, progress, upstream_fingerprints, rank, world, local_rank,
+                          train_ids)
     finally:
         if own_group:
             dist.destroy_process_group()
 
 
-def _train(cfg, cache, out, resume, progress, upstream, rank, world, local_rank) -> dict:
+def _train(cfg, cache, out, resume, progress, upstream, rank, world, local_rank, train_ids=None) -> dict:
     t_start = time.perf_counter()
-    # 1. check the cache and select rows
+    # 1. check the cache and select rows (the training subset's ids are written with the run)
     root = open_cache(cache)
     dims = check_cache(cfg, root, upstream)
-    train_rows, val_rows, val_from = select_rows(cfg, root)
+    train_rows, val_rows, val_from = select_rows(cfg, root, train_ids)
+    data = describe_rows(root, train_rows, val_rows)
+    id_lists = {name: data.pop(f"{name}_id_list") for name in ("train", "val")}
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        for name, ids in id_lists.items():
+            atomic_write_text(out / f"{name}_ids.txt", "".join(f"{i}\n" for i in ids))
     micro, accum = cfg.accumulation(world)
     G = cfg.global_batch
     steps_per_epoch = len(train_rows) // G
@@ -133,10 +143,12 @@ def _train(cfg, cache, out, resume, progress, upstream, rank, world, local_rank)
     train_set, val_set, data_mode, _ = load_features(cfg, root, dims, train_rows, val_rows, device)
     run_id = {"cache_fingerprints": dims["fingerprints"], "upstream_fingerprints": upstream or {},
               "train_rows": sha256_bytes(np.asarray(train_rows, np.int64).tobytes())[:16],
-              "val_rows": sha256_bytes(np.asarray(val_rows, np.int64).tobytes())[:16]}
+              "val_rows": sha256_bytes(np.asarray(val_rows, np.int64).tobytes())[:16],
+              "train_ids": data["train_ids_sha256"]}
     # 2. model, optimizer, schedule
     mapper = build_mapper(cfg, dims).to(device)
     params = [p for p in mapper.parameters() if p.requires_grad]
+    data.update(trainable_params=sum(p.numel() for p in params), total_params=sum(p.numel() for p in mapper.parameters()))
     opt = torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
     total_steps = cfg.epochs * steps_per_epoch
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor(cfg, total_steps))
@@ -240,7 +252,8 @@ def _train(cfg, cache, out, resume, progress, upstream, rank, world, local_rank)
                "micro_batch": micro, "accumulation": accum, "device": str(device),
                "timing": {"total_s": time.perf_counter() - t_start, "steps_s": t_steps, "data_s": t_data,
                           "data_share": t_data / t_steps if t_steps else None},
-               "run_id": run_id}
+               "run_id": run_id, **data,
+               "scale_hours": data["train_audio_hours"] * st["epoch"]}  # paper's Scale: audio hours x epochs
     if rank == 0:
         atomic_write_json(out / "summary.json", summary)
         if writer is not None:
