@@ -3,8 +3,8 @@
 The paper trains on VisualSound, an ImageBind-filtered ~40% of VGGSound's training split (77k clips), and its Table 1
 says "40% of the VGGSound dataset". Two ways to choose the clips, both recorded with the run (``train_ids.txt``):
 
-- an id list (``paths.train_ids``, one clip id per line, ``#`` comments allowed), e.g. VisualSound's; ids not in the
-  cache's usable training rows are counted and logged, never silently trained on;
+- an id list (``paths.train_ids``, one clip id per line, ``#`` comments allowed), e.g. VisualSound's; it replaces
+  ``subset_fraction``; ids not among the cache's usable training rows are counted and logged;
 - ``subset_fraction`` < 1 (our rule where the paper is silent): **stratified by class**. Per label, the usable
   training clips are sorted by id and permuted with ``default_rng([seed, crc32(label)])``; each class gets
   ``floor(f * n_class)`` clips and the remaining ``round(f * N) - sum(floor)`` slots go to the classes with the
@@ -78,7 +78,7 @@ def choose(train_rows: np.ndarray, ids: np.ndarray, labels: np.ndarray, *, fract
                         "(not extracted, rejected, silent or not in split 'train')", missing, len(wanted), id_file)
         how = f"id list {Path(id_file).name}: {int(keep.sum())} of {len(wanted)} ids usable"
         if fraction < 1.0:
-            raise ValueError("train params: subset_fraction < 1 and paths.train_ids are both set; use one of them")
+            how += f" (the list replaces subset_fraction {fraction:g})"
     else:
         keep = stratified_subset(row_ids, row_labels, fraction, seed)
         how = (f"all {len(train_rows)} usable training rows" if fraction == 1.0 else
