@@ -68,5 +68,6 @@ def run(ctx: StageContext) -> None:
                     missing, len(pairs))
     result = evaluate_pairs(ctx.params, pairs=pairs, out_dir=out_dir(ctx),
                             record=ctx.record(experiment=ctx.cfg.experiment))
-    shown = {k: (m.get("value") if m.get("status") == "ok" else m.get("status")) for k, m in result["metrics"].items()}
+    shown = ", ".join(f"{k} {m['value']:.5g}" if m.get("status") == "ok" else f"{k} {m.get('status')}"
+                      for k, m in result["metrics"].items())
     log.info("evaluate: %s -> %s", shown, out_dir(ctx) / "table.md")

@@ -68,6 +68,7 @@ class TrainConfig:
     device: str = "auto"
     bf16: bool = True  # autocast on GPU only
     ckpt_every_steps: int = 0  # extra `last/` checkpoints inside an epoch (0 = end of epoch only)
+    tensorboard: bool = False  # also log to <run>/tb (optional extra: pip install 'mfm-mapper[tensorboard]')
     extra: dict[str, Any] = field(default_factory=dict)  # ignored keys, kept for the record
 
     def __post_init__(self):

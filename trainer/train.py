@@ -11,8 +11,6 @@ reseeded from (seed, step, rank) before every optimizer step, so a resumed run r
 from __future__ import annotations
 
 import contextlib
-import csv
-import io
 import logging
 import math
 import shutil
@@ -24,6 +22,7 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
+from trainer import logs
 from trainer.checkpoint import has_checkpoint, read_checkpoint, rng_state, set_rng_state, write_checkpoint
 from trainer.config import TrainConfig
 from trainer.data import check_cache, describe_rows, load_features, open_cache, select_rows
@@ -35,9 +34,7 @@ from v2a.io import atomic_write_json, atomic_write_text, exclusive_lock, sha256_
 log = logging.getLogger(__name__)
 
 # params that may change between a run and its resume (they do not change the maths beyond float error)
-RESUME_FREE = {"device", "in_memory", "max_memory_gb", "ckpt_every_steps", "micro_batch", "extra"}
-CSV_FIELDS = ["epoch", "step", "lr", "train_loss", "val_loss", "tf_mse", "tf_cos", "ar_mse", "ar_cos",
-              "base_mse", "base_cos", "seconds"]
+RESUME_FREE = {"device", "in_memory", "max_memory_gb", "ckpt_every_steps", "micro_batch", "extra", "tensorboard"}
 
 
 def setup_distributed() -> tuple[int, int, int, bool]:
@@ -67,28 +64,6 @@ def lr_factor(cfg: TrainConfig, total_steps: int):
 
 def epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
     return np.random.default_rng([seed, epoch]).permutation(n)
-
-
-def _write_log(out: Path, history: list[dict], writer) -> None:
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=CSV_FIELDS, extrasaction="ignore")
-    w.writeheader()
-    w.writerows(history)
-    atomic_write_text(out / "log.csv", buf.getvalue())
-    if writer is not None and history:
-        row = history[-1]
-        for k in CSV_FIELDS[3:-1]:
-            if row.get(k) is not None:
-                writer.add_scalar(k, row[k], row["epoch"])
-        writer.flush()
-
-
-def _tensorboard(out: Path):
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except Exception:  # tensorboard not installed: CSV only
-        return None
-    return SummaryWriter(str(out / "tb"))
 
 
 def _check_resume(ck: dict, cfg: TrainConfig, run_id: dict) -> None:
@@ -174,7 +149,7 @@ def _train(cfg, cache, out, resume, progress, upstream, rank, world, local_rank,
         model = torch.nn.parallel.DistributedDataParallel(
             mapper, device_ids=[device.index] if device.type == "cuda" else None)
     mean_token = train_set.mean_target().to(device) if rank == 0 else None
-    writer = _tensorboard(out) if rank == 0 else None
+    writer = logs.tensorboard(out, cfg.tensorboard) if rank == 0 else None
 
     def save(folder: str, with_state: bool) -> None:
         manifest = {**st, "run_id": run_id, "steps_per_epoch": steps_per_epoch, "seed": cfg.seed,
@@ -191,7 +166,7 @@ def _train(cfg, cache, out, resume, progress, upstream, rank, world, local_rank,
         t_epoch = time.perf_counter()
         perm = epoch_order(cfg.seed, epoch, len(train_set))
         bar = tqdm(range(st["batch"], steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}",
-                   disable=not progress or rank != 0, unit="step")
+                   disable=not logs.show_bar(progress, rank), unit="step", leave=False)
         for b in bar:
             t0 = time.perf_counter()
             mine = perm[b * G: (b + 1) * G][rank * micro * accum: (rank + 1) * micro * accum]
@@ -235,12 +210,12 @@ def _train(cfg, cache, out, resume, progress, upstream, rank, world, local_rank,
             improved = "val_loss" in row and (st["best_val"] is None or row["val_loss"] < st["best_val"])
             if improved:
                 st.update(best_val=row["val_loss"], best_epoch=epoch + 1)
-            _write_log(out, st["history"], writer)
+            logs.write_csv(out, st["history"])
+            logs.add_scalars(writer, row, epoch + 1)
             if improved:
                 save("best", False)
             save("last", True)
-            log.info("epoch %d: train %.5f val %s (tf cos %s, mean baseline %s)", epoch + 1, row["train_loss"],
-                     row.get("val_loss"), row.get("tf_cos"), row.get("base_mse"))
+            log.info("%s", logs.epoch_line(row, cfg.epochs))
         if world > 1:
             dist.barrier()
     # 6. summary
