@@ -121,3 +121,29 @@ def test_combined_report_scale_and_params_from_the_run(project):
         trainable = sum(v.numel() for k, v in weights.items() if not k.startswith("gpt2.wte"))  # wte is frozen
         assert int(rows[n]["trainable_params"]) == trainable
         assert rows[n]["status"] == "done" and rows[n]["fd_passt_clips"].endswith("gt")
+
+
+def test_training_dynamics_points_and_unchanged_training(project, tmp_path):
+    root = project
+    folder = tmp_path / "presets"
+    folder.mkdir()
+    (folder / "dyn.yaml").write_text("experiment: {description: mfm-mapper with dynamics}\n"
+                                     "stages: {train: {params: {encoders: both, fusion: concat, epochs: 40, "
+                                     "dynamics_every: 1, dynamics_clips: 2}}}\n")
+    over = sets(root) + [f"experiments.presets={folder}"]
+    assert run_experiment(FILES, over, "dyn", ["train"], progress=False) == ["train"]
+    run = root / "runs" / "dyn" / "mapper"
+    rows = list(csv.DictReader(open(run / "dynamics.csv")))
+    assert [r["epoch"] for r in rows] == ["1", "2"] and all(r["ib_score"] == "" for r in rows)  # IB off in this test
+    assert (run / "dynamics.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    val = (run / "val_ids.txt").read_text().split()  # this small demo holds 1 validation clip: FD is skipped
+    for e in (1, 2):
+        point = run / "dynamics" / f"epoch-{e:04d}"
+        assert sorted(p.stem for p in point.glob("*.wav")) == sorted(val)[:2]  # the listening samples
+        m = json.loads((point / "metrics.json").read_text())
+        assert m["epoch"] == e and m["counts"]["clips"] == len(val[:2]) and m["metrics"]["kl_passt"]["status"] == "ok"
+        assert not (point / "mapper").exists()
+    # the points do not change the training: the same weights as mfm-mapper (same params otherwise)
+    a = load_file(str(next((run / "last").glob("model-*.safetensors"))))
+    b = load_file(str(next((root / "runs" / "mfm-mapper" / "mapper" / "last").glob("model-*.safetensors"))))
+    assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)

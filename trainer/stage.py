@@ -81,7 +81,18 @@ def run(ctx: StageContext) -> None:
         atomic_write_json(out / "_started.json", {"fingerprint": ctx.fingerprint.value,
                                                   "components": ctx.fingerprint.components})
     upstream = {n: ctx.fingerprint.components["inputs"][n] for n in ctx.spec.needs}
+    dynamics = None
+    if cfg.dynamics_every:
+        from trainer.dynamics import Dynamics
+
+        dynamics = Dynamics(ctx.cfg, every=cfg.dynamics_every, clips=cfg.dynamics_clips, epochs=cfg.epochs, out=out,
+                            seed=cfg.seed)
     summary = train.run(cfg, cache=str(ctx.cfg.zarr_path), out_dir=str(out), resume=True, progress=ctx.progress,
-                        upstream_fingerprints=upstream, train_ids=ctx.cfg.optional_path("train_ids"))
+                        upstream_fingerprints=upstream, train_ids=ctx.cfg.optional_path("train_ids"),
+                        on_epoch=dynamics)
+    if dynamics is not None and rank == 0:
+        from trainer.dynamics import write_curve
+
+        summary["dynamics"] = write_curve(out)
     if rank == 0:
         atomic_write_json(out / "_stage.json", ctx.record(summary=summary))

@@ -80,10 +80,12 @@ def _check_resume(ck: dict, cfg: TrainConfig, run_id: dict) -> None:
 
 
 def run(cfg: TrainConfig, *, cache: str, out_dir: str, resume: bool = True, progress: bool = True,
-        upstream_fingerprints: dict | None = None, train_ids: str | Path | None = None) -> dict:
+        upstream_fingerprints: dict | None = None, train_ids: str | Path | None = None, on_epoch=None) -> dict:
     """Train the mapper on the cache at ``cache``; write checkpoints and logs under ``out_dir``; return a summary.
 
     ``train_ids``: a file of clip ids to train on (trainer/subset.py); else ``cfg.subset_fraction`` decides.
+    ``on_epoch(epoch, save)``: called on rank 0 after each epoch, before ``last/`` is written (training dynamics);
+    ``save(folder)`` writes the current weights to ``<out_dir>/<folder>``. A kill inside it redoes the epoch.
     """
     rank, world, local_rank, own_group = setup_distributed()
     out = Path(out_dir)
@@ -91,13 +93,14 @@ def run(cfg: TrainConfig, *, cache: str, out_dir: str, resume: bool = True, prog
     try:
         with lock:
             return _train(cfg, cache, out, resume, progress, upstream_fingerprints, rank, world, local_rank,
-                          train_ids)
+                          train_ids, on_epoch)
     finally:
         if own_group:
             dist.destroy_process_group()
 
 
-def _train(cfg, cache, out, resume, progress, upstream, rank, world, local_rank, train_ids=None) -> dict:
+def _train(cfg, cache, out, resume, progress, upstream, rank, world, local_rank, train_ids=None,
+           on_epoch=None) -> dict:
     t_start = time.perf_counter()
     # 1. check the cache and select rows (the training subset's ids are written with the run)
     root = open_cache(cache)
@@ -214,8 +217,10 @@ def _train(cfg, cache, out, resume, progress, upstream, rank, world, local_rank,
             logs.add_scalars(writer, row, epoch + 1)
             if improved:
                 save("best", False)
-            save("last", True)
             log.info("%s", logs.epoch_line(row, cfg.epochs))
+            if on_epoch is not None:
+                on_epoch(epoch + 1, lambda folder: save(folder, False))
+            save("last", True)
         if world > 1:
             dist.barrier()
     # 6. summary
