@@ -153,6 +153,14 @@ def combined_markdown(entries: list[dict], title: str = "Ablations") -> str:
                 if any(int(r["table"]) == t and r["row"] == row_name for r in e.get("paper") or []):
                     lines.append(_row([row_name, f"ours: {e['name']}"] + [vals[e["name"]][c][0]
                                                                            for c in table["columns"]]))
+    curves = [e for e in entries if e.get("dynamics")]
+    if curves:
+        lines += ["", "## Training dynamics (Fig. 3; dynamics.png)", "",
+                  "| Experiment | Epoch | IB-score | DeSync | FD_PaSST |", "| --- | ---: | ---: | ---: | ---: |"]
+        for e in curves:
+            for r in e["dynamics"]:
+                lines.append(_row([e["name"], str(r["epoch"])] + [_fmt(k, r.get(k)) for k in
+                                                                  ("ib_score", "desync", "fd_passt")]))
     lines += ["", "## Clips each number used", "", _row(["Experiment"] + [COLUMN_NAMES[c] for c in cols]),
               "| --- |" + " ---: |" * len(cols)]
     for e in entries:

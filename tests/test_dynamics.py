@@ -8,7 +8,7 @@ import json
 import numpy as np
 from PIL import Image
 
-from trainer.dynamics import CURVE, Dynamics, read_curve, write_curve
+from trainer.dynamics import CURVE, Dynamics, plot_curve, read_curve, write_curve
 
 
 def _point(run, epoch, ib, desync, fd):
@@ -32,6 +32,8 @@ def test_curve_csv_and_png(tmp_path):
     assert img.size == (360 * len(CURVE), 260)
     assert len(np.unique(np.asarray(img.convert("RGB")).reshape(-1, 3), axis=0)) > 2  # axes, text, curve
     assert read_curve(tmp_path / "nothing") == []
+    plot_curve({"ours": rows, "diff-mapper": rows[:1]}, tmp_path / "both.png")  # several runs, one figure
+    assert Image.open(tmp_path / "both.png").size == (360 * len(CURVE), 260 + 2 * 14)
 
 
 def test_points_are_due_every_k_and_at_the_end(tmp_path):

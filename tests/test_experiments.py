@@ -57,6 +57,8 @@ def test_overrides_move_runs_and_outputs_only(tmp_path):
     assert len({r.fingerprint("train").value for r in (r0, r1, r2)}) == 3
     sets_, _ = experiment_overrides(FILES, sets(tmp_path), "mfm-mapper-m")
     assert "stages.train.params.epochs=5" in sets_  # 100 x 0.05
+    mine, _ = experiment_config(FILES, sets(tmp_path) + ["stages.train.params.epochs=7"], "cavp-only")
+    assert mine.stage("train").params["epochs"] == 7  # --set wins over the preset
     with pytest.raises(ValueError, match="unknown experiment 'nope'; presets: cavp-only"):
         experiment_config(FILES, [], "nope")
     with pytest.raises(ValueError, match="experiment name"):
@@ -143,6 +145,9 @@ def test_training_dynamics_points_and_unchanged_training(project, tmp_path):
         m = json.loads((point / "metrics.json").read_text())
         assert m["epoch"] == e and m["counts"]["clips"] == len(val[:2]) and m["metrics"]["kl_passt"]["status"] == "ok"
         assert not (point / "mapper").exists()
+    res = ablations(FILES, over, ["dyn"], run=False)
+    assert "## Training dynamics" in Path(res["files"]["report"]).read_text()
+    assert Path(res["files"]["dynamics"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # the points do not change the training: the same weights as mfm-mapper (same params otherwise)
     a = load_file(str(next((run / "last").glob("model-*.safetensors"))))
     b = load_file(str(next((root / "runs" / "mfm-mapper" / "mapper" / "last").glob("model-*.safetensors"))))

@@ -134,37 +134,51 @@ def write_curve(run: Path) -> list[dict]:
     return rows
 
 
-def plot_curve(rows: list[dict], path: Path, size: tuple[int, int] = (360, 260)) -> None:
-    """Fig. 3-style panels (one per metric of CURVE, value over epochs) as a PNG, drawn with PIL."""
+COLORS = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (255, 127, 14), (148, 103, 189), (140, 86, 75)]
+
+
+def plot_curve(rows: list[dict] | dict[str, list[dict]], path: Path, size: tuple[int, int] = (360, 260)) -> None:
+    """Fig. 3-style panels (one per metric of CURVE, value over epochs) as a PNG, drawn with PIL.
+
+    ``rows``: one run's curve, or ``{name: curve}`` for several runs in one figure (a legend names them).
+    """
     from PIL import Image, ImageDraw
 
+    series = rows if isinstance(rows, dict) else {"": rows}
+    every = [r for curve in series.values() for r in curve]
     pw, ph = size
-    img = Image.new("RGB", (pw * len(CURVE), ph), "white")
+    img = Image.new("RGB", (pw * len(CURVE), ph + 14 * (len(series) > 1) * len(series)), "white")
     d = ImageDraw.Draw(img)
+    epochs = sorted({r["epoch"] for r in every})
     for n, (key, title) in enumerate(CURVE):
         x0, y0, x1, y1 = n * pw + 50, 30, n * pw + pw - 15, ph - 35  # plot box
         d.text((n * pw + 50, 8), title, fill="black")
         d.rectangle((x0, y0, x1, y1), outline="black")
-        pts = [(r["epoch"], r[key]) for r in rows if r.get(key) is not None]
-        if not pts:
+        values = [r[key] for r in every if r.get(key) is not None]
+        if not values:
             d.text((x0 + 10, (y0 + y1) // 2), "not computed (skipped)", fill="gray")
             continue
-        e_lo, e_hi = min(rows[0]["epoch"], pts[0][0]), max(rows[-1]["epoch"], pts[-1][0])
-        v_lo, v_hi = min(v for _, v in pts), max(v for _, v in pts)
+        e_lo, e_hi = epochs[0], epochs[-1]
+        v_lo, v_hi = min(values), max(values)
         pad = (v_hi - v_lo) * 0.1 or abs(v_hi) * 0.1 or 1.0
         v_lo, v_hi = v_lo - pad, v_hi + pad
         sx = lambda e: x0 + (x1 - x0) * ((e - e_lo) / (e_hi - e_lo) if e_hi > e_lo else 0.5)  # noqa: E731
         sy = lambda v: y1 - (y1 - y0) * (v - v_lo) / (v_hi - v_lo)  # noqa: E731
-        xy = [(sx(e), sy(v)) for e, v in pts]
-        if len(xy) > 1:
-            d.line(xy, fill=(31, 119, 180), width=2)
-        for x, y in xy:
-            d.ellipse((x - 3, y - 3, x + 3, y + 3), fill=(31, 119, 180))
+        for color, curve in zip(COLORS * 4, series.values()):
+            xy = [(sx(r["epoch"]), sy(r[key])) for r in curve if r.get(key) is not None]
+            if len(xy) > 1:
+                d.line(xy, fill=color, width=2)
+            for x, y in xy:
+                d.ellipse((x - 3, y - 3, x + 3, y + 3), fill=color)
         d.text((n * pw + 2, y0), f"{v_hi:.4g}", fill="black")
         d.text((n * pw + 2, y1 - 10), f"{v_lo:.4g}", fill="black")
-        for e in sorted({r["epoch"] for r in rows}):
+        for e in epochs:
             d.text((sx(e) - 6, y1 + 4), str(e), fill="black")
         d.text(((x0 + x1) // 2 - 15, ph - 15), "epoch", fill="black")
+    if len(series) > 1:
+        for i, (color, name) in enumerate(zip(COLORS * 4, series)):
+            d.rectangle((50, ph + 14 * i + 2, 60, ph + 14 * i + 12), fill=color)
+            d.text((66, ph + 14 * i), name, fill="black")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.png")
     img.save(tmp)

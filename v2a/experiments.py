@@ -3,8 +3,8 @@
 A preset is ``configs/experiments/NAME.yaml``: an ``experiment:`` block (description, the paper rows it
 reproduces) and an overlay of stages.yaml (usually a few ``stages.train.params``). Loading experiment NAME merges
 the usual config files, then the preset, then the config's ``experiments.overlay`` (configs/demo.yaml's makes every
-experiment cheap), multiplies the preset's epochs by ``experiments.epochs_scale``, applies ``--set`` overrides and
-moves ``paths.runs`` / ``paths.outputs`` to ``<runs>/NAME`` / ``<outputs>/NAME``.
+experiment cheap), multiplies the preset's epochs by ``experiments.epochs_scale``, applies the ``--set`` overrides
+(they win over the preset) and moves ``paths.runs`` / ``paths.outputs`` to ``<runs>/NAME`` / ``<outputs>/NAME``.
 
 Nothing else changes, so the frames and encoder stages keep their fingerprints and the feature cache is shared;
 train, generate and evaluate are per experiment: experiments never overwrite each other, and a finished one is
@@ -125,12 +125,13 @@ def experiment_overrides(files: list[str | Path], overrides: list[str], name: st
     if scale != 1.0:
         epochs = int(((merged.get("stages") or {}).get("train") or {}).get("params", {}).get("epochs", 40))
         sets.append(f"stages.train.params.epochs={max(1, round(epochs * scale))}")
+    sets += overrides  # the user's --set wins over the preset and the overlay
     paths = raw.get("paths") or {}
     for key in ("runs", "outputs"):
         if not paths.get(key):
             raise ValueError(f"paths.{key} is empty: an experiment writes under <{key}>/{name}")
         sets.append(f"paths.{key}={json.dumps(str(Path(str(paths[key])) / preset.name))}")
-    return overrides + sets, preset
+    return sets, preset
 
 
 def experiment_config(files: list[str | Path], overrides: list[str] | None, name: str) -> tuple[Config, Preset]:
@@ -166,6 +167,8 @@ def run_experiment(files: list[str | Path], overrides: list[str] | None, name: s
 
 def collect(files: list[str | Path], overrides: list[str] | None, name: str) -> dict:
     """What the combined report needs of one experiment: its preset, metrics and training summary (or why not)."""
+    from trainer.dynamics import read_curve
+
     try:
         cfg, preset = experiment_config(files, overrides, name)
     except (ValueError, FileNotFoundError) as e:
@@ -176,7 +179,8 @@ def collect(files: list[str | Path], overrides: list[str] | None, name: str) -> 
     return {"name": preset.name, "description": preset.description, "paper": preset.paper,
             "status": "done" if metrics and metrics.get("complete") else "not run",
             "metrics": metrics, "train": read_json(summary) if summary.exists() else None,
-            "epochs": cfg.stage("train").params.get("epochs"), "evaluation": str(ev.parent)}
+            "epochs": cfg.stage("train").params.get("epochs"), "evaluation": str(ev.parent),
+            "dynamics": read_curve(cfg.path("runs") / "mapper")}
 
 
 def distinct(files: list[str | Path], overrides: list[str] | None = None) -> list[str]:
@@ -227,4 +231,10 @@ def ablations(files: list[str | Path], overrides: list[str] | None = None, names
         entries.append(e)
     cfg = load_config(files, overrides)
     paths = write_combined(cfg.path("outputs") / "ablations", entries)
+    curves = {e["name"]: e["dynamics"] for e in entries if e.get("dynamics")}
+    if curves:  # Fig. 3: the training dynamics of every experiment that computed them, in one figure
+        from trainer.dynamics import plot_curve
+
+        paths["dynamics"] = cfg.path("outputs") / "ablations" / "dynamics.png"
+        plot_curve(curves, paths["dynamics"])
     return {"entries": entries, "errors": errors, "files": {k: str(v) for k, v in paths.items()}}
