@@ -152,3 +152,17 @@ def test_training_dynamics_points_and_unchanged_training(project, tmp_path):
     a = load_file(str(next((run / "last").glob("model-*.safetensors"))))
     b = load_file(str(next((root / "runs" / "mfm-mapper" / "mapper" / "last").glob("model-*.safetensors"))))
     assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)
+
+
+def test_switching_back_brings_the_kept_run_back(project):
+    root = project
+    run = root / "runs" / "cavp-only" / "mapper"
+    weights = next((run / "last").glob("model-*.safetensors"))
+    before = weights.read_bytes()
+    other = sets(root) + ["stages.train.params.lr=0.002"]
+    assert run_experiment(FILES, other, "cavp-only", ["train"], progress=False) == ["train"]
+    kept = [p.name for p in run.parent.iterdir() if p.name.startswith("mapper.")]
+    assert len(kept) == 1 and next((run / "last").glob("model-*.safetensors")).read_bytes() != before
+    assert run_experiment(FILES, sets(root), "cavp-only", ["evaluate"], progress=False) == ["train"]  # no retraining
+    assert next((run / "last").glob("model-*.safetensors")).read_bytes() == before
+    assert Runner(experiment_config(FILES, sets(root), "cavp-only")[0]).status("evaluate") == (True, [])
