@@ -121,7 +121,7 @@ class TrainConfig:
 
 # Options that change how, not what, is trained: stages.yaml `train.runtime` (not fingerprinted); same types and
 # defaults as TrainConfig's fields (one definition).
-RUNTIME_KEYS = ("device", "bf16", "ckpt_every_steps", "in_memory", "max_memory_gb")
+RUNTIME_KEYS = ("device", "bf16", "ckpt_every_steps", "in_memory", "max_memory_gb", "tensorboard")
 _hints, _fields = get_type_hints(TrainConfig, include_extras=True), {f.name: f for f in dataclasses.fields(TrainConfig)}
 TrainRuntime = create_model("TrainRuntime", **{k: (_hints[k], _fields[k].default) for k in RUNTIME_KEYS})
 
