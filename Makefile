@@ -9,7 +9,8 @@ CONFIG ?= -c stages.yaml
 DEMO := -c stages.yaml -c configs/demo.yaml
 WORKERS ?= 1
 
-.PHONY: help install demo test extract train generate evaluate reproduce stage status bench clean-demo
+.PHONY: help install demo test extract train generate evaluate reproduce stage status bench clean-demo \
+        experiment ablations demo-ablations
 
 help:
 	@echo "make demo      tiny models on synthetic clips, end to end (writes demo/)"
@@ -22,6 +23,9 @@ help:
 	@echo "make stage STAGE=timechat [FORCE=1]   rerun one stage"
 	@echo "make status    which stages are fresh or stale, and why"
 	@echo "make bench     benchmarks (prints figures and ratios)"
+	@echo "make experiment NAME=cavp-only   one named experiment (configs/experiments/) -> runs/NAME, outputs/NAME"
+	@echo "make ablations every experiment + one combined report (outputs/ablations/report.md)"
+	@echo "make demo-ablations   the same with the demo's tiny models on CPU (demo/outputs/ablations/)"
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -73,6 +77,18 @@ status: install
 
 bench: install
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+experiment: install
+	@test -n "$(NAME)" || (echo "usage: make experiment NAME=<preset> (v2a experiments lists them)"; exit 2)
+	$(V2A) $(CONFIG) run evaluate --experiment $(NAME)
+
+ablations: install
+	$(V2A) $(CONFIG) ablations
+	@cat outputs/ablations/report.md
+
+demo-ablations: install demo/videos/labels.csv
+	$(V2A) $(DEMO) ablations
+	@echo "report: demo/outputs/ablations/report.md"
 
 clean-demo:
 	rm -rf demo

@@ -37,12 +37,13 @@ def _cell(m: dict) -> str:
     return m.get("status", "?")
 
 
-def markdown_table(metrics: dict, n_clips: int, title: str = "Evaluation", seconds: float = 8.0) -> str:
+def markdown_table(metrics: dict, n_clips: int, title: str = "Evaluation", seconds: float = 8.0,
+                   label: str | None = None) -> str:
     head = "| Method | " + " | ".join(c for c, _ in TABLE_COLUMNS) + " |"
     sep = "| --- |" + " ---: |" * len(TABLE_COLUMNS)
     paper = "| MFM-Mapper (quoted from the paper, Table 1; VGGSound test) | " + " | ".join(
         f"{PAPER_ROW[k]:.3f}" if k == "desync" else f"{PAPER_ROW[k]:.2f}" for _, k in TABLE_COLUMNS) + " |"
-    ours = f"| Ours (this run, {n_clips} clips) | " + " | ".join(
+    ours = f"| {label or 'Ours'} (this run, {n_clips} clips) | " + " | ".join(
         _cell({**metrics[k], "key": k}) for _, k in TABLE_COLUMNS) + " |"
     lines = [f"# {title}", "", head, sep, paper, ours, "",
              "Lower is better for FD, KL and DeSync; higher for IS and IB-score. "
@@ -78,6 +79,128 @@ def write_outputs(out_dir: Path, result: dict, rows: list[dict]) -> dict[str, Pa
              "table": out_dir / "table.md"}
     atomic_write_text(paths["per_clip"], per_clip_csv(rows))
     atomic_write_text(paths["table"], markdown_table(result["metrics"], result["counts"]["clips"],
-                                                      seconds=result.get("params", {}).get("seconds", 8.0)))
+                                                      seconds=result.get("params", {}).get("seconds", 8.0),
+                                                      label=result.get("experiment")))
     atomic_write_json(paths["metrics"], result)  # written last: its presence says the run completed
+    return paths
+
+
+# --- the combined report of the experiments (v2a/experiments.py, `make ablations`) ---------------------------------
+# The paper's own rows, quoted verbatim (Tables 1-3). Table 2's "CAVP+TimeChat" and Table 3's "Channel-wise + proj"
+# repeat Table 1's MFM-Mapper numbers: the same run.
+PAPER_TABLES = {
+    1: {"title": "Table 1: VGGSound test (40% of VGGSound for training)",
+        "columns": ["scale", "params"] + [k for _, k in TABLE_COLUMNS],
+        "rows": {"MFM-Mapper": {"scale": 8000.0, "params": 124e6, **PAPER_ROW},
+                 "MFM-Mapper-M": {"scale": 20000.0, "params": 124e6, "fd_passt": 94.26, "fd_panns": 8.49,
+                                  "fd_vgg": 0.95, "kl_panns": 2.23, "kl_passt": 2.16, "is_panns": 10.58,
+                                  "ib_score": 25.68, "desync": 1.077}}},
+    2: {"title": "Table 2: visual encoders", "columns": ["fd_passt", "is_panns", "ib_score", "desync"],
+        "rows": {"CAVP+TimeChat": {"fd_passt": 111.74, "is_panns": 12.22, "ib_score": 26.07, "desync": 1.073},
+                 "CAVP": {"fd_passt": 123.26, "is_panns": 11.46, "ib_score": 22.01, "desync": 1.086},
+                 "TimeChat": {"fd_passt": 124.24, "is_panns": 12.08, "ib_score": 25.52, "desync": 1.162}}},
+    3: {"title": "Table 3: fusion methods", "columns": ["fd_passt", "is_panns", "ib_score", "desync"],
+        "rows": {"Channel-wise + proj": {"fd_passt": 111.74, "is_panns": 12.22, "ib_score": 26.07, "desync": 1.073},
+                 "Add": {"fd_passt": 113.58, "is_panns": 12.33, "ib_score": 26.00, "desync": 1.091},
+                 "Cat": {"fd_passt": 112.23, "is_panns": 12.24, "ib_score": 24.73, "desync": 1.120}}},
+}
+COLUMN_NAMES = {"scale": "Scale", "params": "Param.", **{k: c for c, k in TABLE_COLUMNS}}
+
+
+def _fmt(key: str, v: float | None) -> str:
+    if v is None:
+        return "-"
+    if key == "scale":
+        return f"{v:,.0f}h" if v >= 100 else f"{v:.3g}h"
+    if key == "params":
+        return f"{v / 1e6:.4g}M" if v >= 1e5 else f"{v / 1e3:.4g}K"
+    return f"{v:.3f}" if key == "desync" else f"{v:.2f}"
+
+
+def experiment_values(entry: dict) -> dict[str, tuple[str, str]]:
+    """{column: (cell, clips used)} of one experiment: Scale and Param. from its run, metrics from its evaluation."""
+    out: dict[str, tuple[str, str]] = {}
+    train = entry.get("train") or {}
+    out["scale"] = (_fmt("scale", train.get("scale_hours")),
+                    f"{train['train_clips']} clips x {train.get('epochs_done')} epochs" if "train_clips" in train else "")
+    out["params"] = (_fmt("params", train.get("trainable_params")), "")
+    metrics = (entry.get("metrics") or {}).get("metrics") or {}
+    for _, key in TABLE_COLUMNS:
+        m = metrics.get(key)
+        if m is None:
+            out[key] = ("-", "")
+            continue
+        cell = _fmt(key, m["value"]) if m.get("status") == "ok" else m.get("status", "?")
+        used = f"{m.get('n_gen', 0)} gen / {m['n_gt']} gt" if "n_gt" in m else str(m.get("n_clips", ""))
+        out[key] = (cell, used)
+    return out
+
+
+def _row(cells: list[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
+def combined_markdown(entries: list[dict], title: str = "Ablations") -> str:
+    """Rows = experiments (ours, then the paper's quoted rows they reproduce); per-table sections; clips used."""
+    cols = ["scale", "params"] + [k for _, k in TABLE_COLUMNS]
+    vals = {e["name"]: experiment_values(e) for e in entries}
+    lines = [f"# {title}", "", "Ours: this configuration's runs (`runs/NAME/`, `outputs/NAME/`); paper: quoted "
+             "verbatim. Scale = training audio hours x epochs, Param. = trainable parameters, both read from the "
+             "run. Lower is better for FD, KL and DeSync; higher for IS and IB-score.", "",
+             "## All experiments", "", _row(["Experiment", "Status"] + [COLUMN_NAMES[c] for c in cols]),
+             "| --- | --- |" + " ---: |" * len(cols)]
+    for e in entries:
+        lines.append(_row([f"**{e['name']}** (ours)", e["status"]] + [vals[e["name"]][c][0] for c in cols]))
+        for ref in e.get("paper") or []:
+            row = PAPER_TABLES.get(int(ref["table"]), {}).get("rows", {}).get(ref["row"])
+            if row is not None:
+                lines.append(_row([f"paper, Table {ref['table']}: {ref['row']}", "quoted"] +
+                                  [_fmt(c, row.get(c)) if c in row else "" for c in cols]))
+    for t, table in PAPER_TABLES.items():
+        lines += ["", f"## {table['title']}", "", _row(["Row", "Source"] + [COLUMN_NAMES[c] for c in table["columns"]]),
+                  "| --- | --- |" + " ---: |" * len(table["columns"])]
+        for row_name, paper in table["rows"].items():
+            lines.append(_row([row_name, "paper"] + [_fmt(c, paper.get(c)) for c in table["columns"]]))
+            for e in entries:
+                if any(int(r["table"]) == t and r["row"] == row_name for r in e.get("paper") or []):
+                    lines.append(_row([row_name, f"ours: {e['name']}"] + [vals[e["name"]][c][0]
+                                                                           for c in table["columns"]]))
+    curves = [e for e in entries if e.get("dynamics")]
+    if curves:
+        lines += ["", "## Training dynamics (Fig. 3; dynamics.png)", "",
+                  "| Experiment | Epoch | IB-score | DeSync | FD_PaSST |", "| --- | ---: | ---: | ---: | ---: |"]
+        for e in curves:
+            for r in e["dynamics"]:
+                lines.append(_row([e["name"], str(r["epoch"])] + [_fmt(k, r.get(k)) for k in
+                                                                  ("ib_score", "desync", "fd_passt")]))
+    lines += ["", "## Clips each number used", "", _row(["Experiment"] + [COLUMN_NAMES[c] for c in cols]),
+              "| --- |" + " ---: |" * len(cols)]
+    for e in entries:
+        lines.append(_row([e["name"]] + [vals[e["name"]][c][1] for c in cols]))
+    return "\n".join(lines) + "\n"
+
+
+def combined_csv(entries: list[dict]) -> str:
+    buf = io.StringIO()
+    keys = [k for _, k in TABLE_COLUMNS]
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["experiment", "status", "epochs", "train_clips", "scale_hours", "trainable_params", *keys,
+                *(f"{k}_clips" for k in keys), "paper_rows"])
+    for e in entries:
+        train = e.get("train") or {}
+        metrics = (e.get("metrics") or {}).get("metrics") or {}
+        value = lambda k: metrics.get(k, {}).get("value") if metrics.get(k, {}).get("status") == "ok" else ""  # noqa: E731
+        used = [experiment_values(e)[k][1] for k in keys]
+        w.writerow([e["name"], e["status"], e.get("epochs", ""), train.get("train_clips", ""),
+                    train.get("scale_hours", ""), train.get("trainable_params", ""), *[value(k) for k in keys],
+                    *used, "; ".join(f"Table {r['table']}: {r['row']}" for r in e.get("paper") or [])])
+    return buf.getvalue()
+
+
+def write_combined(out_dir: Path, entries: list[dict]) -> dict[str, Path]:
+    out_dir = Path(out_dir)
+    paths = {"report": out_dir / "report.md", "csv": out_dir / "report.csv", "json": out_dir / "report.json"}
+    atomic_write_text(paths["report"], combined_markdown(entries))
+    atomic_write_text(paths["csv"], combined_csv(entries))
+    atomic_write_json(paths["json"], {"experiments": entries, "paper_tables": PAPER_TABLES})
     return paths

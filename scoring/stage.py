@@ -78,6 +78,8 @@ def run(ctx: StageContext) -> None:
     if missing:
         log.warning("evaluate: %d of %d clips have no usable ground-truth audio; they are reported, not scored",
                     missing, len(pairs))
-    result = evaluate_pairs(ctx.params, pairs=pairs, out_dir=out_dir(ctx), record=ctx.record())
-    shown = {k: (m.get("value") if m.get("status") == "ok" else m.get("status")) for k, m in result["metrics"].items()}
+    result = evaluate_pairs(ctx.params, pairs=pairs, out_dir=out_dir(ctx),
+                            record=ctx.record(experiment=ctx.cfg.experiment))
+    shown = ", ".join(f"{k} {m['value']:.5g}" if m.get("status") == "ok" else f"{k} {m.get('status')}"
+                      for k, m in result["metrics"].items())
     log.info("evaluate: %s -> %s", shown, out_dir(ctx) / "table.md")

@@ -41,7 +41,8 @@ def test_defaults_filled_and_runtime_kept_apart(tmp_path):
     assert cfg.stage("a").params == {"size": 3, "mode": "exact", "weights": None}
     assert cfg.stage("a").runtime == {"batch_size": 8, "device": "cpu"}
     assert cfg.stage("b").params == {"anything": [1, 2]}  # a module without Params: not checked
-    assert cfg.paths == {"videos": "in", "labels": None, "cache": "cache", "runs": None, "outputs": None}
+    assert cfg.paths == {"videos": "in", "labels": None, "cache": "cache", "runs": None, "outputs": None,
+                         "train_ids": None}
     assert load_config([write(tmp_path, TOY)], ["stages.a.params.size=7"]).stage("a").params["size"] == 7
 
 

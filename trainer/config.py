@@ -58,14 +58,19 @@ class TrainConfig:
     warmup_steps: int = 0
     seed: int = 0
     # --- data ------------------------------------------------------------------------------------------
+    subset_fraction: float = 1.0  # class-stratified share of the usable training rows (paper: 0.4; trainer/subset.py)
+    subset_seed: int = 0  # seed of that choice (independent of the training seed)
     val_fraction: float = 0.05  # held out of train, seeded, only when the cache has no val rows
     in_memory: Literal["auto", "yes", "no"] = "auto"  # auto | yes | no: load the needed rows once instead of reading zarr per batch
     max_memory_gb: float = 32.0  # auto: in memory when the selected rows take less than this
     val_max_clips: int | None = None  # cap validation (AR rollout is 8 forward passes)
+    dynamics_every: int = 0  # > 0: generate + score validation clips every k epochs (Fig. 3; trainer/dynamics.py)
+    dynamics_clips: int = 32  # the fixed, seeded validation subset those points use
     # --- runtime ---------------------------------------------------------------------------------------
     device: str = "auto"
     bf16: bool = True  # autocast on GPU only
     ckpt_every_steps: int = 0  # extra `last/` checkpoints inside an epoch (0 = end of epoch only)
+    tensorboard: bool = False  # also log to <run>/tb (optional extra: pip install 'mfm-mapper[tensorboard]')
     extra: dict[str, Any] = field(default_factory=dict)  # ignored keys, kept for the record
 
     def __post_init__(self):
@@ -81,6 +86,10 @@ class TrainConfig:
             raise ValueError(f"train params: fusion={self.fusion!r} needs encoders='both' (got {self.encoders!r})")
         if self.global_batch < 1 or self.epochs < 0 or self.lr <= 0:
             raise ValueError("train params: global_batch >= 1, epochs >= 0 and lr > 0 are required")
+        if self.dynamics_every < 0 or self.dynamics_clips < 1:
+            raise ValueError("train params: dynamics_every >= 0 (0 = off) and dynamics_clips >= 1 are required")
+        if not 0.0 < self.subset_fraction <= 1.0:
+            raise ValueError(f"train params: subset_fraction={self.subset_fraction} must be in (0, 1]")
         if not 0.0 <= self.val_fraction < 1.0:
             raise ValueError(f"train params: val_fraction={self.val_fraction} must be in [0, 1)")
         self.betas = tuple(self.betas)
@@ -112,7 +121,7 @@ class TrainConfig:
 
 # Options that change how, not what, is trained: stages.yaml `train.runtime` (not fingerprinted); same types and
 # defaults as TrainConfig's fields (one definition).
-RUNTIME_KEYS = ("device", "bf16", "ckpt_every_steps", "in_memory", "max_memory_gb")
+RUNTIME_KEYS = ("device", "bf16", "ckpt_every_steps", "in_memory", "max_memory_gb", "tensorboard")
 _hints, _fields = get_type_hints(TrainConfig, include_extras=True), {f.name: f for f in dataclasses.fields(TrainConfig)}
 TrainRuntime = create_model("TrainRuntime", **{k: (_hints[k], _fields[k].default) for k in RUNTIME_KEYS})
 

@@ -18,8 +18,12 @@ import zarr
 
 from trainer.config import TrainConfig
 from trainer.fusion import pool_timechat
+from trainer.subset import choose as choose_subset
+from v2a.io import sha256_bytes
 
 log = logging.getLogger(__name__)
+
+AUDIO_SR = 16_000  # the frames stage's audio rate (AudioMAE's input); meta/audio_len counts samples at this rate
 
 
 class CacheError(ValueError):
@@ -111,19 +115,32 @@ def _strings(a) -> np.ndarray:
     return np.array([str(v) for v in np.asarray(a).tolist()], dtype=object)
 
 
-def select_rows(cfg: TrainConfig, root: zarr.Group) -> tuple[np.ndarray, np.ndarray, str]:
-    """(train rows, val rows, how val was chosen): status == '' and audiomae/valid, split train / val."""
+def select_rows(cfg: TrainConfig, root: zarr.Group, id_file: str | Path | None = None
+                ) -> tuple[np.ndarray, np.ndarray, str]:
+    """(train rows, val rows, how they were chosen): status == '' and audiomae/valid, split train / val.
+
+    The training subset (``cfg.subset_fraction`` or the id list ``id_file``, see trainer/subset.py) is taken from
+    the usable training rows first; with no 'val' split, validation is held out of the clips the subset left out
+    (so the subset is trained on whole), or of the training rows when nothing was left out.
+    """
     status = _strings(root["meta"]["status"][:])
     split = _strings(root["meta"]["split"][:])
     valid = np.asarray(root["audiomae"]["valid"][:]).astype(bool)
     ok = (status == "") & valid
     train, val = np.flatnonzero(ok & (split == "train")), np.flatnonzero(ok & (split == "val"))
-    how = "split == 'val'"
-    if len(val) == 0 and cfg.val_fraction > 0 and len(train) > 1:
-        k = max(1, int(math.ceil(cfg.val_fraction * len(train))))
-        perm = np.random.default_rng([cfg.seed, 7]).permutation(len(train))
-        val, train = np.sort(train[perm[:k]]), np.sort(train[perm[k:]])
-        how = f"{k} train rows held out (val_fraction {cfg.val_fraction}, seed {cfg.seed})"
+    how, pool = "split == 'val'", train
+    if len(train) and (id_file is not None or cfg.subset_fraction < 1.0):
+        train, rest, sub_how = choose_subset(train, _strings(root["meta"]["id"][:]), _strings(root["meta"]["label"][:]),
+                                             fraction=cfg.subset_fraction, seed=cfg.subset_seed, id_file=id_file)
+        how, pool = f"subset: {sub_how}; val: {how}", rest if len(rest) else train
+    if len(val) == 0 and cfg.val_fraction > 0 and len(pool) > 1:
+        k = min(len(pool) - (pool is train), max(1, int(math.ceil(cfg.val_fraction * len(train)))))
+        perm = np.random.default_rng([cfg.seed, 7]).permutation(len(pool))
+        val = np.sort(pool[perm[:k]])
+        train = np.sort(pool[perm[k:]]) if pool is train else train
+        where = "train rows" if pool is train else "rows left out of the subset"
+        held = f"{k} {where} held out (val_fraction {cfg.val_fraction}, seed {cfg.seed})"
+        how = held if how == "split == 'val'" else how.replace("split == 'val'", held)
     if len(train) == 0:
         raise CacheError(f"no usable training rows (status == '', audiomae/valid, split == 'train') among "
                          f"{len(status)} clips: check the labels file's split column and the rejects")
@@ -131,6 +148,21 @@ def select_rows(cfg: TrainConfig, root: zarr.Group) -> tuple[np.ndarray, np.ndar
         val = val[np.random.default_rng([cfg.seed, 11]).permutation(len(val))[: cfg.val_max_clips]]
         val = np.sort(val)
     return train, val, how
+
+
+def describe_rows(root: zarr.Group, train_rows: np.ndarray, val_rows: np.ndarray) -> dict:
+    """Ids of the chosen rows (written with the run), their sha256, and the training audio in hours.
+
+    Audio time = the real audio of each training clip (``meta/audio_len`` at 16 kHz, at most the 10 s decoded), so
+    ``train_audio_hours x epochs`` is the paper's Scale column (section 4.2.1).
+    """
+    ids = _strings(root["meta"]["id"][:])
+    train_ids, val_ids = [str(i) for i in ids[train_rows]], [str(i) for i in ids[val_rows]]
+    audio_len = np.asarray(root["meta"]["audio_len"][:], dtype=np.int64)
+    seconds = float(audio_len[train_rows].sum()) / AUDIO_SR
+    return {"train_id_list": train_ids, "val_id_list": val_ids,
+            "train_ids_sha256": sha256_bytes("".join(f"{i}\n" for i in train_ids).encode("utf-8")),
+            "train_clips": len(train_ids), "train_audio_hours": seconds / 3600.0}
 
 
 class Features:

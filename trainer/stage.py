@@ -2,7 +2,8 @@
 
 An interrupted run resumes from ``last/``. When the stage's fingerprint changes (new params, new features), the
 previous run is kept aside as ``<runs>/mapper.<old fingerprint>`` and training starts afresh: nothing trained is
-deleted.
+deleted. Switching back to params whose run was kept brings that run back (finished: nothing is retrained).
+The ids trained on and validated on are written to ``train_ids.txt`` / ``val_ids.txt`` in the run.
 """
 
 from __future__ import annotations
@@ -50,8 +51,20 @@ def _set_aside(out: Path, fingerprint: str, force: bool) -> None:
     n = 1
     while dest.exists():
         dest, n = out.with_name(f"{out.name}.{old}.{n}"), n + 1
-    log.info("train: keeping the previous run as %s and starting afresh", dest)
+    log.info("train: keeping the previous run as %s", dest)
     os.replace(out, dest)
+
+
+def _bring_back(out: Path, fingerprint: str) -> None:
+    """A run kept aside under this fingerprint becomes the current run again (it resumes or is already done)."""
+    kept = out.with_name(f"{out.name}.{fingerprint}")
+    if (out.exists() and any(out.iterdir())) or not (kept / "_started.json").exists():
+        return
+    if read_json(kept / "_started.json").get("fingerprint") == fingerprint:
+        if out.exists():
+            out.rmdir()
+        log.info("train: the run kept as %s has these params and inputs: using it again", kept)
+        os.replace(kept, out)
 
 
 def run(ctx: StageContext) -> None:
@@ -62,11 +75,24 @@ def run(ctx: StageContext) -> None:
     rank = placement().rank
     if rank == 0:
         _set_aside(out, ctx.fingerprint.value, ctx.force)
+        if not ctx.force:
+            _bring_back(out, ctx.fingerprint.value)
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_json(out / "_started.json", {"fingerprint": ctx.fingerprint.value,
                                                   "components": ctx.fingerprint.components})
     upstream = {n: ctx.fingerprint.components["inputs"][n] for n in ctx.spec.needs}
+    dynamics = None
+    if cfg.dynamics_every:
+        from trainer.dynamics import Dynamics
+
+        dynamics = Dynamics(ctx.cfg, every=cfg.dynamics_every, clips=cfg.dynamics_clips, epochs=cfg.epochs, out=out,
+                            seed=cfg.seed)
     summary = train.run(cfg, cache=str(ctx.cfg.zarr_path), out_dir=str(out), resume=True, progress=ctx.progress,
-                        upstream_fingerprints=upstream)
+                        upstream_fingerprints=upstream, train_ids=ctx.cfg.optional_path("train_ids"),
+                        on_epoch=dynamics)
+    if dynamics is not None and rank == 0:
+        from trainer.dynamics import write_curve
+
+        summary["dynamics"] = write_curve(out)
     if rank == 0:
         atomic_write_json(out / "_stage.json", ctx.record(summary=summary))

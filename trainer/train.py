@@ -11,8 +11,6 @@ reseeded from (seed, step, rank) before every optimizer step, so a resumed run r
 from __future__ import annotations
 
 import contextlib
-import csv
-import io
 import logging
 import math
 import shutil
@@ -24,9 +22,10 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
+from trainer import logs
 from trainer.checkpoint import has_checkpoint, read_checkpoint, rng_state, set_rng_state, write_checkpoint
 from trainer.config import TrainConfig
-from trainer.data import check_cache, load_features, open_cache, select_rows
+from trainer.data import check_cache, describe_rows, load_features, open_cache, select_rows
 from trainer.mapper import build_mapper
 from trainer.validate import evaluate, loss_fn
 from v2a.dist import pick_device, placement
@@ -35,9 +34,7 @@ from v2a.io import atomic_write_json, atomic_write_text, exclusive_lock, sha256_
 log = logging.getLogger(__name__)
 
 # params that may change between a run and its resume (they do not change the maths beyond float error)
-RESUME_FREE = {"device", "in_memory", "max_memory_gb", "ckpt_every_steps", "micro_batch", "extra"}
-CSV_FIELDS = ["epoch", "step", "lr", "train_loss", "val_loss", "tf_mse", "tf_cos", "ar_mse", "ar_cos",
-              "base_mse", "base_cos", "seconds"]
+RESUME_FREE = {"device", "in_memory", "max_memory_gb", "ckpt_every_steps", "micro_batch", "extra", "tensorboard"}
 
 
 def setup_distributed() -> tuple[int, int, int, bool]:
@@ -69,28 +66,6 @@ def epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
     return np.random.default_rng([seed, epoch]).permutation(n)
 
 
-def _write_log(out: Path, history: list[dict], writer) -> None:
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=CSV_FIELDS, extrasaction="ignore")
-    w.writeheader()
-    w.writerows(history)
-    atomic_write_text(out / "log.csv", buf.getvalue())
-    if writer is not None and history:
-        row = history[-1]
-        for k in CSV_FIELDS[3:-1]:
-            if row.get(k) is not None:
-                writer.add_scalar(k, row[k], row["epoch"])
-        writer.flush()
-
-
-def _tensorboard(out: Path):
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except Exception:  # tensorboard not installed: CSV only
-        return None
-    return SummaryWriter(str(out / "tb"))
-
-
 def _check_resume(ck: dict, cfg: TrainConfig, run_id: dict) -> None:
     old, new = ck["config"], cfg.to_dict()
     changed = sorted(k for k in set(old) | set(new) if k not in RESUME_FREE and old.get(k) != new.get(k))
@@ -105,25 +80,38 @@ def _check_resume(ck: dict, cfg: TrainConfig, run_id: dict) -> None:
 
 
 def run(cfg: TrainConfig, *, cache: str, out_dir: str, resume: bool = True, progress: bool = True,
-        upstream_fingerprints: dict | None = None) -> dict:
-    """Train the mapper on the cache at ``cache``; write checkpoints and logs under ``out_dir``; return a summary."""
+        upstream_fingerprints: dict | None = None, train_ids: str | Path | None = None, on_epoch=None) -> dict:
+    """Train the mapper on the cache at ``cache``; write checkpoints and logs under ``out_dir``; return a summary.
+
+    ``train_ids``: a file of clip ids to train on (trainer/subset.py); else ``cfg.subset_fraction`` decides.
+    ``on_epoch(epoch, save)``: called on rank 0 after each epoch, before ``last/`` is written (training dynamics);
+    ``save(folder)`` writes the current weights to ``<out_dir>/<folder>``. A kill inside it redoes the epoch.
+    """
     rank, world, local_rank, own_group = setup_distributed()
     out = Path(out_dir)
     lock = exclusive_lock(out / ".lock", "the mapper training run") if rank == 0 else contextlib.nullcontext()
     try:
         with lock:
-            return _train(cfg, cache, out, resume, progress, upstream_fingerprints, rank, world, local_rank)
+            return _train(cfg, cache, out, resume, progress, upstream_fingerprints, rank, world, local_rank,
+                          train_ids, on_epoch)
     finally:
         if own_group:
             dist.destroy_process_group()
 
 
-def _train(cfg, cache, out, resume, progress, upstream, rank, world, local_rank) -> dict:
+def _train(cfg, cache, out, resume, progress, upstream, rank, world, local_rank, train_ids=None,
+           on_epoch=None) -> dict:
     t_start = time.perf_counter()
-    # 1. check the cache and select rows
+    # 1. check the cache and select rows (the training subset's ids are written with the run)
     root = open_cache(cache)
     dims = check_cache(cfg, root, upstream)
-    train_rows, val_rows, val_from = select_rows(cfg, root)
+    train_rows, val_rows, val_from = select_rows(cfg, root, train_ids)
+    data = describe_rows(root, train_rows, val_rows)
+    id_lists = {name: data.pop(f"{name}_id_list") for name in ("train", "val")}
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        for name, ids in id_lists.items():
+            atomic_write_text(out / f"{name}_ids.txt", "".join(f"{i}\n" for i in ids))
     micro, accum = cfg.accumulation(world)
     G = cfg.global_batch
     steps_per_epoch = len(train_rows) // G
@@ -133,10 +121,12 @@ def _train(cfg, cache, out, resume, progress, upstream, rank, world, local_rank)
     train_set, val_set, data_mode, _ = load_features(cfg, root, dims, train_rows, val_rows, device)
     run_id = {"cache_fingerprints": dims["fingerprints"], "upstream_fingerprints": upstream or {},
               "train_rows": sha256_bytes(np.asarray(train_rows, np.int64).tobytes())[:16],
-              "val_rows": sha256_bytes(np.asarray(val_rows, np.int64).tobytes())[:16]}
+              "val_rows": sha256_bytes(np.asarray(val_rows, np.int64).tobytes())[:16],
+              "train_ids": data["train_ids_sha256"]}
     # 2. model, optimizer, schedule
     mapper = build_mapper(cfg, dims).to(device)
     params = [p for p in mapper.parameters() if p.requires_grad]
+    data.update(trainable_params=sum(p.numel() for p in params), total_params=sum(p.numel() for p in mapper.parameters()))
     opt = torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
     total_steps = cfg.epochs * steps_per_epoch
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor(cfg, total_steps))
@@ -162,7 +152,7 @@ def _train(cfg, cache, out, resume, progress, upstream, rank, world, local_rank)
         model = torch.nn.parallel.DistributedDataParallel(
             mapper, device_ids=[device.index] if device.type == "cuda" else None)
     mean_token = train_set.mean_target().to(device) if rank == 0 else None
-    writer = _tensorboard(out) if rank == 0 else None
+    writer = logs.tensorboard(out, cfg.tensorboard) if rank == 0 else None
 
     def save(folder: str, with_state: bool) -> None:
         manifest = {**st, "run_id": run_id, "steps_per_epoch": steps_per_epoch, "seed": cfg.seed,
@@ -179,7 +169,7 @@ def _train(cfg, cache, out, resume, progress, upstream, rank, world, local_rank)
         t_epoch = time.perf_counter()
         perm = epoch_order(cfg.seed, epoch, len(train_set))
         bar = tqdm(range(st["batch"], steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}",
-                   disable=not progress or rank != 0, unit="step")
+                   disable=not logs.show_bar(progress, rank), unit="step", leave=False)
         for b in bar:
             t0 = time.perf_counter()
             mine = perm[b * G: (b + 1) * G][rank * micro * accum: (rank + 1) * micro * accum]
@@ -223,12 +213,14 @@ def _train(cfg, cache, out, resume, progress, upstream, rank, world, local_rank)
             improved = "val_loss" in row and (st["best_val"] is None or row["val_loss"] < st["best_val"])
             if improved:
                 st.update(best_val=row["val_loss"], best_epoch=epoch + 1)
-            _write_log(out, st["history"], writer)
+            logs.write_csv(out, st["history"])
+            logs.add_scalars(writer, row, epoch + 1)
             if improved:
                 save("best", False)
+            log.info("%s", logs.epoch_line(row, cfg.epochs))
+            if on_epoch is not None:
+                on_epoch(epoch + 1, lambda folder: save(folder, False))
             save("last", True)
-            log.info("epoch %d: train %.5f val %s (tf cos %s, mean baseline %s)", epoch + 1, row["train_loss"],
-                     row.get("val_loss"), row.get("tf_cos"), row.get("base_mse"))
         if world > 1:
             dist.barrier()
     # 6. summary
@@ -240,7 +232,8 @@ def _train(cfg, cache, out, resume, progress, upstream, rank, world, local_rank)
                "micro_batch": micro, "accumulation": accum, "device": str(device),
                "timing": {"total_s": time.perf_counter() - t_start, "steps_s": t_steps, "data_s": t_data,
                           "data_share": t_data / t_steps if t_steps else None},
-               "run_id": run_id}
+               "run_id": run_id, **data,
+               "scale_hours": data["train_audio_hours"] * st["epoch"]}  # paper's Scale: audio hours x epochs
     if rank == 0:
         atomic_write_json(out / "summary.json", summary)
         if writer is not None:

@@ -61,14 +61,26 @@ def _usage_error(e: Exception) -> NoReturn:
     raise typer.Exit(2)
 
 
-def _runner(targets: list[str] | None = None) -> Runner:
-    """The runner on the validated configuration (v2a/schema.py); ``targets`` must name stages or groups."""
+def _runner(targets: list[str] | None = None, experiment: str | None = None) -> Runner:
+    """The runner on the validated configuration (v2a/schema.py), or on the named experiment's
+    (v2a/experiments.py); ``targets`` must name stages or groups."""
     try:
-        r = Runner(load_config(STATE.config_files, STATE.overrides))
+        if experiment:
+            from v2a.experiments import experiment_config, write_identity
+
+            cfg, preset = experiment_config(STATE.config_files, STATE.overrides, experiment)
+            write_identity(cfg, preset, STATE.config_files, STATE.overrides)
+            r = Runner(cfg)
+        else:
+            r = Runner(load_config(STATE.config_files, STATE.overrides))
         r.cfg.closure(targets or [])
     except (ConfigError, FileNotFoundError, ValueError) as e:
         _usage_error(e)
     return r
+
+
+EXPERIMENT_HELP = ("A named experiment (configs/experiments/NAME.yaml; `v2a experiments` lists them): its own "
+                   "runs/NAME/ and outputs/NAME/, the shared feature cache.")
 
 
 def _fail(e: Exception) -> NoReturn:
@@ -77,9 +89,9 @@ def _fail(e: Exception) -> NoReturn:
 
 
 @app.command()
-def status() -> None:
+def status(experiment: Optional[str] = typer.Option(None, "--experiment", "-e", help=EXPERIMENT_HELP)) -> None:
     """Print every stage as fresh or stale, and why; then each missing input (exit code 1 when one is)."""
-    r = _runner()
+    r = _runner(experiment=experiment)
     for name in r.cfg.order():
         try:
             fresh, reasons = r.status(name)
@@ -99,9 +111,10 @@ def run_targets(
     targets: List[str] = typer.Argument(..., help="Stages or groups (extract, train, generate, evaluate)."),
     force: bool = typer.Option(False, "--force", help="Rerun the named stages even when fresh."),
     workers: int = typer.Option(1, "--workers", "-w", help="Local worker processes (frames stage)."),
+    experiment: Optional[str] = typer.Option(None, "--experiment", "-e", help=EXPERIMENT_HELP),
 ) -> None:
     """Run the targets and every stale stage upstream of them, in order; fresh stages are skipped."""
-    r = _runner(targets)
+    r = _runner(targets, experiment)
     try:
         ran = r.run(targets, force=force, workers=workers, progress=STATE.progress)
     except (RuntimeError, ValueError, FileNotFoundError) as e:
@@ -168,6 +181,10 @@ def demo_data(
     specs = make_demo_clips(out, n=n, seed=seed)
     typer.echo(f"wrote {len(specs)} clips to {out}")
 
+
+from v2a.cli_experiments import register  # noqa: E402  (v2a experiments, ablations, evaluate)
+
+register(app, STATE)
 
 if __name__ == "__main__":
     app()

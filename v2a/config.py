@@ -39,6 +39,7 @@ class Config:
     stages: dict[str, StageSpec]
     targets: dict[str, list[str]]  # named groups: extract, train, generate, evaluate
     sources: list[str] = field(default_factory=list)  # config files merged, in order
+    experiment: str | None = None  # the named experiment this config is (v2a/experiments.py), None = the plain run
 
     def path(self, name: str) -> Path:
         """Resolve a named path (``paths.<name>``) against the config root."""

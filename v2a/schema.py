@@ -22,7 +22,7 @@ from typing import Any, Iterable
 
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
-TOP_LEVEL = ("paths", "targets", "stages")
+TOP_LEVEL = ("paths", "targets", "stages", "experiments")
 
 
 class ConfigError(ValueError):
@@ -47,6 +47,15 @@ class Paths(Options):
     cache: str | None = None  # frames shards + features.zarr
     runs: str | None = None  # mapper checkpoints
     outputs: str | None = None  # generated audio, videos, evaluation
+    train_ids: str | None = None  # optional id list to train on (trainer/subset.py)
+
+
+class Experiments(Options):
+    """``experiments``: named runs (v2a/experiments.py)."""
+
+    presets: str = "configs/experiments"  # folder of NAME.yaml presets
+    overlay: str | None = None  # a file merged after every preset
+    epochs_scale: float = 1.0  # multiplies the presets' train epochs
 
 
 def field_names(model: type) -> list[str]:
@@ -190,6 +199,7 @@ def validate_config(raw: dict) -> dict:
     problems = [unknown_key("", k, list(TOP_LEVEL), "top-level key") for k in raw if k not in TOP_LEVEL]
     paths, more = check("paths.", raw.get("paths"), Paths)
     problems += more
+    problems += check("experiments.", raw.get("experiments") or {}, Experiments)[1]
     try:
         targets = TypeAdapter(dict[str, list[str]]).validate_python(raw.get("targets") or {})
     except ValidationError as e:

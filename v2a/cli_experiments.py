@@ -1,0 +1,85 @@
+"""CLI commands for experiments and external evaluation: ``v2a experiments``, ``v2a ablations``, ``v2a evaluate``.
+
+Registered on the main app by ``v2a/cli.py`` (``register(app, state)``); ``v2a run TARGET --experiment NAME`` is
+the ``run`` command's option.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+log = logging.getLogger("v2a")
+
+ERRORS = (RuntimeError, ValueError, FileNotFoundError)
+
+
+def _fail(e: Exception) -> None:
+    log.error("%s", e)
+    raise typer.Exit(1)
+
+
+def register(app: typer.Typer, state) -> None:
+    @app.command("experiments")
+    def list_experiments() -> None:
+        """List the named experiments (configs/experiments/NAME.yaml) and whether each has been evaluated."""
+        from v2a.experiments import collect, presets, read_preset
+
+        try:
+            known = presets(state.config_files, state.overrides)
+            for name in known:
+                pre = read_preset(name, known)
+                if pre.name != name:
+                    typer.echo(f"{name:<16} = {pre.name}")
+                    continue
+                e = collect(state.config_files, state.overrides, name)
+                typer.echo(f"{name:<16} {e['status']:<8} {pre.description}")
+        except ERRORS as e:
+            _fail(e)
+
+    @app.command()
+    def ablations(
+        names: List[str] = typer.Argument(None, help="Experiments to run (default: every preset)."),
+        report_only: bool = typer.Option(False, "--report-only", help="Write the report from what exists; run nothing."),
+        workers: int = typer.Option(1, "--workers", "-w", help="Local worker processes (frames stage)."),
+    ) -> None:
+        """Run every experiment up to evaluate (finished ones are reused) and write one combined report
+        (<outputs>/ablations/report.md, .csv, .json): rows = experiments, the paper's rows beside ours."""
+        from v2a.experiments import ablations as run_all
+
+        try:
+            res = run_all(state.config_files, state.overrides, list(names or []) or None, run=not report_only,
+                          workers=workers, progress=state.progress)
+        except ERRORS as e:
+            _fail(e)
+        typer.echo(f"report: {res['files']['report']}")
+        if res["errors"]:
+            typer.echo(f"failed: {', '.join(res['errors'])} (reasons in the report)")
+            raise typer.Exit(1)
+
+    @app.command("evaluate")
+    def evaluate_cmd(
+        pred: Path = typer.Option(..., "--pred", help="Folder of generated audio (.wav/.flac), one file per clip."),
+        gt: Path = typer.Option(..., "--gt", help="Folder of ground-truth audio, matched to --pred by file stem."),
+        video: Optional[Path] = typer.Option(None, "--video", help="Folder of the videos (IB-score, DeSync)."),
+        out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder (default <outputs>/evaluate-<pred>)."),
+    ) -> None:
+        """Score any folder of audio with the evaluate stage's protocol (stages.evaluate.params: models, 8 s crop).
+
+        Writes metrics.json, per_clip.csv, table.md, unmatched.csv (stems not on both sides) and a gallery.
+        """
+        from scoring.folders import evaluate_folders
+        from v2a.config import load_config
+
+        try:
+            cfg = load_config(state.config_files, state.overrides)
+            dest = out or cfg.path("outputs") / f"evaluate-{Path(pred).resolve().name}"
+            res = evaluate_folders(dict(cfg.stage("evaluate").params), pred, gt, dest, video)
+        except ERRORS as e:
+            _fail(e)
+        shown = {k: (round(m["value"], 4) if m.get("status") == "ok" else m.get("status"))
+                 for k, m in res["metrics"].items()}
+        typer.echo(f"{shown}\nclips: {res['counts']['clips']} scored, unmatched: {res['unmatched']} -> {dest}")
