@@ -9,7 +9,8 @@ CONFIG ?= -c stages.yaml
 DEMO := -c stages.yaml -c configs/demo.yaml
 WORKERS ?= 1
 
-.PHONY: help install demo test extract train generate evaluate reproduce stage status bench clean-demo
+.PHONY: help install demo test extract train generate evaluate reproduce stage status bench clean-demo \
+        weights check smoke-full
 
 help:
 	@echo "make demo      tiny models on synthetic clips, end to end (writes demo/)"
@@ -22,6 +23,9 @@ help:
 	@echo "make stage STAGE=timechat [FORCE=1]   rerun one stage"
 	@echo "make status    which stages are fresh or stale, and why"
 	@echo "make bench     benchmarks (prints figures and ratios)"
+	@echo "make weights   download every checkpoint of the full run (v2a weights fetch; manifest v2a/weights.yaml)"
+	@echo "make check     preflight of the full run: inputs, weights (keys/shapes), devices (v2a check)"
+	@echo "make smoke-full  every full-size model with random weights on 2 clips, CPU (time + peak memory per stage)"
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -58,6 +62,7 @@ evaluate: install
 
 # The paper end to end on a GPU machine: stages.yaml's paths point at VGGSound/VisualSound and the weights.
 reproduce: install
+	$(V2A) $(CONFIG) check  # every stage's inputs, weights and devices first, not 20 hours in
 	$(V2A) $(CONFIG) run extract --workers $(WORKERS)
 	$(V2A) $(CONFIG) run train
 	$(V2A) $(CONFIG) run generate
@@ -70,6 +75,16 @@ stage: install
 
 status: install
 	$(V2A) $(CONFIG) status
+
+weights: install
+	$(V2A) $(CONFIG) weights fetch
+
+check: install
+	$(V2A) $(CONFIG) check
+
+# Full-size dry run on the CPU: random weights at the released sizes, 2 synthetic clips, every stage (no downloads).
+smoke-full: install
+	$(PY) benchmarks/smoke_full.py
 
 bench: install
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

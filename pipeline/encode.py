@@ -48,6 +48,17 @@ class EncoderRuntime(BaseModel):
     decode_threads: Positive = 4  # threads decoding a shard's frames while the previous one is encoded
 
 
+def encoder_preflight(ctx: StageContext, encoder: ModuleType) -> list[tuple[str, str]]:
+    """The encoder module's own preflight (half without CUDA, checkpoint keys and shapes) as (item, problem) pairs.
+    A CUDA device asked for without CUDA is the generic check's to report; the rest is checked for the CPU."""
+    try:
+        device = str(pick_device(ctx.runtime("device", "auto")))
+    except RuntimeError:
+        device = "cpu"
+    params = {k: v for k, v in ctx.params.items() if k != "dtype"}
+    return [("params", msg) for msg in encoder.preflight(params, device)]
+
+
 def read_record(ctx: StageContext) -> dict | None:
     path = ctx.cfg.zarr_path
     if not path.exists():

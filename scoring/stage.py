@@ -40,6 +40,13 @@ def read_record(ctx: StageContext) -> dict | None:
     return {k: rec.get(k) for k in ("fingerprint", "components", "complete")}
 
 
+def preflight(ctx: StageContext) -> list[tuple[str, str]]:
+    """Before the stage starts: every evaluation checkpoint's keys and shapes (scoring/preflight.py)."""
+    from scoring.preflight import preflight_eval
+
+    return preflight_eval(ctx.params)
+
+
 def run(ctx: StageContext) -> None:
     gen_dir = ctx.cfg.path("outputs") / "generated"
     index = gen_dir / "index.csv"
