@@ -37,6 +37,8 @@ def check_inputs(cfg: Config, spec: StageSpec) -> list[Problem]:
                 out.append(Problem(spec.name, f"paths.{name}", "is not set"))
             continue
         p = cfg.path(name)
+        if not p.exists() and name in OPTIONAL_INPUTS and _webdataset_videos(cfg):
+            continue  # webdataset shards carry their labels in <key>.json / <key>.cls
         if not p.exists():
             out.append(Problem(spec.name, f"paths.{name}", f"{p} does not exist"))
         elif p.is_dir() and not any(f for f in p.iterdir() if not f.name.startswith(".")):
@@ -44,6 +46,11 @@ def check_inputs(cfg: Config, spec: StageSpec) -> list[Problem]:
         elif p.is_file() and p.stat().st_size == 0:
             out.append(Problem(spec.name, f"paths.{name}", f"{p} is an empty file"))
     return out
+
+
+def _webdataset_videos(cfg: Config) -> bool:
+    videos = cfg.optional_path("videos")
+    return videos is not None and videos.is_dir() and any(videos.glob("*.tar"))
 
 
 def check_checkpoints(cfg: Config, spec: StageSpec, manifest: dict, wdir: Path) -> list[Problem]:
