@@ -33,7 +33,8 @@ class EncoderParams(BaseModel):
     """The params every encoder stage has; each stage module subclasses it with its own (one line per field)."""
 
     model_config = ConfigDict(extra="forbid")
-    model: Literal["full", "tiny"] = "full"  # full: released weights; tiny: seeded random small model (tests, demo)
+    model: Literal["full", "tiny", "random-full"] = "full"  # full: released weights; tiny: seeded random small
+    # model (tests, demo); random-full: the released size with seeded random weights (make smoke-full)
     seed: int = 0  # tiny: the seed of the random weights
     half: bool = False  # fp16 weights (CUDA only)
     dtype: Literal["float16", "float32"] = "float16"  # of the cached features

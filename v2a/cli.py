@@ -177,4 +177,6 @@ def demo_data(
 
 
 if __name__ == "__main__":
-    app()
+    from v2a import cli as _cli  # one module instance: v2a/weights_cli.py reads v2a.cli.STATE
+
+    _cli.app()
