@@ -60,7 +60,7 @@ def check_checkpoints(cfg: Config, spec: StageSpec, manifest: dict, wdir: Path) 
     out = []
     for key in spec.checkpoints:
         value = spec.params.get(key)
-        if value in (None, "", "tiny"):
+        if value in (None, "", "tiny", "random-full"):  # no file: seeded random models
             continue
         item = f"params.{key}"
         if isinstance(value, str) and value in manifest:
