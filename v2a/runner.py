@@ -260,7 +260,9 @@ class Runner:
         problems = preflight(self.cfg, names)
         log.info("preflight of %s: %d problem(s) in %.1f s", ", ".join(names), len(problems), time.time() - t0)
         if problems:
-            raise PreflightError(f"preflight found problems; nothing was run:\n{format_problems(problems)}")
+            first = problems[0]
+            raise PreflightError(f"preflight found {len(problems)} problem(s), nothing was run; first: {first.stage} "
+                                 f"{first.item}: {first.problem}\n{format_problems(problems)}")
 
     def run(self, names: list[str], *, force: bool = False, only: bool = False, check: bool = True,
             **kw: Any) -> list[str]:
