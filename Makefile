@@ -10,7 +10,8 @@ DEMO := -c stages.yaml -c configs/demo.yaml
 WORKERS ?= 1
 
 .PHONY: help install demo test extract train generate evaluate reproduce stage status bench clean-demo \
-        experiment ablations demo-ablations
+        experiment ablations demo-ablations \
+        weights check smoke-full
 
 help:
 	@echo "make demo      tiny models on synthetic clips, end to end (writes demo/)"
@@ -26,6 +27,9 @@ help:
 	@echo "make experiment NAME=cavp-only   one named experiment (configs/experiments/) -> runs/NAME, outputs/NAME"
 	@echo "make ablations every experiment + one combined report (outputs/ablations/report.md)"
 	@echo "make demo-ablations   the same with the demo's tiny models on CPU (demo/outputs/ablations/)"
+	@echo "make weights   download every checkpoint of the full run (v2a weights fetch; manifest v2a/weights.yaml)"
+	@echo "make check     preflight of the full run: inputs, weights (keys/shapes), devices (v2a check)"
+	@echo "make smoke-full  every full-size model with random weights on 2 clips, CPU (time + peak memory per stage)"
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -62,6 +66,7 @@ evaluate: install
 
 # The paper end to end on a GPU machine: stages.yaml's paths point at VGGSound/VisualSound and the weights.
 reproduce: install
+	$(V2A) $(CONFIG) check  # every stage's inputs, weights and devices first, not 20 hours in
 	$(V2A) $(CONFIG) run extract --workers $(WORKERS)
 	$(V2A) $(CONFIG) run train
 	$(V2A) $(CONFIG) run generate
@@ -74,6 +79,16 @@ stage: install
 
 status: install
 	$(V2A) $(CONFIG) status
+
+weights: install
+	$(V2A) $(CONFIG) weights fetch
+
+check: install
+	$(V2A) $(CONFIG) check
+
+# Full-size dry run on the CPU: random weights at the released sizes, 2 synthetic clips, every stage (no downloads).
+smoke-full: install
+	$(PY) benchmarks/smoke_full.py
 
 bench: install
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

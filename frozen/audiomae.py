@@ -30,7 +30,8 @@ from torch import nn
 
 from frozen.base import EncoderInfo, build_options, empty_on_cpu, freeze
 from frozen.blocks import Block
-from frozen.weights import init_tiny_, load_checked, read_weights, resolve_weights, unwrap
+from frozen.weights import (existing_file, half_problem, init_tiny_, load_checked, meta_state, read_weights,
+                            resolve_weights, shape_problems, shapes_of, unwrap)
 from frozen.audio import FbankConfig, fbank
 
 log = logging.getLogger(__name__)
@@ -286,7 +287,7 @@ def build(params: dict, device: str = "cpu") -> AudioMAEEncoder:
     required for full, optional for tiny (else seeded random weights from ``seed``); ``prefix`` (key prefix inside
     ``["state_dict"]``); ``feature_layers`` (override); ``half`` (CUDA only)."""
     kind, half = build_options("audiomae", params, device)
-    cfg = AudioMAEConfig.full() if kind == "full" else AudioMAEConfig.tiny()
+    cfg = AudioMAEConfig.tiny() if kind == "tiny" else AudioMAEConfig.full()
     if params.get("feature_layers") is not None:
         cfg = replace(cfg, feature_layers=tuple(params["feature_layers"]))
     if params.get("checkpoint"):
@@ -294,10 +295,10 @@ def build(params: dict, device: str = "cpu") -> AudioMAEEncoder:
         model = empty_on_cpu(lambda: AudioMAEViT(cfg))
         state = load_audiomae_state_dict(path, params.get("prefix", FULL_PREFIX))
         load_checked(model, state, source=f"AudioMAE checkpoint {str(path)!r}")
-    elif kind == "tiny":
+    elif kind in ("tiny", "random-full"):  # random-full: the released size, seeded random (smoke_full.py)
         seed = int(params.get("seed", 0))
         model = init_tiny_weights_(AudioMAEViT(cfg), seed)
-        identity = {"tiny_seed": seed}
+        identity = {f"{kind.replace('-', '_')}_seed": seed}
     else:
         raise ValueError(f"audiomae params: model 'full' needs 'checkpoint' (a local file or the hub id {HUB_REPO})")
     model = freeze(model).to(device)
@@ -308,3 +309,14 @@ def build(params: dict, device: str = "cpu") -> AudioMAEEncoder:
     log.info("audiomae: built %s model (D=%d, layers %s) on %s%s", kind, cfg.width, cfg.feature_layers, device,
              " fp16" if half else "")
     return AudioMAEEncoder(model, info, device=device, half=half)
+
+
+def preflight(params: dict, device: str) -> list[str]:
+    """What ``build(params, device)`` would trip over, found without loading weights (see frozen/cavp.py)."""
+    out = half_problem("audiomae", params, device)
+    path = existing_file(params.get("checkpoint"))
+    if params.get("model", "full") == "full" and path is not None:
+        own = meta_state(lambda: AudioMAEViT(AudioMAEConfig.full()))
+        sd = load_audiomae_state_dict(path, params.get("prefix", FULL_PREFIX))
+        out += shape_problems(f"audiomae checkpoint {path.name}", own, shapes_of(sd))
+    return out

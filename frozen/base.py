@@ -50,13 +50,15 @@ def freeze(module: torch.nn.Module) -> torch.nn.Module:
 
 
 def build_options(name: str, params: dict, device: str) -> tuple[str, bool]:
-    """The params every encoder takes, validated: ``model`` (``full`` | ``tiny``) and ``half`` (CUDA only)."""
+    """The params every encoder takes, validated: ``model`` (``full`` | ``tiny`` | ``random-full``) and ``half``
+    (CUDA only)."""
     kind = params.get("model", "full")
     half = bool(params.get("half", False))
     if half and not str(device).startswith("cuda"):
         raise ValueError(f"{name} params: half=True needs a CUDA device, got device {device!r}; set half: false")
-    if kind not in ("full", "tiny"):
-        raise ValueError(f"{name} params: model must be 'full' or 'tiny', got {kind!r}")
+    if kind not in ("full", "tiny", "random-full"):  # random-full: released size, random weights (smoke_full.py)
+        raise ValueError(f"{name} params: model must be 'full' or 'tiny' (or 'random-full': the released size, "
+                         f"random weights), got {kind!r}")
     return kind, half
 
 

@@ -19,7 +19,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from frozen.base import EncoderInfo, build_options, empty_on_cpu, freeze, positive_int
-from frozen.weights import init_tiny_, load_checked, read_weights, resolve_weights, unwrap
+from frozen.weights import (existing_file, half_problem, init_tiny_, load_checked, meta_state, read_weights,
+                            resolve_weights, shape_problems, shapes_of, unwrap)
 
 log = logging.getLogger(__name__)
 
@@ -231,11 +232,11 @@ def build(params: dict, device: str = "cpu") -> CAVPEncoder:
     ``half`` (CUDA only); ``chunk_frames`` (default 40)."""
     kind, half = build_options("cavp", params, device)
     chunk_frames = positive_int("cavp", params, "chunk_frames", N_FRAMES)
-    if kind == "tiny":
-        cfg = CAVPConfig.tiny()
+    if kind in ("tiny", "random-full"):  # random-full: the released size, seeded random (benchmarks/smoke_full.py)
+        cfg = CAVPConfig.tiny() if kind == "tiny" else CAVPConfig.full()
         seed = int(params.get("seed", 0))
         model = init_tiny_weights_(CAVPVideoEncoder(cfg), seed)
-        identity = {"tiny_seed": seed}
+        identity = {f"{kind.replace('-', '_')}_seed": seed}
     else:
         cfg = CAVPConfig.full()
         path, identity = resolve_checkpoint(params)
@@ -248,3 +249,14 @@ def build(params: dict, device: str = "cpu") -> CAVPEncoder:
                        checkpoint=identity)
     log.info("cavp: built %s model (D=%d) on %s%s", kind, cfg.proj_dim, device, " fp16" if half else "")
     return CAVPEncoder(model, info, device=device, half=half, chunk_frames=chunk_frames)
+
+
+def preflight(params: dict, device: str) -> list[str]:
+    """What ``build(params, device)`` would trip over, found without loading weights: half on CPU, a checkpoint
+    whose keys or shapes differ from the full model's (read memory-mapped, compared with the model on meta)."""
+    out = half_problem("cavp", params, device)
+    path = existing_file(params.get("checkpoint"))
+    if params.get("model", "full") == "full" and path is not None:
+        own = meta_state(lambda: CAVPVideoEncoder(CAVPConfig.full()))
+        out += shape_problems(f"cavp checkpoint {path.name}", own, shapes_of(load_cavp_state_dict(path)))
+    return out

@@ -297,6 +297,13 @@ def build_imagebind(ckpt: str | Path, *, seed: int = 0) -> ImageBind:
     """``ckpt`` = "tiny" (seeded random tiny model) or the path of ``imagebind_huge.pth`` (built on meta, then loaded)."""
     if str(ckpt) == "tiny":
         return build_tiny(seed)
+    if str(ckpt) == "random-full":  # imagebind_huge's size, seeded random weights (benchmarks/smoke_full.py)
+        state = torch.random.get_rng_state()
+        torch.manual_seed(seed)
+        try:
+            return ImageBind(ImageBindConfig())
+        finally:
+            torch.random.set_rng_state(state)
     with torch.device("meta"):
         model = ImageBind(ImageBindConfig())
     load_imagebind(model, ckpt)

@@ -25,7 +25,8 @@ import torch
 from torch import nn
 
 from frozen.base import EncoderInfo, build_options, empty_on_cpu, freeze, positive_int
-from frozen.weights import check_state, init_tiny_, load_checked, read_weights, resolve_weights, unwrap
+from frozen.weights import (check_state, existing_file, half_problem, init_tiny_, load_checked, meta_state,
+                            read_weights, resolve_weights, shape_problems, shapes_of, unwrap)
 from frozen.eva_vit import EvaViT, EvaViTConfig, half_matmul_weights_
 from frozen.qformer import QFormer, QFormerConfig
 
@@ -296,11 +297,11 @@ def build(params: dict, device: str = "cpu") -> TimeChatEncoder:
     kind, half = build_options("timechat", params, device)
     frame_batch = positive_int("timechat", params, "frame_batch", N_FRAMES)
     run = {"window": int(params.get("window", 4)), "stride": int(params.get("stride", 4)), "fps": float(params.get("fps", 4))}
-    cfg = (TimeChatConfig.full if kind == "full" else TimeChatConfig.tiny)(**run)
+    cfg = (TimeChatConfig.tiny if kind == "tiny" else TimeChatConfig.full)(**run)
     if not params.get("llama_proj", False):
         cfg.llama_dim = 0
     files = [(k, params.get(k), pre) for k, pre in (("eva_vit", "visual_encoder."), ("instructblip", ""), ("timechat", ""))]
-    if kind == "full" or any(p for _, p, _ in files):
+    if kind == "full" or (kind == "tiny" and any(p for _, p, _ in files)):
         model = empty_on_cpu(lambda: TimeChatVisual(cfg))
         for name, buf in model.named_buffers():
             if name.endswith("position_ids"):
@@ -315,7 +316,8 @@ def build(params: dict, device: str = "cpu") -> TimeChatEncoder:
     else:
         seed = int(params.get("seed", 0))
         model = init_tiny_weights_(TimeChatVisual(cfg), seed)
-        identity = {"tiny_seed": seed}
+        identity = {f"{kind.replace('-', '_')}_seed": seed}  # random-full: the released size (smoke_full.py)
+    # random-full keeps the offline tiny WordPiece vocabulary: its ids fit the full embedding table
     tokenizer = load_bert_tokenizer(str(params.get("tokenizer", "bert-base-uncased"))) if kind == "full" else make_tiny_tokenizer()
     _tokenizer_vocab_check(tokenizer, cfg)
     model = freeze(model).to(device)
@@ -326,3 +328,27 @@ def build(params: dict, device: str = "cpu") -> TimeChatEncoder:
                        checkpoint=identity)
     log.info("timechat: built %s model, %d windows x %d x %d on %s%s", kind, *info.output_shape, device, " (ViT fp16)" if half else "")
     return TimeChatEncoder(model, tokenizer, info, device=device, frame_batch=frame_batch)
+
+
+def preflight(params: dict, device: str) -> list[str]:
+    """What ``build(params, device)`` would trip over, found without loading weights: half on CPU, and the three
+    checkpoints merged in load order (memory-mapped) against the full model built on meta."""
+    out = half_problem("timechat", params, device)
+    if params.get("model", "full") != "full":
+        return out
+    cfg = TimeChatConfig.full(window=int(params.get("window", 4)), stride=int(params.get("stride", 4)),
+                              fps=float(params.get("fps", 4)))
+    if not params.get("llama_proj", False):
+        cfg.llama_dim = 0
+    files = [(k, existing_file(params.get(k)), pre) for k, pre in
+             (("eva_vit", "visual_encoder."), ("instructblip", ""), ("timechat", ""))]
+    if not all(p for _, p, _ in files):
+        return out  # a missing file is reported by the generic check
+    own = meta_state(lambda: TimeChatVisual(cfg))
+    merged: dict[str, tuple] = {}
+    for what, path, prefix in files:
+        state = unwrap(read_weights(path, f"timechat: {what}"), source=f"timechat {what} checkpoint {path.name}")
+        merged.update({prefix + k: v for k, v in shapes_of(state).items()})
+    names = ", ".join(p.name for _, p, _ in files)
+    return out + shape_problems(f"timechat checkpoints {names}", own, merged,
+                                shape_ok=("video_frame_position_embedding.weight",))

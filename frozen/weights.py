@@ -61,11 +61,16 @@ def read_weights(path: str | Path, what: str, *, hint: str = ""):
 
 def resolve_weights(ref: str, *, what: str, filename: str | None = None,
                     revision: str | None = None) -> tuple[Path, dict]:
-    """A local file, or a hub file (``owner/repo`` + ``filename``, or ``owner/repo/path/in/repo``) fetched with
-    ``hf_hub_download`` only when ``ref`` is not a local path. Returns the path and the identity for the cache."""
+    """A weights-manifest name (v2a/weights.yaml), a local file, or a hub file (``owner/repo`` + ``filename``, or
+    ``owner/repo/path/in/repo``) fetched with ``hf_hub_download`` only when ``ref`` is not a local path.
+    Returns the path and the identity for the cache."""
     from v2a.io import file_identity
+    from v2a.weights import load_manifest, resolve, weights_dir
 
     ref = str(ref)
+    manifest = load_manifest()
+    if ref in manifest:  # a weights-manifest name (the runner resolves these first; this serves direct callers)
+        ref = resolve(ref, weights_dir(), manifest)
     local = Path(ref).expanduser()
     if local.is_file():
         return local, file_identity(local)
@@ -245,3 +250,71 @@ def init_tiny_(model: nn.Module, seed: int, rule: InitRule) -> nn.Module:
             draw = lambda kind, t=t: getattr(torch, kind)(t.shape, generator=g, dtype=torch.float32)  # noqa: E731
             t.copy_(rule(f"{mod_name}.{name}" if mod_name else name, module, t, draw))
     return model
+
+
+# ------------------------------------------------------------------------------------------ preflight helpers
+
+
+def existing_file(value) -> Path | None:
+    """``value`` as a Path when it names an existing file, else None (a hub id, a missing path, None, 'tiny')."""
+    if not isinstance(value, (str, Path)) or not str(value):
+        return None
+    p = Path(str(value)).expanduser()
+    return p if p.is_file() else None
+
+
+def meta_state(build: Callable[[], nn.Module]) -> dict[str, tuple[int, ...]]:
+    """Parameter and buffer shapes of the model ``build()`` makes, built on the meta device (no memory)."""
+    with torch.device("meta"):
+        model = build()
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def checkpoint_shapes(path: str | Path) -> dict[str, tuple[int, ...]]:
+    """Tensor names and shapes of a file without reading its data: safetensors header, or a memory-mapped
+    ``torch.load(weights_only=True)`` (nested ``model``/``state_dict`` dicts are flattened with dots)."""
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    return _flat_shapes(read_weights(path, path.name))
+
+
+def _flat_shapes(obj, prefix: str = "") -> dict[str, tuple[int, ...]]:
+    out: dict[str, tuple[int, ...]] = {}
+    if isinstance(obj, torch.Tensor):
+        return {prefix[:-1]: tuple(obj.shape)}
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            out.update(_flat_shapes(v, f"{prefix}{k}."))
+    return out
+
+
+def shape_problems(what: str, own: dict[str, tuple], ckpt: dict[str, tuple], *, unexpected_ok: bool = True,
+                   shape_ok: tuple[str, ...] = ()) -> list[str]:
+    """One line per kind of mismatch between a model's shapes ``own`` and a checkpoint's ``ckpt``."""
+    missing = sorted(k for k in own if k not in ckpt and not k.endswith("position_ids"))
+    unexpected = sorted(set(ckpt) - set(own))
+    bad = sorted(k for k in set(own) & set(ckpt) if tuple(own[k]) != tuple(ckpt[k]) and k not in shape_ok)
+    out = []
+    if missing:
+        out.append(f"{what}: {len(missing)} of the model's {len(own)} weights are missing, e.g. {missing[:3]}")
+    if bad:
+        k = bad[0]
+        out.append(f"{what}: {len(bad)} weights have the wrong shape, e.g. {k} {tuple(ckpt[k])} "
+                   f"where the model has {tuple(own[k])}")
+    if unexpected and not unexpected_ok:
+        out.append(f"{what}: {len(unexpected)} unexpected weights, e.g. {unexpected[:3]}")
+    return out
+
+
+def half_problem(what: str, params: dict, device: str) -> list[str]:
+    if params.get("half") and not str(device).startswith("cuda"):
+        return [f"{what}: half=true needs a CUDA device, the stage would run on {device!r}; set half: false"]
+    return []
+
+
+def shapes_of(sd: dict) -> dict[str, tuple[int, ...]]:
+    return {k: tuple(v.shape) for k, v in sd.items() if isinstance(v, torch.Tensor)}

@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -66,8 +67,12 @@ def build_pipeline(params: dict, device: str | torch.device = "cpu"):
         pipe = AudioLDM2Pipeline.from_pretrained(checkpoint, dtype=torch.float16 if half else torch.float32)
     elif model == "tiny":
         pipe = AudioLDM2Pipeline(**tiny_components(params))
+    elif model == "random-full":  # released sizes, random weights (benchmarks/smoke_full.py)
+        from infer.audioldm2_full import random_full_components
+
+        pipe = AudioLDM2Pipeline(**random_full_components(params))
     else:
-        raise ValueError(f"generate param model={model!r} is not supported: use 'full' or 'tiny'")
+        raise ValueError(f"generate param model={model!r} is not supported: use 'full', 'tiny' or 'random-full'")
     pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
     pipe = pipe.to(device)
     for name in ("vae", "text_encoder", "text_encoder_2", "projection_model", "language_model", "unet", "vocoder"):
@@ -312,3 +317,34 @@ def generated_stream_width(pipe) -> int:
     if isinstance(first, (list, tuple)):
         first = [d for d in first if d is not None][0]
     return int(first)
+
+
+PIPELINE_PARTS = ("unet", "vae", "vocoder", "text_encoder", "text_encoder_2", "projection_model", "language_model")
+
+
+def preflight_pipeline(checkpoint: str | None) -> list[str]:
+    """Problems ``AudioLDM2Pipeline.from_pretrained(checkpoint)`` would hit, without loading weights: a local
+    folder lacking model_index.json or a component's config/weights; UNet and VAE keys/shapes against the models
+    their configs describe, built on meta (safetensors header only)."""
+    from frozen.weights import checkpoint_shapes, meta_state, shape_problems
+
+    root = Path(str(checkpoint or "")).expanduser()
+    if not checkpoint or not root.is_dir():
+        return []  # a hub id or a missing path: the generic check reports it
+    if not (root / "model_index.json").is_file():
+        return [f"audioldm2 {root}: no model_index.json (expected a save_pretrained / cvssp/audioldm2 folder)"]
+    out = []
+    for part in PIPELINE_PARTS:
+        d = root / part
+        weights = sorted(d.glob("*.safetensors")) + sorted(d.glob("*.bin"))
+        if not (d / "config.json").is_file() or not weights:
+            out.append(f"audioldm2 {root}: component {part}/ lacks config.json or its weights file")
+            continue
+        if part in ("unet", "vae") and weights[0].suffix == ".safetensors":
+            from diffusers import AudioLDM2UNet2DConditionModel, AutoencoderKL
+
+            cls = AudioLDM2UNet2DConditionModel if part == "unet" else AutoencoderKL
+            own = meta_state(lambda: cls.from_config(cls.load_config(str(d))))
+            out += shape_problems(f"audioldm2 {part} {weights[0].name}", own, checkpoint_shapes(weights[0]),
+                                  unexpected_ok=False)
+    return out

@@ -32,7 +32,7 @@ MUX_EXTS = {".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi"}
 
 @dataclass
 class GenerateParams:
-    model: Literal["full", "tiny"] = "full"  # AudioLDM-2: full (cvssp/audioldm2) | tiny
+    model: Literal["full", "tiny", "random-full"] = "full"  # full (cvssp/audioldm2) | tiny | random-full (sizes)
     checkpoint: str | None = "cvssp/audioldm2"
     half: bool = True
     steps: Annotated[int, Field(ge=1)] = 100

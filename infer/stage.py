@@ -50,6 +50,15 @@ def _done(out: Path, cid: str, fingerprint: str) -> bool:
     return p.exists() and read_json(p).get("fingerprint") == fingerprint
 
 
+def preflight(ctx: StageContext) -> list[tuple[str, str]]:
+    """Before the stage starts: the AudioLDM-2 folder's components, UNet/VAE keys and shapes (infer/audioldm2.py)."""
+    from infer.audioldm2 import preflight_pipeline
+
+    if ctx.params.get("model", "full") != "full":
+        return []
+    return [("params.checkpoint", msg) for msg in preflight_pipeline(ctx.params.get("checkpoint"))]
+
+
 def run(ctx: StageContext) -> None:
     p = GenerateParams.from_dict(ctx.params)
     out = out_dir(ctx)

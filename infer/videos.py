@@ -25,7 +25,7 @@ from pipeline.inputs import SKIP_EXTS
 from v2a.config import Config
 from v2a.dist import pick_device
 from v2a.io import atomic_write_text
-from v2a.runner import Runner
+from v2a.runner import Runner, resolved_params
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +97,7 @@ class Encoders:
         out = {}
         for name in self.names:
             if name not in self._built:
-                params = {k: v for k, v in self.cfg.stage(name).params.items() if k != "dtype"}
+                params = {k: v for k, v in resolved_params(self.cfg.stage(name), self.cfg).items() if k != "dtype"}
                 self._built[name] = ENCODERS[name].build(params, self.device)
             dtype = self.cfg.stage(name).params.get("dtype", "float16")
             y = self._built[name].encode(torch.from_numpy(frames[None]), torch.tensor([n_frames]))[0].numpy()
@@ -126,7 +126,7 @@ def generate_videos(cfg: Config, inputs: list[Path], out: Path, *, prompt: str |
     10 s segments instead of its first 10 s."""
     from pipeline.media import MediaError, decode_clip, probe
 
-    p = GenerateParams.from_dict(cfg.stage("generate").params)
+    p = GenerateParams.from_dict(resolved_params(cfg.stage("generate"), cfg))
     device = pick_device(cfg.stage("generate").runtime.get("device", "auto"))
     fresh, why = Runner(cfg).status("train")
     if not fresh:

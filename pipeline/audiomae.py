@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from frozen import audiomae as encoder
-from pipeline.encode import EncoderParams, EncoderRuntime, read_record, run_encoder_stage
+from pipeline.encode import EncoderParams, EncoderRuntime, encoder_preflight, read_record, run_encoder_stage
 
 if TYPE_CHECKING:  # annotations only: the runner is not part of a stage's code fingerprint
     from v2a.runner import StageContext
 
-__all__ = ["run", "read_record", "Params", "Runtime"]
+__all__ = ["run", "read_record", "preflight", "Params", "Runtime"]
 
 
 class Params(EncoderParams):
@@ -28,3 +28,8 @@ Runtime = EncoderRuntime
 
 def run(ctx: StageContext) -> None:
     run_encoder_stage(ctx, encoder)
+
+
+def preflight(ctx: StageContext) -> list[tuple[str, str]]:
+    """Problems found before the stage starts (no weights loaded): see frozen/audiomae.py ``preflight``."""
+    return encoder_preflight(ctx, encoder)

@@ -7,12 +7,12 @@ from typing import TYPE_CHECKING, Annotated
 from pydantic import Field
 
 from frozen import cavp as encoder
-from pipeline.encode import EncoderParams, EncoderRuntime, read_record, run_encoder_stage
+from pipeline.encode import EncoderParams, EncoderRuntime, encoder_preflight, read_record, run_encoder_stage
 
 if TYPE_CHECKING:  # annotations only: the runner is not part of a stage's code fingerprint
     from v2a.runner import StageContext
 
-__all__ = ["run", "read_record", "Params", "Runtime"]
+__all__ = ["run", "read_record", "preflight", "Params", "Runtime"]
 
 
 class Params(EncoderParams):
@@ -29,3 +29,8 @@ Runtime = EncoderRuntime
 
 def run(ctx: StageContext) -> None:
     run_encoder_stage(ctx, encoder)
+
+
+def preflight(ctx: StageContext) -> list[tuple[str, str]]:
+    """Problems found before the stage starts (no weights loaded): see frozen/cavp.py ``preflight``."""
+    return encoder_preflight(ctx, encoder)

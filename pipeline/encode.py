@@ -33,7 +33,8 @@ class EncoderParams(BaseModel):
     """The params every encoder stage has; each stage module subclasses it with its own (one line per field)."""
 
     model_config = ConfigDict(extra="forbid")
-    model: Literal["full", "tiny"] = "full"  # full: released weights; tiny: seeded random small model (tests, demo)
+    model: Literal["full", "tiny", "random-full"] = "full"  # full: released weights; tiny: seeded random small
+    # model (tests, demo); random-full: the released size with seeded random weights (make smoke-full)
     seed: int = 0  # tiny: the seed of the random weights
     half: bool = False  # fp16 weights (CUDA only)
     dtype: Literal["float16", "float32"] = "float16"  # of the cached features
@@ -46,6 +47,17 @@ class EncoderRuntime(BaseModel):
     batch_size: Positive = 8  # clips per encoder call
     device: str = "auto"  # auto (CUDA when available) | cpu | cuda | cuda:N
     decode_threads: Positive = 4  # threads decoding a shard's frames while the previous one is encoded
+
+
+def encoder_preflight(ctx: StageContext, encoder: ModuleType) -> list[tuple[str, str]]:
+    """The encoder module's own preflight (half without CUDA, checkpoint keys and shapes) as (item, problem) pairs.
+    A CUDA device asked for without CUDA is the generic check's to report; the rest is checked for the CPU."""
+    try:
+        device = str(pick_device(ctx.runtime("device", "auto")))
+    except RuntimeError:
+        device = "cpu"
+    params = {k: v for k, v in ctx.params.items() if k != "dtype"}
+    return [("params", msg) for msg in encoder.preflight(params, device)]
 
 
 def read_record(ctx: StageContext) -> dict | None:

@@ -7,12 +7,12 @@ from typing import TYPE_CHECKING, Annotated
 from pydantic import Field
 
 from frozen import timechat as encoder
-from pipeline.encode import EncoderParams, EncoderRuntime, read_record, run_encoder_stage
+from pipeline.encode import EncoderParams, EncoderRuntime, encoder_preflight, read_record, run_encoder_stage
 
 if TYPE_CHECKING:  # annotations only: the runner is not part of a stage's code fingerprint
     from v2a.runner import StageContext
 
-__all__ = ["run", "read_record", "Params", "Runtime"]
+__all__ = ["run", "read_record", "preflight", "Params", "Runtime"]
 
 Positive = Annotated[int, Field(ge=1)]
 
@@ -39,3 +39,8 @@ Runtime = EncoderRuntime
 
 def run(ctx: StageContext) -> None:
     run_encoder_stage(ctx, encoder)
+
+
+def preflight(ctx: StageContext) -> list[tuple[str, str]]:
+    """Problems found before the stage starts (no weights loaded): see frozen/timechat.py ``preflight``."""
+    return encoder_preflight(ctx, encoder)

@@ -193,8 +193,9 @@ def build_desync_scorer(params: dict, device: str | None = None) -> DeSyncScorer
     device = device or params.get("device", "cpu")
     if not ckpt:
         return None
-    if ckpt == "tiny":
-        net = seeded(lambda: Synchformer(SynchformerConfig.tiny()), int(params.get("seed", 0)) + 7)
+    if ckpt in ("tiny", "random-full"):  # random-full: the released size, random weights (smoke_full.py)
+        cfg = SynchformerConfig.tiny() if ckpt == "tiny" else SynchformerConfig()
+        net = seeded(lambda: Synchformer(cfg), int(params.get("seed", 0)) + 7)
         return DeSyncScorer(net, device)
     if not Path(ckpt).expanduser().is_file():  # before building the 237M-parameter network
         raise FileNotFoundError(f"Synchformer checkpoint {ckpt} does not exist (evaluate.params.synchformer_ckpt)")

@@ -93,8 +93,14 @@ def build_embedders(params: dict, device: str = "cpu") -> dict[str, AudioEmbedde
     """``params``: model (full|tiny), seed, seconds, panns_ckpt, vggish_ckpt, passt_ckpt (local files for ``full``)."""
     model = params.get("model", "full")
     sec = float(params.get("seconds", 8.0))
-    if model not in ("full", "tiny"):
-        raise ValueError(f"evaluate.params.model must be 'full' or 'tiny', got {model!r}")
+    if model not in ("full", "tiny", "random-full"):
+        raise ValueError(f"evaluate.params.model must be 'full' or 'tiny' (or 'random-full': the released sizes, "
+                         f"random weights), got {model!r}")
+    if model == "random-full":  # the released sizes, seeded random weights (benchmarks/smoke_full.py)
+        seed = int(params.get("seed", 0))
+        return {"panns": PannsEmbedder(seeded(Cnn14, seed), device, sec),
+                "vggish": VGGishEmbedder(seeded(VGGish, seed + 1), device, sec),
+                "passt": PasstEmbedder(seeded(PaSST, seed + 2), device, sec)}
     if model == "tiny":
         seed = int(params.get("seed", 0))
         return {

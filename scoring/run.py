@@ -43,7 +43,7 @@ class ClipPair:
 
 @dataclass
 class EvalParams:
-    model: Literal["full", "tiny"] = "full"
+    model: Literal["full", "tiny", "random-full"] = "full"  # random-full: released sizes, random weights
     seed: int = 0
     seconds: float = 8.0
     panns_ckpt: str | None = None

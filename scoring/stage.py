@@ -52,6 +52,13 @@ def _ground_truth(c):
     return c.audio[: c.meta["audio_len"]], 16000
 
 
+def preflight(ctx: StageContext) -> list[tuple[str, str]]:
+    """Before the stage starts: every evaluation checkpoint's keys and shapes (scoring/preflight.py)."""
+    from scoring.preflight import preflight_eval
+
+    return preflight_eval(ctx.params)
+
+
 def run(ctx: StageContext) -> None:
     gen_dir = ctx.cfg.path("outputs") / "generated"
     index = gen_dir / "index.csv"

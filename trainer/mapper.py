@@ -186,3 +186,24 @@ def load_mapper(checkpoint_dir: str | Path, device: str | torch.device = "cpu") 
     mapper = Mapper(MapperSpec.from_dict(ck["mapper"]))
     mapper.load_state_dict(ck["weights"], strict=True)
     return mapper.to(device).eval()
+
+
+def preflight_gpt2(root: str | None, subfolder: str = "language_model") -> list[str]:
+    """Problems ``load_gpt2_pretrained(root)`` would hit, without loading weights: no config.json, no weights
+    file, keys or shapes that differ from the GPT-2 its config describes (built on meta; safetensors header)."""
+    from frozen.weights import checkpoint_shapes, meta_state, shape_problems
+
+    if not root or not Path(str(root)).expanduser().exists():
+        return []  # a hub id or a missing path: the generic check reports it
+    try:
+        folder = gpt2_folder(str(root), subfolder)
+    except FileNotFoundError as err:
+        return [str(err)]
+    weights = [f for f in (folder / "model.safetensors", folder / "pytorch_model.bin") if f.is_file()]
+    if not weights:
+        return [f"gpt2 {folder}: neither model.safetensors nor pytorch_model.bin"]
+    cfg = GPT2Config.from_json_file(str(folder / "config.json"))
+    own = meta_state(lambda: GPT2Model(make_gpt2_config({k: getattr(cfg, k) for k in GPT2_KEYS if hasattr(cfg, k)})))
+    ck = {k.removeprefix("transformer."): v for k, v in checkpoint_shapes(weights[0]).items()
+          if not k.startswith("lm_head.") and not k.endswith((".attn.bias", ".attn.masked_bias"))}
+    return shape_problems(f"gpt2 {weights[0]}", own, ck, unexpected_ok=False)

@@ -67,6 +67,16 @@ def _bring_back(out: Path, fingerprint: str) -> None:
         os.replace(kept, out)
 
 
+def preflight(ctx: StageContext) -> list[tuple[str, str]]:
+    """Before the stage starts: the pretrained GPT-2's files, keys and shapes (trainer/mapper.py)."""
+    p = ctx.params
+    if p.get("model", "full") != "full" or not p.get("pretrained", True) or not Path(str(p.get("gpt2"))).exists():
+        return []  # tiny, random init, or a hub id / missing path (the generic check's)
+    from trainer.mapper import preflight_gpt2
+
+    return [("params.gpt2", msg) for msg in preflight_gpt2(p.get("gpt2"), p.get("gpt2_subfolder", "language_model"))]
+
+
 def run(ctx: StageContext) -> None:
     from trainer import train
 

@@ -12,6 +12,7 @@ import typer
 from v2a.config import load_config
 from v2a.runner import Runner
 from v2a.schema import ConfigError
+from v2a.weights_cli import check_command, weights_app
 
 app = typer.Typer(
     add_completion=False,
@@ -21,6 +22,8 @@ app = typer.Typer(
          "Every path and parameter comes from stages.yaml (overlay more files with -c, e.g. -c configs/demo.yaml).",
 )
 log = logging.getLogger("v2a")
+app.add_typer(weights_app, name="weights")
+app.command("check")(check_command)
 
 
 class State:
@@ -90,7 +93,9 @@ def _fail(e: Exception) -> NoReturn:
 
 @app.command()
 def status(experiment: Optional[str] = typer.Option(None, "--experiment", "-e", help=EXPERIMENT_HELP)) -> None:
-    """Print every stage as fresh or stale, and why; then each missing input (exit code 1 when one is)."""
+    """Print every stage as fresh or stale, and why; then each missing input and weight (exit code 1 when one is)."""
+    from v2a.check import missing_weights
+
     r = _runner(experiment=experiment)
     for name in r.cfg.order():
         try:
@@ -100,9 +105,11 @@ def status(experiment: Optional[str] = typer.Option(None, "--experiment", "-e", 
         state = "fresh" if fresh else "stale"
         typer.echo(f"{name:<10} {state:<6} {r.fingerprint(name).value}  {'' if fresh else '; '.join(reasons)}")
     problems = r.problems()
+    problems += [f"{name}: {p}" for name in r.cfg.order() for p in missing_weights(r.cfg, name)]
     for line in problems:
         typer.echo(f"problem: {line}")
     if problems:
+        typer.echo("`v2a check` lists every problem, `v2a weights fetch` downloads the weights", err=True)
         raise typer.Exit(1)
 
 
@@ -187,4 +194,6 @@ from v2a.cli_experiments import register  # noqa: E402  (v2a experiments, ablati
 register(app, STATE)
 
 if __name__ == "__main__":
-    app()
+    from v2a import cli as _cli  # one module instance: v2a/weights_cli.py reads v2a.cli.STATE
+
+    _cli.app()

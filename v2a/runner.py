@@ -44,10 +44,34 @@ def path_identity(p: Path) -> Any:
     return {"missing": str(p)}
 
 
+def resolved_params(spec: StageSpec, cfg: Config, *, strict: bool = True) -> dict[str, Any]:
+    """``spec.params`` with every checkpoint param that names a weights-manifest entry (v2a/weights.yaml) replaced
+    by its local path, and relative paths that exist under the config root made absolute. A missing manifest
+    entry raises WeightError (``strict``) or is left as its name."""
+    from v2a.weights import WeightError, load_manifest, resolve, weights_dir
+
+    if not spec.checkpoints or spec.params.get("model") == "tiny":  # tiny models load no checkpoint
+        return spec.params
+    manifest, wdir, out = load_manifest(), weights_dir(cfg), dict(spec.params)
+    for key in spec.checkpoints:
+        value = out.get(key)
+        if isinstance(value, str) and value not in manifest and not Path(value).is_absolute() \
+                and (cfg.root / value).exists():
+            out[key] = str(cfg.root / value)
+            continue
+        try:
+            out[key] = resolve(value, wdir, manifest)
+        except WeightError:
+            if strict:
+                raise
+    return out
+
+
 def checkpoint_identity(spec: StageSpec, cfg: Config) -> dict:
-    """Identity of the weights a stage loads: files by path/size/mtime, hub ids by name, tiny by seed."""
+    """Identity of the weights a stage loads: files by path/size/mtime, hub ids and missing manifest entries by
+    name, tiny by seed."""
     out: dict[str, Any] = {}
-    params = spec.params
+    params = resolved_params(spec, cfg, strict=False)
     if params.get("model") == "tiny":
         return {"tiny_seed": params.get("seed", 0)}
     for key in spec.checkpoints:
@@ -124,6 +148,7 @@ class StageContext:
     workers: int = 1
     progress: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
+    _resolved: dict[str, Any] | None = field(default=None, repr=False)
 
     @property
     def name(self) -> str:
@@ -131,7 +156,10 @@ class StageContext:
 
     @property
     def params(self) -> dict[str, Any]:
-        return self.spec.params
+        """The stage's params, weights-manifest names resolved to local paths (v2a/weights.yaml)."""
+        if self._resolved is None:
+            self._resolved = resolved_params(self.spec, self.cfg)
+        return self._resolved
 
     def runtime(self, key: str, default: Any = None) -> Any:
         return self.spec.runtime.get(key, default)
@@ -146,6 +174,10 @@ class StageContext:
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             **extra,
         }
+
+
+class PreflightError(RuntimeError):
+    """The preflight found problems (the message is their table)."""
 
 
 def stage_module(spec: StageSpec):
@@ -218,9 +250,28 @@ class Runner:
                 out += [p for p in hook(self.context(name)) if p not in out]
         return out
 
-    def run(self, names: list[str], *, force: bool = False, only: bool = False, **kw: Any) -> list[str]:
-        """Run the named stages/targets (and their stale upstream stages unless ``only``); returns those run."""
+    def preflight(self, names: list[str]) -> None:
+        """Raise PreflightError with the table of every problem of the stages ``names`` (none: return)."""
+        from v2a.check import format_problems, preflight
+
+        if not names:
+            return
+        t0 = time.time()
+        problems = preflight(self.cfg, names)
+        log.info("preflight of %s: %d problem(s) in %.1f s", ", ".join(names), len(problems), time.time() - t0)
+        if problems:
+            first = problems[0]
+            raise PreflightError(f"preflight found {len(problems)} problem(s), nothing was run; first: {first.stage} "
+                                 f"{first.item}: {first.problem}\n{format_problems(problems)}")
+
+    def run(self, names: list[str], *, force: bool = False, only: bool = False, check: bool = True,
+            **kw: Any) -> list[str]:
+        """Run the named stages/targets (and their stale upstream stages unless ``only``); returns those run.
+        ``check``: first the preflight (v2a/check.py) of every stage that will run; any problem stops it all."""
         order = [n for n in names] if only else self.cfg.closure(names)
+        self._fp.clear()  # inputs may have changed since this runner last looked
+        if check:
+            self.preflight([n for n in order if (force and (only or n in names)) or not self.status(n)[0]])
         ran = []
         for name in order:
             fresh, reasons = self.status(name)
