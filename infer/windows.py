@@ -1,9 +1,8 @@
 """Long videos: overlapping 10 s windows and their equal-power crossfade.
 
 The mapper was trained on 10 s clips (40 frames at 4 FPS), so a longer video is covered by windows of that length
-that overlap by ``overlap`` seconds. Every window starts on the frame grid (a multiple of 1/fps) and is a whole
-training-length clip; the last one is moved back so that it ends at the video's end (it then overlaps its
-neighbour by more than ``overlap``). Each window's sound is generated separately (AudioLDM-2 makes 10.24 s; the
+that overlap by at least ``overlap`` seconds. Every window starts on the frame grid (a multiple of 1/fps) and is a
+whole training-length clip: the last one ends at the video's end and the windows are spread evenly between. Each window's sound is generated separately (AudioLDM-2 makes 10.24 s; the
 first 10 s, the part the visual window covers, are used) and consecutive windows are joined over their whole
 overlap with an equal-power crossfade: gains cos(pi/2 t) and sin(pi/2 t), whose squares sum to 1, so uncorrelated
 sounds keep their loudness through the seam and no sample jumps.
@@ -19,8 +18,8 @@ import numpy as np
 def plan_windows(seconds: float, *, window: float = 10.0, overlap: float = 2.0, fps: int = 4) -> list[float]:
     """Start times (s) of the windows covering ``seconds`` of video; one window when it fits in one.
 
-    Starts lie on the 1/fps grid, consecutive windows overlap by at least ``overlap`` seconds and the last window
-    reaches the end of the video.
+    Starts lie on the 1/fps grid, evenly spread; consecutive windows overlap by at least ``overlap`` seconds and the
+    last window reaches the end of the video (by less than a frame past it).
     """
     if seconds <= 0:
         raise ValueError(f"video length {seconds} s: must be positive")
@@ -31,9 +30,10 @@ def plan_windows(seconds: float, *, window: float = 10.0, overlap: float = 2.0, 
         raise ValueError(f"overlap={overlap} s leaves no hop between {window} s windows at {fps} FPS")
     if seconds <= window:
         return [0.0]
-    n = math.ceil((seconds - window) / hop - 1e-9) + 1
-    last = math.ceil((seconds - window) * fps - 1e-6) / fps  # ends at (or a frame after) the video's end
-    return [k * hop for k in range(n - 1)] + [last]
+    last = math.ceil((seconds - window) * fps - 1e-6)  # in frames: ends at (or a frame after) the video's end
+    n = math.ceil(last / (hop * fps) - 1e-9) + 1
+    # evenly spread, floored to the frame grid: consecutive starts are at most `hop` apart
+    return [math.floor(k * last / (n - 1) + 1e-9) / fps for k in range(n)]
 
 
 def equal_power_gains(n: int) -> tuple[np.ndarray, np.ndarray]:
