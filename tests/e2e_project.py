@@ -18,3 +18,20 @@ def make_project(root: Path, demo_config) -> tuple[Path, dict]:
     ran = Runner(demo_config(root, *E2E)).run(["evaluate"], progress=False)
     assert ran == ["frames", "cavp", "timechat", "audiomae", "train", "generate", "evaluate"]
     return root, {s.id: s for s in specs}
+
+
+def tiny_pipeline(steps: int = 2):
+    """An untrained pipeline of the demo's tiny classes (seeded mapper, encoders and AudioLDM-2), built in seconds."""
+    from infer.audioldm2 import build_pipeline
+    from infer.export import configured_encoders
+    from infer.pipeline import GenerationDefaults, MFMMapperPipeline
+    from trainer.config import TrainConfig
+    from trainer.mapper import build_mapper
+
+    cfg = load_config([REPO / "stages.yaml", REPO / "configs" / "demo.yaml"])
+    dims = {"cavp_steps": 40, "cavp_dim": 32, "timechat_windows": 10, "timechat_queries": 32, "timechat_dim": 32,
+            "n_tokens": 8, "timechat_stride": 4, "target_dim": 32}  # the tiny encoders' and AudioLDM-2's sizes
+    mapper = build_mapper(TrainConfig(model="tiny"), dims)
+    audioldm2 = {"model": "tiny", "seed": 0, "gpt_dim": 32, "t5_dim": 16}
+    return MFMMapperPipeline(mapper, build_pipeline(audioldm2), encoders=configured_encoders(cfg, ["cavp", "timechat"]),
+                             audioldm2_params=audioldm2, defaults=GenerationDefaults(steps=steps))
