@@ -1,5 +1,6 @@
 """The static gallery: parses, has every clip, every referenced file exists; optionally rendered by chromium."""
 
+import os
 import shutil
 import subprocess
 from html.parser import HTMLParser
@@ -88,6 +89,10 @@ def test_gallery_spectrograms_share_one_colour_scale(tmp_path):
     with Image.open(tmp_path / "own.png") as img:
         own = np.asarray(img.convert("L"), dtype=float)
     assert abs(own[22:182, 64:784].mean() - own[212:372, 64:784].mean()) < 2
+
+
+if not CHROMIUM.exists() and os.environ.get("V2A_REQUIRE_BROWSER"):  # CI (.ci/run) installs it: never skip there
+    raise RuntimeError(f"V2A_REQUIRE_BROWSER is set but {CHROMIUM} is missing")
 
 
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="chromium not installed at /usr/bin/chromium")
