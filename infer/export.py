@@ -73,7 +73,8 @@ def _data_summary(cfg: Config) -> str | None:
     ok = meta["status"] == ""
     splits = ", ".join(f"{int(((meta['split'] == s) & ok).sum())} {s}" for s in sorted(set(meta["split"][ok])))
     labels = len(set(meta["label"][ok]) - {""})
-    return f"{Path(str(cfg.paths.get('videos'))).name}: {int(ok.sum())} clips ({splits}), {labels} labels"
+    where = "/".join(Path(str(cfg.paths.get("videos"))).parts[-2:])  # no absolute path in a public card
+    return f"{where}: {int(ok.sum())} clips ({splits}), {labels} labels"
 
 
 def _mapper_summary(spec: dict) -> str:

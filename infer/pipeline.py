@@ -200,6 +200,12 @@ class MFMMapperPipeline:
             out[name] = y.astype(dtype).astype(np.float32)
         return out
 
+    def check_span(self, duration: float | None, whole: bool) -> None:
+        if whole and duration is not None:
+            raise ValueError("give duration=... or whole=True, not both")
+        if duration is not None and not 0 < duration <= self.defaults.max_seconds:
+            raise ValueError(f"duration={duration}: must be > 0 and at most {self.defaults.max_seconds} s")
+
     def prepare(self, path: str | Path, *, duration: float | None = None, whole: bool = False,
                 clip_id: str | None = None) -> PreparedVideo:
         """Decode ``path`` and encode its windows. Raises ``pipeline.media.MediaError`` for a file that is not a
@@ -208,6 +214,7 @@ class MFMMapperPipeline:
         from infer.media_out import video_span
         from pipeline.media import decode_clip, probe
 
+        self.check_span(duration, whole)
         fp, d = self.frames, self.defaults
         probe(str(path))  # a file that is not a video fails here, with its reason
         if whole:
@@ -293,13 +300,13 @@ class MFMMapperPipeline:
         n = len(paths)
         if not n:
             raise ValueError("video: give at least one video file")
+        missing = [str(p) for p in paths if not p.is_file()]
+        if missing:
+            raise FileNotFoundError(f"video: {', '.join(missing[:3])} does not exist")
         prompts = [prompt] * n if prompt is None or isinstance(prompt, str) else list(prompt)
         if len(prompts) != n:
             raise ValueError(f"prompt has {len(prompts)} values for {n} videos: give one, or one per video")
-        if whole and duration is not None:
-            raise ValueError("give duration=... or whole=True, not both")
-        if duration is not None and not 0 < duration <= self.defaults.max_seconds:
-            raise ValueError(f"duration={duration}: must be > 0 and at most {self.defaults.max_seconds} s")
+        self.check_span(duration, whole)
         base = self.defaults.seed if seed is None else seed
         if isinstance(base, (int, np.integer)):
             seeds = [clip_seed(int(base), p.stem) for p in paths]

@@ -122,6 +122,7 @@ def generate_videos(cfg: Config, inputs: list[Path], out: Path, *, mapper: str |
 
     device = pick_device(cfg.stage("generate").runtime.get("device", "auto"))
     pipe = load_pipeline(cfg, mapper, configured=configured, device=device)
+    pipe.check_span(duration, whole)  # before any decoding
     cached = _cached_features(cfg, pipe.encoder_names) if mapper is None and not whole and duration is None else {}
     clips, rejects, taken = [], [], set()
     for path in list_videos(inputs):

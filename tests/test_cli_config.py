@@ -27,6 +27,7 @@ def test_without_stages_yaml_the_packaged_one_is_used_with_paths_here(tmp_path):
 
 
 def test_c_demo_names_the_packaged_overlay_on_the_base(tmp_path):
+    (tmp_path / "demo").mkdir()  # `make demo`'s output folder: not a config file
     choice = choose_config(["demo"], cwd=tmp_path)
     assert choice.files == [PACKAGED / "stages.yaml", PACKAGED / "demo.yaml"] and choice.configured
     cfg = load_config(choice.files, root=choice.root)

@@ -155,8 +155,15 @@ def test_call_batches_durations_and_writes_videos(pipe, exported, tmp_path):
     close(default.audios[0][:48000], out.audios[0])  # duration crops the same sound
 
 
-def test_call_arguments_are_checked(pipe, exported):
+def test_call_arguments_are_checked(pipe, exported, tmp_path):
+    from pipeline.media import MediaError
+
     v1, v2 = _videos(exported[1])
+    with pytest.raises(FileNotFoundError, match="nope.mp4 does not exist"):
+        pipe([v1, tmp_path / "nope.mp4"])
+    (tmp_path / "bad.mp4").write_bytes(b"\x00" * 64)
+    with pytest.raises(MediaError, match="not_a_video"):
+        pipe(tmp_path / "bad.mp4")
     with pytest.raises(ValueError, match="not both"):
         pipe(v1, duration=12.0, whole=True)
     with pytest.raises(ValueError, match="prompt has 3 values for 2 videos"):

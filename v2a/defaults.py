@@ -43,7 +43,7 @@ def choose_config(given: list[str], cwd: Path | None = None) -> ConfigChoice:
     for f in given:
         p = Path(f).expanduser()
         p = p if p.is_absolute() else cwd / p
-        files.append(p if p.exists() else (packaged(f) or p))  # a missing file is reported by load_config
+        files.append(p if p.is_file() else (packaged(f) or p))  # a missing file is reported by load_config
     if files[0].parent == PACKAGED and files[0].name != BASE:
         files.insert(0, base)  # `-c demo`: the demo overlay on top of the base configuration
     return ConfigChoice(files, cwd if files[0].parent == PACKAGED else None, configured=True)
