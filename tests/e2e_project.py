@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from pipeline.demo_data import make_demo_clips
+from v2a.config import load_config
 from v2a.runner import Runner
 
 REPO = Path(__file__).resolve().parent.parent
