@@ -46,8 +46,12 @@ demo/videos/labels.csv: | $(VENV)/.installed
 
 demo: install demo/videos/labels.csv
 	$(V2A) $(DEMO) run evaluate --workers 2
+	$(V2A) $(DEMO) export demo/pipeline
+	$(V2A) $(DEMO) generate --mapper demo/pipeline --whole --out demo/outputs/pipeline \
+		$$(ls demo/videos/*.mp4 | head -n 1)
 	$(V2A) $(DEMO) status
-	@echo "demo done: open demo/outputs/generated/ (wav, video, png) and demo/outputs/evaluation/gallery/index.html"
+	@echo "demo done: open demo/outputs/generated/ (wav, video, png), demo/outputs/evaluation/gallery/index.html,"
+	@echo "the exported pipeline demo/pipeline/ (README.md: its model card) and what it made: demo/outputs/pipeline/"
 
 test: install
 	$(PY) -m pytest tests

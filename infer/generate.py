@@ -72,14 +72,6 @@ class ClipJob:
     video: str | None  # a path to mux into (None: no video written)
     ground_truth: np.ndarray | None = None  # 16 kHz, for the PNG
     info: dict = field(default_factory=dict)
-    segments: int = 0  # > 0: whole-video mode, cavp/timechat hold one row per 10 s segment
-
-    def parts(self) -> list[tuple[int, np.ndarray | None, np.ndarray | None]]:
-        """(segment, cavp, timechat) per generation call: one, or one per segment."""
-        if not self.segments:
-            return [(0, self.cavp, self.timechat)]
-        return [(k, None if self.cavp is None else self.cavp[k], None if self.timechat is None else self.timechat[k])
-                for k in range(self.segments)]
 
 
 def mapper_checkpoint(run_dir: Path, which: str) -> Path:
@@ -129,60 +121,51 @@ class Generator:
         with torch.inference_mode():
             return self.mapper.generate(stack(cavp), stack(timechat)).float().cpu()  # (B, 8, D)
 
-    def run(self, jobs: list[ClipJob], out_dir: Path, *, progress: bool = True,
-            segment_seconds: float = 10.0) -> list[dict]:
-        """Generate every job (batched across clips and segments) and write each clip when it is complete."""
+    def run(self, jobs: list[ClipJob], out_dir: Path, *, progress: bool = True) -> list[dict]:
+        """Generate every job (batched across clips) and write each clip's outputs."""
         from tqdm import tqdm
 
         out_dir.mkdir(parents=True, exist_ok=True)
-        items = [(ji, k, c, t) for ji, j in enumerate(jobs) for k, c, t in j.parts()]  # one AudioLDM-2 sample each
-        pieces: dict[int, dict[int, np.ndarray]] = {}
         written = []
-        bar = tqdm(total=len(items), unit="clip" if len(items) == len(jobs) else "segment", desc="generate",
-                   disable=not progress)
-        for b in range(0, len(items), self.batch_size):
-            batch = items[b: b + self.batch_size]
-            toks = self.tokens([c for _, _, c, _ in batch], [t for _, _, _, t in batch])
-            prompts = [jobs[ji].prompt if self.p.use_label else None for ji, *_ in batch]
-            seeds = [clip_seed(self.p.seed, jobs[ji].id) + k for ji, k, *_ in batch]
-            audio = generate_audio(self.pipe, toks, prompts, seed=seeds, negative_prompt=self.p.negative_prompt,
-                                   negative_generated=self.p.negative_generated, steps=self.p.steps,
-                                   guidance=self.p.guidance, audio_seconds=self.p.audio_seconds, eta=self.p.eta)
-            for (ji, k, _, _), a in zip(batch, audio):
-                pieces.setdefault(ji, {})[k] = a
-                job = jobs[ji]
-                if len(pieces[ji]) == max(1, job.segments):
-                    got = pieces.pop(ji)
-                    parts = [got[i] for i in range(max(1, job.segments))]
-                    seg = int(round(segment_seconds * 16000))
-                    # whole-video mode: 10 s from each segment, the last one whole (AudioLDM-2 makes 10.24 s)
-                    full = parts[0] if len(parts) == 1 else np.concatenate([p[:seg] for p in parts[:-1]] + parts[-1:])
-                    written.append(self.write_clip(job, full, out_dir))
-                bar.update(1)
+        bar = tqdm(total=len(jobs), unit="clip", desc="generate", disable=not progress)
+        for b in range(0, len(jobs), self.batch_size):
+            batch = jobs[b: b + self.batch_size]
+            toks = self.tokens([j.cavp for j in batch], [j.timechat for j in batch])
+            prompts = [j.prompt if self.p.use_label else None for j in batch]
+            audio = generate_audio(self.pipe, toks, prompts, seed=[clip_seed(self.p.seed, j.id) for j in batch],
+                                   negative_prompt=self.p.negative_prompt, negative_generated=self.p.negative_generated,
+                                   steps=self.p.steps, guidance=self.p.guidance, audio_seconds=self.p.audio_seconds,
+                                   eta=self.p.eta)
+            for job, a in zip(batch, audio):
+                a = crop_audio(a, self.p.crop_seconds) if self.p.crop_seconds else a
+                written.append(write_clip(out_dir, job.id, a, video=job.video, ground_truth=job.ground_truth,
+                                          prompt=job.prompt, info={"seed": clip_seed(self.p.seed, job.id), **job.info}))
+            bar.update(len(batch))
         bar.close()
         return written
 
-    def write_clip(self, job: ClipJob, audio: np.ndarray, out_dir: Path) -> dict:
-        if self.p.crop_seconds:
-            audio = crop_audio(audio, self.p.crop_seconds)
-        rec = {"id": job.id, "prompt": job.prompt, "seed": clip_seed(self.p.seed, job.id),
-               "seconds": round(len(audio) / 16000, 4), **job.info}
-        write_wav(out_dir / f"{job.id}.wav", audio)
-        rec["wav"] = f"{job.id}.wav"
-        gt = None if job.ground_truth is None else job.ground_truth[: len(audio)]
-        write_spectrogram_png(out_dir / f"{job.id}.png", audio, gt, title=job.prompt or job.id)
-        rec["png"] = f"{job.id}.png"
-        if job.video is not None:
-            ext = Path(job.video).suffix.lower()
-            ext = ext if ext in MUX_EXTS else ".mkv"
-            try:
-                rec["mux"] = mux_audio(job.video, audio, out_dir / f"{job.id}{ext}")
-                rec["video"] = f"{job.id}{ext}"
-            except (ValueError, RuntimeError, OSError) as e:  # the wav and png stand; say why the video did not
-                rec["video_error"] = f"{type(e).__name__}: {e}"
-                log.error("%s: could not write the video with its new soundtrack: %s", job.id, e)
-        atomic_write_json(out_dir / f"{job.id}.json", rec)  # last: the clip is done
-        return rec
+
+def write_clip(out_dir: Path, cid: str, audio: np.ndarray, *, video: str | None, ground_truth: np.ndarray | None,
+               prompt: str | None, info: dict) -> dict:
+    """Write ``<cid>.wav``, ``<cid>.png`` (generated over ground truth), the video with its new soundtrack and
+    ``<cid>.json`` (last: the clip is done). A video that cannot be written is recorded, the rest stands."""
+    rec = {"id": cid, "prompt": prompt, **info, "seconds": round(len(audio) / 16000, 4)}
+    write_wav(out_dir / f"{cid}.wav", audio)
+    rec["wav"] = f"{cid}.wav"
+    gt = None if ground_truth is None else ground_truth[: len(audio)]
+    write_spectrogram_png(out_dir / f"{cid}.png", audio, gt, title=prompt or cid)
+    rec["png"] = f"{cid}.png"
+    if video is not None:
+        ext = Path(video).suffix.lower()
+        ext = ext if ext in MUX_EXTS else ".mkv"
+        try:
+            rec["mux"] = mux_audio(video, audio, out_dir / f"{cid}{ext}")
+            rec["video"] = f"{cid}{ext}"
+        except (ValueError, RuntimeError, OSError) as e:  # the wav and png stand; say why the video did not
+            rec["video_error"] = f"{type(e).__name__}: {e}"
+            log.error("%s: could not write the video with its new soundtrack: %s", cid, e)
+    atomic_write_json(out_dir / f"{cid}.json", rec)  # last: the clip is done
+    return rec
 
 
 def source_video(source: str, tmp: Path) -> str | None:

@@ -1,8 +1,9 @@
 """Log-mel spectrogram PNGs of generated (and ground-truth) audio, drawn with Pillow (no plotting dependency).
 
 One figure, one panel per waveform stacked vertically on a shared time axis; each panel has a title, a
-frequency axis (Hz ticks placed on the mel scale) and the time axis in seconds; colours span the top ``db_range`` dB
-of the figure's loudest bin (one scale for every panel, so the panels are comparable).
+frequency axis (Hz ticks placed on the mel scale) and the time axis in seconds. Colours span ``db_range`` dB below
+the loudest bin: of each panel (``shared_scale=False``, the generate stage's PNGs: a quiet generation still shows
+its shape), or of the whole figure (``shared_scale=True``, the gallery: ground truth and generated comparable).
 """
 
 from __future__ import annotations
@@ -35,10 +36,11 @@ def log_mel(audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
 
 def write_spectrogram_png(path: str | os.PathLike, generated: np.ndarray, ground_truth: np.ndarray | None = None, *,
                           sample_rate: int = SAMPLE_RATE, title: str = "", width: int = 800,
-                          db_range: float = 80.0) -> tuple[int, int]:
+                          db_range: float = 80.0, shared_scale: bool = False) -> tuple[int, int]:
     """Write the PNG (atomic); returns its (width, height): ``width`` x (panels * (160 + 30) + 62).
 
-    Each panel spans ``db_range`` dB below its own peak, so level differences between panels are not shown.
+    ``shared_scale``: one colour scale (the figure's peak) for every panel, so level differences show; otherwise
+    each panel spans ``db_range`` dB below its own peak.
     """
     panels = [("Generated" + (f": {title}" if title else ""), log_mel(generated, sample_rate))]
     if ground_truth is not None:
@@ -49,10 +51,11 @@ def write_spectrogram_png(path: str | os.PathLike, generated: np.ndarray, ground
     draw = ImageDraw.Draw(img)
     font = ImageFont.load_default()
     plot_w = width - LEFT - RIGHT
+    figure_top = max(float(mel.max()) for _, mel in panels)
     for k, (name, mel) in enumerate(panels):
         y0 = TOP + k * (PANEL_H + GAP)
         frames_w = max(1, round(plot_w * (mel.shape[1] * HOP / sample_rate) / seconds)) if seconds else plot_w
-        top_db = float(mel.max())  # each panel on its own scale: a quiet generation still shows its shape
+        top_db = figure_top if shared_scale else float(mel.max())
         rgb = _colour((mel - (top_db - db_range)) / db_range)[::-1]  # low frequencies at the bottom
         img.paste(Image.fromarray(rgb).resize((min(frames_w, plot_w), PANEL_H), Image.NEAREST), (LEFT, y0))
         draw.rectangle([LEFT - 1, y0 - 1, LEFT + plot_w, y0 + PANEL_H], outline="black")
@@ -61,6 +64,8 @@ def write_spectrogram_png(path: str | os.PathLike, generated: np.ndarray, ground
         _time_ticks(draw, font, y0 + PANEL_H, seconds, plot_w)
     draw.text((LEFT + plot_w // 2 - 24, height - 14), "Time (s)", fill="black", font=font)
     draw.text((2, TOP - 14), "Hz (mel)", fill="black", font=font)
+    if shared_scale:
+        draw.text((width - RIGHT - 150, TOP - 14), f"one scale: top {db_range:g} dB", fill="black", font=font)
     with atomic_path(path) as tmp:
         img.save(tmp, format="PNG")
     return img.size

@@ -1,10 +1,11 @@
 """``v2a generate VIDEO...``: sound for any video files or folders, with the same decode and encoder code as the cache.
 
-Features come from the cache when it holds the same source file and its encoder arrays are fresh; otherwise the
-clip is decoded (first 10 s, 4 FPS), its frames pass through the cache's frame codec and are encoded here with the
-encoders configured in stages.yaml, rounded to the cache's storage dtype: the mapper sees exactly what the cache
-would have given it. A file that cannot be decoded is reported
-(and listed in ``rejects.csv`` in the output folder); the other files go on.
+The mapper is either the trained run's (``runs/mapper``, fresh for the configuration) or an exported pipeline
+folder / hub id (``--mapper``), which needs no cache at all. Each clip is decoded (4 FPS, 10 s windows), its frames
+pass through the cache's frame codec and are encoded with the mapper's encoders, rounded to the cache's storage
+dtype: the mapper sees exactly what the cache would have given it. With the run's mapper, features are taken
+from the cache when it holds the same source file and is fresh. A file that cannot be decoded is reported (and
+listed in ``rejects.csv`` in the output folder); the other files go on.
 """
 
 from __future__ import annotations
@@ -15,17 +16,13 @@ import logging
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from frozen import audiomae, cavp, timechat
-from infer.generate import ClipJob, GenerateParams, Generator, mapper_checkpoint
-from pipeline.frames import FramesParams
-from pipeline.framestore import decode_frames, encode_frames
+from infer.audioldm2 import clip_seed
+from infer.generate import GenerateParams, write_clip
+from infer.pipeline import MFMMapperPipeline, PreparedVideo
 from pipeline.inputs import SKIP_EXTS
 from v2a.config import Config
-from v2a.dist import pick_device
-from v2a.io import atomic_write_text
-from v2a.runner import Runner, resolved_params
+from v2a.io import atomic_write_text, read_json
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +52,8 @@ def safe_name(p: Path, taken: set[str]) -> str:
 
 def _cached_features(cfg: Config, encoders: list[str]) -> dict[str, dict]:
     """{resolved source path: {encoder: features}} for clips of a fresh cache (empty when there is none)."""
+    from v2a.runner import Runner
+
     if not cfg.zarr_path.exists():
         return {}
     r = Runner(cfg)
@@ -76,98 +75,68 @@ def _cached_features(cfg: Config, encoders: list[str]) -> dict[str, dict]:
     return out
 
 
-def as_stored(frames: np.ndarray, n_frames: int, fp: FramesParams) -> np.ndarray:
-    """The frames exactly as the cache would store them (its codec), so features match the training data."""
-    stored, ext = encode_frames(frames[:n_frames], codec=fp.codec, crf=fp.crf, fps=fp.fps)
-    out = np.zeros_like(frames)  # (40, 224, 224, 3), zeros after n_frames
-    out[:n_frames] = decode_frames(stored, ext)
-    return out
+def load_pipeline(cfg: Config, mapper: str | None, *, configured: bool, device: str) -> MFMMapperPipeline:
+    """The run's pipeline (``mapper`` None), or an exported folder / hub id. ``configured``: the configuration
+    was chosen by the user (a stages.yaml here or ``-c``), so its encoders and AudioLDM-2 are used and must be
+    those the mapper was trained with; otherwise the folder's own record is used as it is."""
+    from infer import hub
+    from infer.export import configured_encoders, generation_parts, pipeline_from_run
+
+    if mapper is None:
+        return pipeline_from_run(cfg, GenerateParams.from_dict(cfg.stage("generate").params).mapper, device=device)
+    if not configured:
+        return MFMMapperPipeline.from_pretrained(mapper, device=device)
+    folder = hub.resolve_folder(mapper)
+    trained = read_json(folder / hub.FILES["encoders"])
+    mine = configured_encoders(cfg, [n for n in ("cavp", "timechat") if n in cfg.stages])
+    hub.check_encoders(trained, mine, str(mapper))
+    audioldm2, _ = generation_parts(GenerateParams.from_dict(cfg.stage("generate").params))
+    return MFMMapperPipeline.from_pretrained(folder, device=device, audioldm2=audioldm2, encoders={
+        n: mine["encoders"][n]["params"] for n in trained["encoders"]})
 
 
-ENCODERS = {"cavp": cavp, "timechat": timechat, "audiomae": audiomae}  # stage name -> frozen module
+def _from_cache(pipe: MFMMapperPipeline, hit: dict, path: Path, cid: str) -> PreparedVideo:
+    from pipeline.media import decode_clip
+
+    fp = pipe.frames
+    d = decode_clip(str(path), fps=fp.fps, seconds=fp.seconds, size=fp.size, sample_rate=fp.sample_rate,
+                    max_side=fp.max_side, silence_dbfs=fp.silence_dbfs)  # the ground truth for the spectrogram
+    samples = int(round(pipe.defaults.audio_seconds * pipe.frames.sample_rate))
+    return PreparedVideo(id=cid, source=str(path), starts=[0.0], samples=samples,
+                         features={n: hit[n][hit["row"]].astype(np.float32)[None] for n in pipe.encoder_names},
+                         ground_truth=d.audio[: d.audio_len] if d.has_audio and not d.audio_silent else None,
+                         info={"windows": 1, "video_seconds": d.duration})
 
 
-class Encoders:
-    """The encoders the mapper needs, built lazily from stages.yaml."""
+def generate_videos(cfg: Config, inputs: list[Path], out: Path, *, mapper: str | None = None,
+                    configured: bool = True, prompt: str | None = None, negative_prompt: str | None = None,
+                    steps: int | None = None, guidance: float | None = None, seed: int | None = None,
+                    duration: float | None = None, whole: bool = False, batch_size: int = 4,
+                    progress: bool = True) -> list[dict]:
+    """Generate for every video under ``inputs`` (wav, png, the video with its new soundtrack, json per clip).
 
-    def __init__(self, cfg: Config, names: list[str], device: str):
-        self.cfg, self.names, self.device, self._built = cfg, names, device, {}
+    Arguments left None take the pipeline's generation defaults; ``whole`` covers each video's whole length in
+    overlapping crossfaded 10 s windows, ``duration`` that many seconds."""
+    from v2a.dist import pick_device
+    from pipeline.media import MediaError
 
-    def __call__(self, frames: np.ndarray, n_frames: int) -> dict[str, np.ndarray]:
-        out = {}
-        for name in self.names:
-            if name not in self._built:
-                params = {k: v for k, v in resolved_params(self.cfg.stage(name), self.cfg).items() if k != "dtype"}
-                self._built[name] = ENCODERS[name].build(params, self.device)
-            dtype = self.cfg.stage(name).params.get("dtype", "float16")
-            y = self._built[name].encode(torch.from_numpy(frames[None]), torch.tensor([n_frames]))[0].numpy()
-            out[name] = y.astype(dtype).astype(np.float32)  # what the cache would hold
-        return out
-
-
-def _whole(d, fp: FramesParams, encode, path: Path) -> tuple[dict[str, np.ndarray], int]:
-    """Whole-video mode: features per 10 s segment, stacked (S, ...); each segment is encoded like a clip."""
-    per = fp.n_frames  # 40 frames a segment
-    n_seg = max(1, -(-d.n_frames // per))
-    feats: dict[str, list] = {}
-    for k in range(n_seg):
-        n_k = min(per, d.n_frames - k * per)
-        frames = d.frames[k * per: (k + 1) * per]  # (40, 224, 224, 3), zero-padded at the end
-        for name, y in encode(as_stored(frames, n_k, fp), n_k).items():
-            feats.setdefault(name, []).append(y)
-    log.info("%s: %d segments of %g s", path, n_seg, fp.seconds)
-    return {k: np.stack(v) for k, v in feats.items()}, n_seg
-
-
-def generate_videos(cfg: Config, inputs: list[Path], out: Path, *, prompt: str | None = None,
-                    batch_size: int = 4, progress: bool = True, whole: bool = False,
-                    max_seconds: float = 600.0) -> list[dict]:
-    """Generate for every video under ``inputs``; ``whole`` covers the whole video (up to ``max_seconds``) in
-    10 s segments instead of its first 10 s."""
-    from pipeline.media import MediaError, decode_clip, probe
-
-    p = GenerateParams.from_dict(resolved_params(cfg.stage("generate"), cfg))
     device = pick_device(cfg.stage("generate").runtime.get("device", "auto"))
-    fresh, why = Runner(cfg).status("train")
-    if not fresh:
-        raise RuntimeError(f"the mapper in {cfg.path('runs') / 'mapper'} is stale for this configuration "
-                           f"({'; '.join(why)}): run `make train` (v2a run train) first")
-    gen = Generator(p, mapper_checkpoint(cfg.path("runs") / "mapper", p.mapper), device=device,
-                    batch_size=batch_size)
-    names = {"both": ["cavp", "timechat"], "cavp": ["cavp"], "timechat": ["timechat"]}[gen.spec.encoders]
-    fp = FramesParams.from_dict(cfg.stage("frames").params)
-    cached = _cached_features(cfg, names)
-    encode = Encoders(cfg, names, device)
-    jobs, rejects, taken = [], [], set()
+    pipe = load_pipeline(cfg, mapper, configured=configured, device=device)
+    pipe.check_span(duration, whole)  # before any decoding
+    cached = _cached_features(cfg, pipe.encoder_names) if mapper is None and not whole and duration is None else {}
+    clips, rejects, taken = [], [], set()
     for path in list_videos(inputs):
         cid = safe_name(path, taken)
+        hit = cached.get(str(path.resolve()))
         try:
-            seconds = fp.seconds
-            if whole:
-                dur = min(max_seconds, probe(str(path)).duration or fp.seconds)
-                seconds = fp.seconds * max(1, -(-int(np.ceil(dur * fp.fps)) // fp.n_frames))
-            d = decode_clip(str(path), fps=fp.fps, seconds=seconds, size=fp.size, sample_rate=fp.sample_rate,
-                            max_side=fp.max_side, silence_dbfs=fp.silence_dbfs)
+            clip = _from_cache(pipe, hit, path, cid) if hit else pipe.prepare(path, duration=duration, whole=whole,
+                                                                                 clip_id=cid)
         except MediaError as e:
             log.error("%s: cannot generate: %s", path, e.reason)
             rejects.append((str(path), e.reason))
             continue
-        hit = None if whole else cached.get(str(path.resolve()))
-        segments = 0
-        if whole:
-            feats, segments = _whole(d, fp, encode, path)
-        elif hit is not None:
-            feats = {n: hit[n][hit["row"]].astype(np.float32) for n in names}
-        else:
-            feats = encode(as_stored(d.frames, d.n_frames, fp), d.n_frames)
-        lead = 1 if segments else 0  # whole mode: (S, ...) per clip
-        gen.check_features(feats["cavp"].shape[lead:] if "cavp" in feats else None,
-                           feats["timechat"].shape[lead:] if "timechat" in feats else None, str(path))
-        gt = d.audio[: d.audio_len] if d.has_audio and not d.audio_silent else None
-        jobs.append(ClipJob(id=cid, cavp=feats.get("cavp"), timechat=feats.get("timechat"), prompt=prompt,
-                            video=str(path), ground_truth=gt, segments=segments,
-                            info={"source": str(path), "segments": max(1, segments),
-                                  "features": "cache" if hit is not None else "computed"}))
+        clip.info.update(source=str(path), features="cache" if hit else "computed")
+        clips.append(clip)
     out.mkdir(parents=True, exist_ok=True)
     if rejects:
         buf = io.StringIO()
@@ -175,4 +144,9 @@ def generate_videos(cfg: Config, inputs: list[Path], out: Path, *, prompt: str |
         w.writerow(["source", "reason"])
         w.writerows(rejects)
         atomic_write_text(out / "rejects.csv", buf.getvalue())
-    return gen.run(jobs, out, progress=progress, segment_seconds=fp.seconds) if jobs else []
+    base = pipe.defaults.seed if seed is None else int(seed)
+    seeds = [clip_seed(base, c.id) for c in clips]
+    audios = pipe.generate(clips, [prompt] * len(clips), seeds, negative_prompt=negative_prompt, steps=steps,
+                           guidance=guidance, batch_size=batch_size, progress=progress) if clips else []
+    return [write_clip(out, c.id, a, video=c.source, ground_truth=c.ground_truth, prompt=prompt,
+                       info={"seed": s, **c.info}) for c, a, s in zip(clips, audios, seeds)]

@@ -24,7 +24,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from frozen.audio import stft_db
 from frozen.resample import resample as resample_functional
 from frozen.resample import resample_like_transform
 
@@ -163,19 +162,3 @@ def pad_or_crop(x: np.ndarray, n: int) -> np.ndarray:
 def remove_dc(x: np.ndarray) -> np.ndarray:
     """Subtract the mean (av-benchmark does this after reading every file)."""
     return (x - x.mean()).astype(np.float32) if x.size else x
-
-
-def spectrogram_image(x: np.ndarray, sr: int = EVAL_SR, height: int = 128, top_db: float = 80.0) -> np.ndarray:
-    """Log-magnitude STFT as an RGB uint8 image (height, frames, 3), low frequencies at the bottom."""
-    db = stft_db(x, sr)  # (257, T)
-    db = np.clip(db, db.max() - top_db, db.max())
-    v = (db - db.min()) / max(db.max() - db.min(), 1e-9)
-    idx = np.linspace(0, v.shape[0] - 1, height).round().astype(int)
-    v = v[idx][::-1]  # (height, T), low frequencies at the bottom
-    # A small perceptual colour map (black -> purple -> orange -> yellow), no matplotlib needed.
-    stops = np.array([[0, 0, 4], [87, 16, 110], [188, 55, 84], [249, 142, 9], [252, 255, 164]], np.float64)
-    pos = v * (len(stops) - 1)
-    lo = np.floor(pos).astype(int).clip(0, len(stops) - 2)
-    t = (pos - lo)[..., None]
-    rgb = stops[lo] * (1 - t) + stops[lo + 1] * t
-    return rgb.round().astype(np.uint8)

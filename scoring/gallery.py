@@ -1,32 +1,41 @@
-"""A static, offline HTML gallery: per clip a frame strip, spectrograms and players for ground truth and generated
-audio, and the muxed video. Images and audio given as arrays are written beside the page; files given as paths are
-referenced by relative path (nothing is fetched from the network)."""
+"""A static, offline, self-contained HTML gallery: per clip its label and prompt, a frame strip, one spectrogram
+figure (generated over ground truth, time and frequency axes, one colour scale for both: the per-clip renderer of
+``infer.spectrogram``), players for both sounds and the muxed video. Every medium is copied (or written) into
+``<gallery>/media/<clip>/``, so the folder can be zipped, moved or served alone; nothing is fetched from the
+network."""
 
 from __future__ import annotations
 
 import html
 import logging
-import os
+import shutil
 from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
 from PIL import Image
 
-from scoring.audio import EVAL_SR, load_audio, spectrogram_image
+from infer.spectrogram import write_spectrogram_png
+from scoring.audio import EVAL_SR, load_audio
 from v2a.io import atomic_write_text, check_clip_id
 
 log = logging.getLogger(__name__)
 
 _CSS = """body{font-family:sans-serif;margin:1em;background:#fafafa}
 .clip{border:1px solid #ccc;background:#fff;margin:1em 0;padding:.5em}
-.frames img{height:72px;margin-right:2px}.spec img{height:96px;max-width:100%}
+.frames img{height:72px;margin-right:2px}.spec img{max-width:100%}.meta{color:#333}
 .row{display:flex;gap:1em;flex-wrap:wrap}.col{flex:1;min-width:280px}
 table{border-collapse:collapse}td,th{border:1px solid #ddd;padding:2px 6px;font-size:.85em}"""
 
 
 def _rel(target: Path, base: Path) -> str:
-    return Path(os.path.relpath(Path(target).resolve(), base.resolve())).as_posix()
+    return Path(target).resolve().relative_to(base.resolve()).as_posix()  # inside the gallery, by construction
+
+
+def _copy_in(src: Path, dest: Path) -> Path:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(src, dest)
+    return dest
 
 
 def _save_png(arr: np.ndarray, path: Path) -> Path:
@@ -48,11 +57,11 @@ def _frame_files(frames: Any, clip_dir: Path, max_frames: int) -> list[Path]:
     if missing:
         raise FileNotFoundError(f"frame files do not exist: {missing[:3]}")
     idx = np.linspace(0, len(files) - 1, min(max_frames, len(files))).round().astype(int) if files else []
-    return [files[i] for i in idx]
+    return [_copy_in(files[i], clip_dir / f"frame_{j:02d}{files[i].suffix.lower()}") for j, i in enumerate(idx)]
 
 
 def _audio_file(src: Any, clip_dir: Path, name: str) -> tuple[Path | None, np.ndarray | None]:
-    """-> (a wav file to reference, the waveform for the spectrogram); writes arrays to ``clip_dir/name.wav``."""
+    """-> (the wav inside the gallery, the waveform for the spectrogram); a file is copied in, an array written."""
     if src is None:
         return None, None
     try:
@@ -61,7 +70,7 @@ def _audio_file(src: Any, clip_dir: Path, name: str) -> tuple[Path | None, np.nd
         log.warning("gallery: cannot read %s audio: %s", name, e)
         return None, None
     if isinstance(src, (str, Path)):
-        return Path(src), wav
+        return _copy_in(Path(src), clip_dir / f"{name}{Path(src).suffix.lower()}"), wav
     import soundfile as sf
 
     path = clip_dir / f"{name}.wav"
@@ -83,24 +92,30 @@ def _scores_table(scores: dict | None) -> str:
 def _clip_html(clip, out_dir: Path, scores: dict | None, max_frames: int) -> str:
     cid = check_clip_id(clip.clip_id)
     clip_dir = out_dir / "media" / cid
-    parts = [f'<div class="clip" id="clip-{cid}" data-clip-id="{cid}"><h2>{html.escape(cid)}</h2>']
+    label, prompt = getattr(clip, "label", None), getattr(clip, "prompt", None)
+    parts = [f'<div class="clip" id="clip-{cid}" data-clip-id="{cid}"><h2>{html.escape(cid)}</h2>',
+             f'<p class="meta">label: <b class="label">{html.escape(label or "-")}</b> &middot; prompt: '
+             f'<b class="prompt">{html.escape(prompt or "(none)")}</b></p>']
     frames = _frame_files(clip.frames, clip_dir, max_frames)
     if frames:
         imgs = "".join(f'<img src="{html.escape(_rel(f, out_dir))}" alt="frame {i}">' for i, f in enumerate(frames))
         parts.append(f'<div class="frames">{imgs}</div>')
+    gen_path, gen = _audio_file(clip.gen, clip_dir, "gen")
+    gt_path, gt = _audio_file(clip.gt, clip_dir, "gt")
+    if gen is not None:  # one figure, generated over ground truth, on one colour scale
+        spec = clip_dir / "spectrogram.png"
+        write_spectrogram_png(spec, gen, gt, title=prompt or label or cid, shared_scale=True)
+        parts.append(f'<div class="spec"><img src="{html.escape(_rel(spec, out_dir))}" alt="spectrograms of '
+                     f'{html.escape(cid)}"></div>')
     cols = []
-    for label, name, src in (("Ground truth", "gt", clip.gt), ("Generated", "gen", clip.gen)):
-        wav_path, wav = _audio_file(src, clip_dir, name)
-        if wav is None:
-            cols.append(f'<div class="col"><h3>{label}</h3><p class="missing">missing</p></div>')
-            continue
-        spec = _save_png(spectrogram_image(wav), clip_dir / f"{name}_spec.png")
-        cols.append(f'<div class="col"><h3>{label}</h3><div class="spec"><img src="{html.escape(_rel(spec, out_dir))}" '
-                    f'alt="{name} spectrogram"></div><audio controls preload="none" '
-                    f'src="{html.escape(_rel(wav_path, out_dir))}"></audio></div>')
+    for title, path in (("Generated", gen_path), ("Ground truth", gt_path)):
+        player = (f'<audio controls preload="none" src="{html.escape(_rel(path, out_dir))}"></audio>'
+                  if path is not None else '<p class="missing">missing</p>')
+        cols.append(f'<div class="col"><h3>{title}</h3>{player}</div>')
     parts.append(f'<div class="row">{"".join(cols)}</div>')
-    if clip.video is not None:
-        parts.append(f'<video controls preload="none" width="360" src="{html.escape(_rel(Path(clip.video), out_dir))}">'
+    if clip.video is not None and Path(clip.video).is_file():
+        video = _copy_in(Path(clip.video), clip_dir / f"video{Path(clip.video).suffix.lower()}")
+        parts.append(f'<video controls preload="none" width="360" src="{html.escape(_rel(video, out_dir))}">'
                      "</video>")
     parts.append(_scores_table(scores))
     parts.append("</div>")
@@ -112,6 +127,7 @@ def build_gallery(clips: Iterable, out_dir: str | Path, *, scores: dict[str, dic
     """Write ``out_dir/index.html`` (+ media/) for ``clips`` (ClipPair-like objects); returns the page path."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(out_dir / "media", ignore_errors=True)  # no media of clips from an earlier build
     body = [_clip_html(c, out_dir, (scores or {}).get(c.clip_id), max_frames) for c in clips]
     page = (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
             f"<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>"

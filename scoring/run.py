@@ -39,6 +39,8 @@ class ClipPair:
     gen: Any
     video: str | Path | None = None
     frames: Any = None  # list of image paths, or uint8 array (T, H, W, 3)
+    label: str | None = None  # the clip's class (shown in the gallery)
+    prompt: str | None = None  # the text prompt it was generated with
 
 
 @dataclass

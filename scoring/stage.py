@@ -80,7 +80,9 @@ def run(ctx: StageContext) -> None:
         gt = _ground_truth(c) if usable else None
         frames = c.frames[: max(1, c.meta["n_frames"])] if c is not None else None
         video = gen_dir / g["video"] if g.get("video") else None
-        pairs.append(ClipPair(g["id"], gt, gen_dir / g["wav"], video, frames))
+        label = str(meta["label"][i]) if i is not None else None
+        pairs.append(ClipPair(g["id"], gt, gen_dir / g["wav"], video, frames, label=label or None,
+                              prompt=g.get("prompt") or None))
     missing = sum(p.gt is None for p in pairs)
     if missing:
         log.warning("evaluate: %d of %d clips have no usable ground-truth audio; they are reported, not scored",

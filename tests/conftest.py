@@ -88,3 +88,13 @@ def kaldi_native_fbank(x: np.ndarray, num_bins: int, sr: int = 16000) -> np.ndar
 def knf_fbank():
     """``knf_fbank(x, num_bins)``: see :func:`kaldi_native_fbank` (skips when kaldi-native-fbank is missing)."""
     return kaldi_native_fbank
+
+
+@pytest.fixture(scope="session")
+def e2e_project(tmp_path_factory, demo_config):
+    """Every stage run once with the tiny models on 7 synthetic clips (tests/e2e_project.py); read-only for tests:
+    copy it before changing anything."""
+    from e2e_project import make_project
+
+    return make_project(tmp_path_factory.mktemp("e2e"), demo_config)
+

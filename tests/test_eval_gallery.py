@@ -1,5 +1,6 @@
 """The static gallery: parses, has every clip, every referenced file exists; optionally rendered by chromium."""
 
+import os
 import shutil
 import subprocess
 from html.parser import HTMLParser
@@ -10,6 +11,7 @@ import pytest
 import soundfile as sf
 from PIL import Image
 
+from infer.spectrogram import write_spectrogram_png
 from scoring.gallery import build_gallery
 from scoring.run import ClipPair
 
@@ -52,17 +54,45 @@ def _clips(tmp_path):
             ClipPair("c2", gen_wav, gen_wav)]
 
 
-def test_gallery_html_parses_and_references_exist(tmp_path):
-    page = build_gallery(_clips(tmp_path), tmp_path / "gallery", scores={"c0": {"status": "ok", "kl_panns": 1.5}})
+def test_gallery_is_self_contained_and_parses(tmp_path):
+    clips = _clips(tmp_path)
+    clips[0].label, clips[0].prompt = "dog barking", "a dog barking"
+    page = build_gallery(clips, tmp_path / "gallery", scores={"c0": {"status": "ok", "kl_panns": 1.5}})
+    for gone in ("outputs", "frames", "videos"):  # the sources may go: the gallery holds copies
+        shutil.rmtree(tmp_path / gone)
     p = _Collect()
-    p.feed(page.read_text())
+    text = page.read_text()
+    p.feed(text)
     assert p.clips == ["c0", "c1", "c2"]
     assert p.tags["audio"] == 5 and p.tags["video"] == 1  # c1 has no ground truth
-    assert sum(1 for t, _ in p.srcs if t == "img") == 8 + 3 + 5  # frames (8 of 40, 3 files) + 5 spectrograms
+    assert sum(1 for t, _ in p.srcs if t == "img") == 8 + 3 + 3  # frames (8 of 40, 3 files) + 1 figure per clip
     for tag, src in p.srcs:
-        assert not src.startswith(("http:", "https:", "/")), src
+        assert not src.startswith(("http:", "https:", "/", "..")), src
         assert (page.parent / src).is_file(), (tag, src)
-    assert "missing" in page.read_text() and "1.500" in page.read_text()
+    assert (page.parent / "media" / "c1" / "video.mp4").read_bytes() == b"\x00"
+    assert "missing" in text and "1.500" in text
+    assert '<b class="label">dog barking</b>' in text and '<b class="prompt">a dog barking</b>' in text
+
+
+def test_gallery_spectrograms_share_one_colour_scale(tmp_path):
+    """Ground truth 40 dB louder than the generated sound: on one scale the generated panel is darker (the
+    generate stage's own-scale PNGs would draw both alike)."""
+    t = np.arange(SR) / SR
+    loud = (0.5 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+    page = build_gallery([ClipPair("c0", loud, loud / 100)], tmp_path / "gallery")
+    with Image.open(page.parent / "media" / "c0" / "spectrogram.png") as img:
+        px = np.asarray(img.convert("L"), dtype=float)
+    assert img.size == (800, 22 + 2 * 190 - 30 + 40)
+    gen_panel, gt_panel = px[22:182, 64:784], px[212:372, 64:784]  # layout of infer.spectrogram (2 panels)
+    assert gt_panel.mean() > 3 * gen_panel.mean() + 5
+    write_spectrogram_png(tmp_path / "own.png", loud / 100, loud)  # each panel on its own scale
+    with Image.open(tmp_path / "own.png") as img:
+        own = np.asarray(img.convert("L"), dtype=float)
+    assert abs(own[22:182, 64:784].mean() - own[212:372, 64:784].mean()) < 2
+
+
+if not CHROMIUM.exists() and os.environ.get("V2A_REQUIRE_BROWSER"):  # CI (.ci/run) installs it: never skip there
+    raise RuntimeError(f"V2A_REQUIRE_BROWSER is set but {CHROMIUM} is missing")
 
 
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="chromium not installed at /usr/bin/chromium")

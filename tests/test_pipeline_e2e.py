@@ -12,24 +12,15 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from e2e_project import E2E
 from infer.generate import mapper_checkpoint
 from infer.videos import generate_videos
-from pipeline.demo_data import make_demo_clips
 from v2a.runner import Runner
 
 
-
-E2E = ("stages.frames.params.shard_size=4", "stages.train.params.epochs=3", "stages.train.params.global_batch=2",
-       "stages.generate.params.steps=4")
-
-
 @pytest.fixture(scope="module")
-def project(tmp_path_factory, demo_config):
-    root = tmp_path_factory.mktemp("e2e")
-    specs = make_demo_clips(root / "videos", n=7, seed=11)
-    ran = Runner(demo_config(root, *E2E)).run(["evaluate"], progress=False)
-    assert ran == ["frames", "cavp", "timechat", "audiomae", "train", "generate", "evaluate"]
-    return root, {s.id: s for s in specs}
+def project(e2e_project):
+    return e2e_project
 
 
 def video_packets(path) -> list[tuple]:
@@ -101,18 +92,16 @@ def test_v2a_generate_on_files_and_bad_input(project, tmp_path, demo_config):
 def test_features_computed_for_a_video_match_the_cache(project, demo_config):
     import zarr
 
-    from infer.videos import Encoders, as_stored
-    from pipeline.frames import FramesParams
+    from infer.export import pipeline_from_run
+    from infer.pipeline import as_stored
     from pipeline.media import decode_clip
 
     root, specs = project
-    cfg = demo_config(root, *E2E)
+    pipe = pipeline_from_run(demo_config(root, *E2E))
     z = zarr.open_group(str(root / "cache" / "features.zarr"), mode="r")
     row = 1
     d = decode_clip(specs[str(z["meta/id"][row])].path)
-    feats = Encoders(cfg, ["cavp", "timechat"], "cpu")(as_stored(d.frames, d.n_frames,
-                                                                 FramesParams.from_dict(cfg.stage("frames").params)),
-                                                       d.n_frames)
+    feats = pipe.encode_frames(as_stored(d.frames, d.n_frames, pipe.frames), d.n_frames)
     for name in ("cavp", "timechat"):
         cached = z[f"{name}/emb"][row].astype(np.float32)
         # same frames, same code: equal up to float16 storage and batch-size rounding
@@ -162,11 +151,15 @@ def test_evaluate_report(project):
     assert all(cid in html for cid, s in specs.items() if s.split == "test")
 
 
-def test_whole_video_in_10s_segments(project, tmp_path, demo_config):
+def test_whole_video_in_overlapping_windows(project, tmp_path, demo_config):
     root, specs = project
     long = next(s for s in specs.values() if s.duration == 14.0)
     done = generate_videos(demo_config(root, *E2E), [Path(long.path)], tmp_path / "out", whole=True, progress=False)
     (rec,) = done
-    assert rec["segments"] == 2 and rec["features"] == "computed"
-    assert sf.info(str(tmp_path / "out" / rec["wav"])).frames == 10 * 16000 + int(10.24 * 16000)
-    assert abs(rec["mux"]["audio_seconds"] - 14.0) < 0.05  # the soundtrack covers the whole 14 s video
+    assert rec["windows"] == 2 and rec["features"] == "computed"
+    n = sf.info(str(tmp_path / "out" / rec["wav"])).frames
+    assert n == int(round((rec["mux"]["video_duration"]) * 16000))  # the wav is as long as the video
+    assert abs(n / 16000 - 14.0) < 0.05
+    with av.open(str(tmp_path / "out" / rec["video"])) as c:
+        muxed = sum(f.samples for f in c.decode(audio=0)) / c.streams.audio[0].rate
+    assert abs(muxed - n / 16000) < 0.05  # and so is the muxed soundtrack

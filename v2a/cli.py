@@ -10,6 +10,7 @@ from typing import List, NoReturn, Optional
 import typer
 
 from v2a.config import load_config
+from v2a.defaults import choose_config
 from v2a.runner import Runner
 from v2a.schema import ConfigError
 from v2a.weights_cli import check_command, weights_app
@@ -19,7 +20,8 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
     no_args_is_help=True,
     help="MFM-Mapper video-to-audio: extract features, train the GPT-2 mapper, generate sound for videos.\n\n"
-         "Every path and parameter comes from stages.yaml (overlay more files with -c, e.g. -c configs/demo.yaml).",
+         "Every path and parameter comes from stages.yaml (overlay more files with -c, e.g. -c configs/demo.yaml); "
+         "without one in the working folder the packaged stages.yaml is used (-c demo: the packaged demo overlay).",
 )
 log = logging.getLogger("v2a")
 app.add_typer(weights_app, name="weights")
@@ -27,9 +29,10 @@ app.command("check")(check_command)
 
 
 class State:
-    config_files: list[str] = ["stages.yaml"]
+    config_files: list[str] = []
     overrides: list[str] = []
     progress: bool = True
+    configured: bool = True  # False: no stages.yaml here and no -c (the packaged default)
 
 
 STATE = State()
@@ -45,7 +48,8 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
 
 @app.callback()
 def main(
-    config: List[str] = typer.Option(["stages.yaml"], "--config", "-c", help="Config files, merged in order."),
+    config: List[str] = typer.Option([], "--config", "-c", help="Config files, merged in order (default: "
+                                     "./stages.yaml, else the packaged one; 'demo' names the packaged demo overlay)."),
     set_: List[str] = typer.Option([], "--set", help="Override one value: stages.cavp.runtime.batch_size=16"),
     verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="More logging."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Warnings and errors only."),
@@ -65,17 +69,19 @@ def _usage_error(e: Exception) -> NoReturn:
 
 
 def _runner(targets: list[str] | None = None, experiment: str | None = None) -> Runner:
-    """The runner on the validated configuration (v2a/schema.py), or on the named experiment's
-    (v2a/experiments.py); ``targets`` must name stages or groups."""
+    """The runner on the validated configuration (v2a/schema.py; the packaged one when no stages.yaml is here),
+    or on the named experiment's (v2a/experiments.py); ``targets`` must name stages or groups."""
+    choice = choose_config(STATE.config_files)
+    STATE.configured = choice.configured
     try:
         if experiment:
             from v2a.experiments import experiment_config, write_identity
 
-            cfg, preset = experiment_config(STATE.config_files, STATE.overrides, experiment)
-            write_identity(cfg, preset, STATE.config_files, STATE.overrides)
+            cfg, preset = experiment_config(choice.files, STATE.overrides, experiment, root=choice.root)
+            write_identity(cfg, preset, choice.files, STATE.overrides)
             r = Runner(cfg)
         else:
-            r = Runner(load_config(STATE.config_files, STATE.overrides))
+            r = Runner(load_config(choice.files, STATE.overrides, root=choice.root))
         r.cfg.closure(targets or [])
     except (ConfigError, FileNotFoundError, ValueError) as e:
         _usage_error(e)
@@ -148,32 +154,69 @@ def stage(
 def generate(
     videos: List[Path] = typer.Argument(None, help="Video files or folders. None: the generate stage on the cache."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder (default <outputs>/videos)."),
+    mapper: Optional[str] = typer.Option(None, "--mapper", "-m", help="An exported pipeline folder or hub id "
+                                         "(v2a export); default: the trained run (runs/mapper)."),
     prompt: Optional[str] = typer.Option(None, "--prompt", "-p", help="Text prompt, e.g. the class 'dog barking'."),
-    batch_size: int = typer.Option(4, "--batch-size", "-b", help="Clips per AudioLDM-2 call."),
+    negative_prompt: Optional[str] = typer.Option(None, "--negative-prompt", help="Default: 'low quality, "
+                                                  "average quality' (the mapper's generation defaults)."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Base seed (default 0); clip c uses a seed derived "
+                                       "from it and c's name."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="DDIM steps (paper: 100)."),
+    guidance: Optional[float] = typer.Option(None, "--guidance", help="Classifier-free guidance (paper: 3.5)."),
+    duration: Optional[float] = typer.Option(None, "--duration", help="Seconds of sound (default 10.24: one "
+                                             "window; longer: overlapping windows)."),
+    whole: bool = typer.Option(False, "--whole", help="The whole video: overlapping 10 s windows, crossfaded."),
+    batch_size: int = typer.Option(4, "--batch-size", "-b", help="Windows per AudioLDM-2 call."),
     force: bool = typer.Option(False, "--force", help="Stage mode: regenerate clips already done."),
-    whole: bool = typer.Option(False, "--whole", help="Cover the whole video (10 s segments), not its first 10 s."),
 ) -> None:
     """Generate sound: for the cache's test split (no arguments) or for any videos given here.
 
     Per clip: <id>.wav (16 kHz), the video with its new soundtrack (video stream copied), <id>.png spectrograms.
     """
+    from infer.commands import generate_command
+
     r = _runner()
     try:
-        if not videos:
-            ran = r.run(["generate"], force=force, progress=STATE.progress)
-            typer.echo(f"ran: {', '.join(ran) if ran else 'nothing (generate is up to date)'}")
-            return
-        from infer.videos import generate_videos
-
-        dest = out or r.cfg.path("outputs") / "videos"
-        done = generate_videos(r.cfg, list(videos), dest, prompt=prompt, batch_size=batch_size,
-                               progress=STATE.progress, whole=whole)
+        generate_command(r, list(videos or []), out=out, mapper=mapper, configured=STATE.configured, prompt=prompt,
+                         negative_prompt=negative_prompt, seed=seed, steps=steps, guidance=guidance,
+                         duration=duration, whole=whole, batch_size=batch_size, force=force, progress=STATE.progress)
     except (RuntimeError, ValueError, FileNotFoundError) as e:
         _fail(e)
-    for rec in done:
-        typer.echo(f"{rec['id']}: {rec['wav']} {rec.get('video', '(no video: ' + rec.get('video_error', '') + ')')} "
-                   f"{rec['png']}")
-    typer.echo(f"wrote {len(done)} clips to {dest}")
+
+
+@app.command()
+def export(
+    out_dir: Path = typer.Argument(..., help="Folder to write (a hub-repo layout: mapper, encoders, model card)."),
+    checkpoint: str = typer.Option("best", "--checkpoint", help="best | last checkpoint of the trained run."),
+    push_to_hub: Optional[str] = typer.Option(None, "--push-to-hub", help="Also upload it to this hub repo id."),
+) -> None:
+    """Write the trained mapper as a portable pipeline folder (v2a generate --mapper OUT_DIR uses it)."""
+    from infer.commands import export_command
+
+    r = _runner()
+    try:
+        export_command(r, out_dir, checkpoint=checkpoint, push_to_hub=push_to_hub)
+    except (RuntimeError, ValueError, FileNotFoundError) as e:
+        _fail(e)
+
+
+@app.command("app")
+def web_app(
+    mapper: Optional[str] = typer.Option(None, "--mapper", "-m", help="Pipeline folder or hub id (default: the "
+                                         "trained run)."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (127.0.0.1: this machine only)."),
+    port: int = typer.Option(7860, "--port", help="Port."),
+    examples: Optional[Path] = typer.Option(None, "--examples", help="Folder of example videos (default: the "
+                                            "configured videos folder, when it exists)."),
+) -> None:
+    """A web page (Gradio): upload a video or pick an example, set prompt/steps/seed, get the new soundtrack."""
+    from infer.commands import app_command
+
+    r = _runner()
+    try:
+        app_command(r, mapper=mapper, configured=STATE.configured, host=host, port=port, examples=examples)
+    except (RuntimeError, ValueError, FileNotFoundError) as e:
+        _fail(e)
 
 
 @app.command("demo-data")

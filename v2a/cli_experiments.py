@@ -22,6 +22,13 @@ def _fail(e: Exception) -> None:
     raise typer.Exit(1)
 
 
+def _files(state) -> list:
+    """The configuration files the CLI uses (v2a/defaults.py: the packaged ones outside the repo)."""
+    from v2a.defaults import choose_config
+
+    return choose_config(state.config_files).files
+
+
 def register(app: typer.Typer, state) -> None:
     @app.command("experiments")
     def list_experiments() -> None:
@@ -29,13 +36,13 @@ def register(app: typer.Typer, state) -> None:
         from v2a.experiments import collect, presets, read_preset
 
         try:
-            known = presets(state.config_files, state.overrides)
+            known = presets(_files(state), state.overrides)
             for name in known:
                 pre = read_preset(name, known)
                 if pre.name != name:
                     typer.echo(f"{name:<16} = {pre.name}")
                     continue
-                e = collect(state.config_files, state.overrides, name)
+                e = collect(_files(state), state.overrides, name)
                 typer.echo(f"{name:<16} {e['status']:<8} {pre.description}")
         except ERRORS as e:
             _fail(e)
@@ -51,7 +58,7 @@ def register(app: typer.Typer, state) -> None:
         from v2a.experiments import ablations as run_all
 
         try:
-            res = run_all(state.config_files, state.overrides, list(names or []) or None, run=not report_only,
+            res = run_all(_files(state), state.overrides, list(names or []) or None, run=not report_only,
                           workers=workers, progress=state.progress)
         except ERRORS as e:
             _fail(e)
@@ -72,10 +79,10 @@ def register(app: typer.Typer, state) -> None:
         Writes metrics.json, per_clip.csv, table.md, unmatched.csv (stems not on both sides) and a gallery.
         """
         from scoring.folders import evaluate_folders
-        from v2a.config import load_config
+        from v2a.defaults import load_chosen
 
         try:
-            cfg = load_config(state.config_files, state.overrides)
+            cfg = load_chosen(state.config_files, state.overrides)
             dest = out or cfg.path("outputs") / f"evaluate-{Path(pred).resolve().name}"
             res = evaluate_folders(dict(cfg.stage("evaluate").params), pred, gt, dest, video)
         except ERRORS as e:

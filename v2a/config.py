@@ -171,12 +171,14 @@ def read_raw(files: list[Path], overrides: list[str]) -> dict:
     return raw
 
 
-def load_config(files: list[str | Path] | None = None, overrides: list[str] | None = None) -> Config:
-    """Read, merge and validate the configuration (v2a/schema.py); raises ConfigError listing every problem."""
+def load_config(files: list[str | Path] | None = None, overrides: list[str] | None = None,
+                root: str | Path | None = None) -> Config:
+    """Read, merge and validate the configuration (v2a/schema.py); raises ConfigError listing every problem.
+    Relative paths resolve against ``root`` (default: the first file's folder)."""
     files = [Path(f) for f in (files or [DEFAULT_CONFIG])]
     checked = validate_config(read_raw(files, overrides or []))
     stages = {name: StageSpec(**body) for name, body in checked["stages"].items()}
-    cfg = Config(root=files[0].resolve().parent, paths=checked["paths"], stages=stages, targets=checked["targets"],
+    cfg = Config(root=Path(root).resolve() if root is not None else files[0].resolve().parent, paths=checked["paths"], stages=stages, targets=checked["targets"],
                  sources=[str(f) for f in files])
     try:
         cfg.order()

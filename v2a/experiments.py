@@ -134,10 +134,11 @@ def experiment_overrides(files: list[str | Path], overrides: list[str], name: st
     return sets, preset
 
 
-def experiment_config(files: list[str | Path], overrides: list[str] | None, name: str) -> tuple[Config, Preset]:
+def experiment_config(files: list[str | Path], overrides: list[str] | None, name: str,
+                      root: str | Path | None = None) -> tuple[Config, Preset]:
     """The Config of experiment ``name`` (with ``cfg.experiment`` set) and its preset."""
     sets, preset = experiment_overrides(list(files), list(overrides or []), name)
-    cfg = load_config(files, sets)
+    cfg = load_config(files, sets, root=root)
     cfg.experiment = preset.name
     return cfg, preset
 

@@ -25,10 +25,10 @@ DIR_OPT = typer.Option(None, "--dir", "-d", help="Weights folder (default: $V2A_
 def _config():
     """The loaded configuration when its files exist (for paths.weights / the root), else None."""
     from v2a.cli import STATE
-    from v2a.config import load_config
+    from v2a.defaults import load_chosen
 
     try:
-        return load_config(STATE.config_files, STATE.overrides)
+        return load_chosen(STATE.config_files, STATE.overrides)
     except (FileNotFoundError, ValueError):  # weights commands work without a (valid) configuration
         return None
 

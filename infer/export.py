@@ -1,0 +1,145 @@
+"""``v2a export OUT_DIR``: the trained run as a portable pipeline folder (``infer.hub`` layout).
+
+The folder records the encoders of the configuration the mapper was trained with, so the train stage must be
+fresh for that configuration (otherwise the record could name encoders the mapper never saw). It also reads the
+run's summary, the checkpoint's validation row, the cache's split counts and, when the evaluate stage is fresh for
+the same checkpoint, its metrics, for the model card. Generation from the folder needs none of these again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+
+from infer import hub
+from infer.generate import GenerateParams, mapper_checkpoint
+from infer.pipeline import GenerationDefaults, MFMMapperPipeline, save_folder
+from v2a.config import Config
+from v2a.io import read_json
+
+log = logging.getLogger(__name__)
+
+
+def configured_encoders(cfg: Config, names: list[str]) -> dict:
+    """The ``encoders.json`` record of the encoders ``cfg`` configures (frames params, ``names``, the target)."""
+    from pipeline.frames import FramesParams
+
+    frames = dataclasses.asdict(FramesParams.from_dict(cfg.stage("frames").params))
+    rec = {"frames": frames, "encoders": {}, "target": {}}
+    for n in names:
+        rec["encoders"][n] = hub.encoder_record(cfg.stage(n).params, cfg.stage(n).checkpoints)
+    if "audiomae" in cfg.stages:
+        spec = cfg.stage("audiomae")
+        rec["target"]["audiomae"] = hub.encoder_record(spec.params, spec.checkpoints)
+    return rec
+
+
+def generation_parts(p: GenerateParams) -> tuple[dict, GenerationDefaults]:
+    """The AudioLDM-2 params (only those of its kind) and the generation defaults of the generate stage."""
+    a = p.pipeline_params()
+    keep = ("model", "checkpoint", "half") if p.model == "full" else ("model", "seed", "gpt_dim", "t5_dim")
+    defaults = GenerationDefaults(steps=p.steps, guidance=p.guidance, negative_prompt=p.negative_prompt,
+                                  negative_generated=p.negative_generated, eta=p.eta, audio_seconds=p.audio_seconds,
+                                  seed=p.seed)
+    return {k: a[k] for k in keep}, defaults
+
+
+def training_facts(cfg: Config, ckpt: Path, which: str) -> dict:
+    """What the model card says: data, epochs, the checkpoint's validation row, evaluation metrics if fresh."""
+    from trainer.checkpoint import read_checkpoint
+
+    manifest = read_checkpoint(ckpt, with_optimizer=False)["manifest"]
+    summary_path = ckpt.parent / "summary.json"
+    summary = read_json(summary_path) if summary_path.is_file() else {}
+    history = manifest.get("history") or []
+    facts = {"checkpoint": which, "epochs": manifest["config"].get("epochs"),
+             "epochs_done": summary.get("epochs_done", manifest.get("epoch")), "step": manifest.get("step"),
+             "best": {"epoch": manifest.get("epoch"), **(history[-1] if history else {})},
+             "train_rows": summary.get("train_rows"), "val_rows": summary.get("val_rows"),
+             "train_params": manifest["config"], "data_summary": _data_summary(cfg),
+             "mapper_summary": _mapper_summary(manifest["mapper"]), "metrics": _metrics(cfg, which)}
+    facts["best"].pop("tf_cos_per_token", None)
+    facts["best"].pop("ar_cos_per_token", None)
+    return facts
+
+
+def _data_summary(cfg: Config) -> str | None:
+    if not cfg.zarr_path.exists():
+        return None
+    from pipeline import cache
+
+    meta = cache.read_meta(cache.open_store(cfg.zarr_path, "r"))
+    ok = meta["status"] == ""
+    splits = ", ".join(f"{int(((meta['split'] == s) & ok).sum())} {s}" for s in sorted(set(meta["split"][ok])))
+    labels = len(set(meta["label"][ok]) - {""})
+    where = "/".join(Path(str(cfg.paths.get("videos"))).parts[-2:])  # no absolute path in a public card
+    return f"{where}: {int(ok.sum())} clips ({splits}), {labels} labels"
+
+
+def _mapper_summary(spec: dict) -> str:
+    g = spec["gpt2_config"]
+    return (f"GPT-2 {g['n_layer']} x {g['n_embd']}, encoders {spec['encoders']}, fusion {spec['fusion']}, "
+            f"{spec['n_tokens']} x {spec['target_dim']} tokens")
+
+
+def _metrics(cfg: Config, which: str) -> dict | None:
+    """The evaluate stage's metrics when they belong to this checkpoint (stage fresh, same ``mapper``)."""
+    from v2a.runner import Runner
+
+    if "evaluate" not in cfg.stages or cfg.stage("generate").params.get("mapper", "best") != which:
+        return None
+    try:
+        fresh, _ = Runner(cfg).status("evaluate")
+    except (RuntimeError, FileNotFoundError, ValueError):
+        return None
+    path = cfg.path("outputs") / "evaluation" / "metrics.json"
+    if not fresh or not path.is_file():
+        return None
+    return {k: {"status": m.get("status"), "value": m.get("value")} for k, m in read_json(path)["metrics"].items()}
+
+
+def pipeline_parts(cfg: Config, which: str = "best", device: str = "cpu") -> dict:
+    """The run's mapper and everything recorded with it: the keyword arguments of ``save_folder``."""
+    from trainer.mapper import load_mapper
+
+    p = GenerateParams.from_dict(cfg.stage("generate").params)
+    ckpt = mapper_checkpoint(cfg.path("runs") / "mapper", which)
+    mapper = load_mapper(ckpt, device=device)
+    names = {"both": ["cavp", "timechat"], "cavp": ["cavp"], "timechat": ["timechat"]}[mapper.spec.encoders]
+    audioldm2, defaults = generation_parts(p)
+    return {"mapper": mapper, "encoders": configured_encoders(cfg, names), "audioldm2_params": audioldm2,
+            "defaults": defaults, "training": training_facts(cfg, ckpt, which)}
+
+
+def check_trained(cfg: Config) -> None:
+    from v2a.runner import Runner
+
+    fresh, why = Runner(cfg).status("train")
+    if not fresh:
+        raise RuntimeError(f"the mapper in {cfg.path('runs') / 'mapper'} is stale for this configuration "
+                           f"({'; '.join(why)}): its encoders are not those configured; run `make train` first")
+
+
+def export_run(cfg: Config, out: Path, which: str = "best") -> Path:
+    """Write the pipeline folder of the trained run to ``out``; returns it."""
+    if which not in ("best", "last"):
+        raise ValueError(f"export: checkpoint {which!r} is not 'best' or 'last'")
+    check_trained(cfg)
+    parts = pipeline_parts(cfg, which)
+    folder = save_folder(out, **parts)
+    best = parts["training"]["best"]
+    log.info("exported the %s mapper (epoch %s, validation MSE %s) to %s", which, best.get("epoch"),
+             best.get("tf_mse", best.get("val_loss")), folder)
+    return folder
+
+
+def pipeline_from_run(cfg: Config, which: str = "best", device: str = "cpu") -> MFMMapperPipeline:
+    """The pipeline of the trained run itself (what ``v2a generate`` without ``--mapper`` uses)."""
+    from infer.audioldm2 import build_pipeline
+
+    check_trained(cfg)
+    parts = pipeline_parts(cfg, which, device)
+    pipe = build_pipeline(parts["audioldm2_params"], device=device)
+    return MFMMapperPipeline(parts.pop("mapper"), pipe, device=device, **parts)
+
