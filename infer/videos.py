@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from frozen import audiomae, cavp, timechat
-from infer.generate import ClipJob, GenerateParams, Generator, mapper_checkpoint
+from frozen import audiomae, cavp, clip, timechat
+from infer.generate import ClipJob, GenerateParams, Generator, feature_names, mapper_checkpoint, streams
 from pipeline.frames import FramesParams
 from pipeline.framestore import decode_frames, encode_frames
 from pipeline.inputs import SKIP_EXTS
@@ -84,7 +84,7 @@ def as_stored(frames: np.ndarray, n_frames: int, fp: FramesParams) -> np.ndarray
     return out
 
 
-ENCODERS = {"cavp": cavp, "timechat": timechat, "audiomae": audiomae}  # stage name -> frozen module
+ENCODERS = {"cavp": cavp, "timechat": timechat, "audiomae": audiomae, "clip": clip}  # stage name -> frozen module
 
 
 class Encoders:
@@ -134,7 +134,7 @@ def generate_videos(cfg: Config, inputs: list[Path], out: Path, *, prompt: str |
                            f"({'; '.join(why)}): run `make train` (v2a run train) first")
     gen = Generator(p, mapper_checkpoint(cfg.path("runs") / "mapper", p.mapper), device=device,
                     batch_size=batch_size)
-    names = {"both": ["cavp", "timechat"], "cavp": ["cavp"], "timechat": ["timechat"]}[gen.spec.encoders]
+    names = feature_names(gen.spec)
     fp = FramesParams.from_dict(cfg.stage("frames").params)
     cached = _cached_features(cfg, names)
     encode = Encoders(cfg, names, device)
@@ -161,10 +161,11 @@ def generate_videos(cfg: Config, inputs: list[Path], out: Path, *, prompt: str |
         else:
             feats = encode(as_stored(d.frames, d.n_frames, fp), d.n_frames)
         lead = 1 if segments else 0  # whole mode: (S, ...) per clip
-        gen.check_features(feats["cavp"].shape[lead:] if "cavp" in feats else None,
-                           feats["timechat"].shape[lead:] if "timechat" in feats else None, str(path))
+        first, second = streams(gen.spec, feats)
+        gen.check_features(None if first is None else first.shape[lead:],
+                           None if second is None else second.shape[lead:], str(path))
         gt = d.audio[: d.audio_len] if d.has_audio and not d.audio_silent else None
-        jobs.append(ClipJob(id=cid, cavp=feats.get("cavp"), timechat=feats.get("timechat"), prompt=prompt,
+        jobs.append(ClipJob(id=cid, cavp=first, timechat=second, prompt=prompt,
                             video=str(path), ground_truth=gt, segments=segments,
                             info={"source": str(path), "segments": max(1, segments),
                                   "features": "cache" if hit is not None else "computed"}))
