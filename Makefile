@@ -9,12 +9,12 @@ CONFIG ?= -c stages.yaml
 DEMO := -c stages.yaml -c configs/demo.yaml
 WORKERS ?= 1
 
-.PHONY: help install demo test extract train generate evaluate reproduce stage status bench clean-demo \
-        experiment ablations demo-ablations \
-        weights check smoke-full
+.PHONY: help install demo demo-mappers test extract train generate evaluate reproduce stage status bench \
+        clean-demo experiment ablations demo-ablations weights check smoke-full
 
 help:
 	@echo "make demo      tiny models on synthetic clips, end to end (writes demo/)"
+	@echo "make demo-mappers  the demo's Diff-Mapper and V2A-Mapper runs (demo/runs/NAME, demo/outputs/NAME)"
 	@echo "make test      the test suite (offline, CPU)"
 	@echo "make extract   frames + CAVP + TimeChat + AudioMAE features into the cache (stages.yaml)"
 	@echo "make train     train the GPT-2 mapper on the cache"
@@ -52,6 +52,14 @@ demo: install demo/videos/labels.csv
 	$(V2A) $(DEMO) status
 	@echo "demo done: open demo/outputs/generated/ (wav, video, png), demo/outputs/evaluation/gallery/index.html,"
 	@echo "the exported pipeline demo/pipeline/ (README.md: its model card) and what it made: demo/outputs/pipeline/"
+
+# Diff-Mapper and V2A-Mapper on the demo's cache and clips, each in its own runs/outputs folder
+demo-mappers: demo
+	$(V2A) -c stages.yaml -c configs/diff-mapper.yaml -c configs/demo.yaml --set paths.runs=demo/runs/diff-mapper \
+		--set paths.outputs=demo/outputs/diff-mapper run evaluate
+	$(V2A) -c stages.yaml -c configs/v2a-mapper.yaml -c configs/demo.yaml --set paths.runs=demo/runs/v2a-mapper \
+		--set paths.outputs=demo/outputs/v2a-mapper run evaluate
+	@echo "rows: demo/outputs/{evaluation,diff-mapper/evaluation,v2a-mapper/evaluation}/table.md"
 
 test: install
 	$(PY) -m pytest tests

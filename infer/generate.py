@@ -1,4 +1,5 @@
-"""Generation: the trained mapper turns visual features into pooled AudioMAE tokens, AudioLDM-2 into sound.
+"""Generation: the trained mapper turns visual features into pooled AudioMAE tokens, AudioLDM-2 into sound; or,
+for a V2A-Mapper checkpoint (its ``kind``), CLIP features into a CLAP embedding and AudioLDM into sound.
 
 Two entry points share one core (:class:`Generator`):
   - the ``generate`` stage: every clip of a split of the feature cache (``make generate``);
@@ -21,6 +22,7 @@ import torch
 from pydantic import Field
 
 from infer.audioldm2 import generated_stream_width, build_pipeline, clip_seed, generate_audio
+from infer.audioldm import build_audioldm_pipeline, clap_width, generate_from_clap
 from infer.media_out import crop_audio, mux_audio, write_wav
 from infer.spectrogram import write_spectrogram_png
 from v2a.io import atomic_write_json
@@ -33,7 +35,7 @@ MUX_EXTS = {".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi"}
 @dataclass
 class GenerateParams:
     model: Literal["full", "tiny", "random-full"] = "full"  # full (cvssp/audioldm2) | tiny | random-full (sizes)
-    checkpoint: str | None = "cvssp/audioldm2"
+    checkpoint: str | None = "cvssp/audioldm2"  # V2A-Mapper: an AudioLDM pipeline, e.g. cvssp/audioldm-s-full-v2
     half: bool = True
     steps: Annotated[int, Field(ge=1)] = 100
     guidance: float = 3.5
@@ -49,6 +51,7 @@ class GenerateParams:
     max_clips: int | None = None
     gpt_dim: int = 32  # tiny only
     t5_dim: int = 16  # tiny only
+    clap_dim: int = 16  # tiny AudioLDM only (V2A-Mapper): the CLAP width
     extra: dict = field(default_factory=dict)
 
     @classmethod
@@ -60,13 +63,25 @@ class GenerateParams:
 
     def pipeline_params(self) -> dict:
         return {"model": self.model, "checkpoint": self.checkpoint, "half": self.half, "seed": self.seed,
-                "gpt_dim": self.gpt_dim, "t5_dim": self.t5_dim}
+                "gpt_dim": self.gpt_dim, "t5_dim": self.t5_dim, "clap_dim": self.clap_dim}
+
+
+def feature_names(spec) -> list[str]:
+    """The cache groups a mapper reads: CAVP and/or TimeChat, or CLIP for a V2A-Mapper."""
+    return {"both": ["cavp", "timechat"], "cavp": ["cavp"], "timechat": ["timechat"], "clip": ["clip"]}[spec.encoders]
+
+
+def streams(spec, feats: dict) -> tuple:
+    """(first, second) visual inputs of the mapper: (cavp, timechat), or (clip, None) for a V2A-Mapper."""
+    if spec.encoders == "clip":
+        return feats.get("clip"), None
+    return feats.get("cavp"), feats.get("timechat")
 
 
 @dataclass
 class ClipJob:
     id: str
-    cavp: np.ndarray | None  # (40, D_cavp)
+    cavp: np.ndarray | None  # (40, D_cavp): the first visual stream (CLIP (40, D_clip) for a V2A-Mapper)
     timechat: np.ndarray | None  # (W, 32, D_tc)
     prompt: str | None
     video: str | None  # a path to mux into (None: no video written)
@@ -91,16 +106,27 @@ class Generator:
         self.p, self.device, self.batch_size = params, device, batch_size
         self.mapper = load_mapper(mapper_dir, device=device)
         self.spec = self.mapper.spec
-        self.pipe = build_pipeline(params.pipeline_params(), device=device)
+        self.v2a = self.spec.kind.startswith("v2a_")  # V2A-Mapper: a CLAP embedding for AudioLDM
+        if self.v2a:
+            self.pipe = build_audioldm_pipeline(params.pipeline_params(), device=device)
+            width, what = clap_width(self.pipe), "AudioLDM"
+        else:
+            self.pipe = build_pipeline(params.pipeline_params(), device=device)
+            width, what = generated_stream_width(self.pipe), "AudioLDM-2"
         self.pipe.set_progress_bar_config(disable=True)  # one bar over clips instead of one per call
-        width = generated_stream_width(self.pipe)
         if self.spec.target_dim != width:
-            raise RuntimeError(f"the mapper predicts {self.spec.target_dim}-d tokens but this AudioLDM-2 expects "
+            raise RuntimeError(f"the mapper predicts {self.spec.target_dim}-d tokens but this {what} expects "
                                f"{width}-d: the mapper and the generate config do not belong together")
 
     def check_features(self, cavp_shape: tuple | None, tc_shape: tuple | None, source: str) -> None:
         """Refuse features that do not match what the mapper was trained on (other encoders or settings)."""
         s = self.spec
+        if s.encoders == "clip":
+            want = (s.clip_steps, s.clip_dim)
+            if cavp_shape is None or tuple(cavp_shape) != want:
+                raise RuntimeError(f"{source}: CLIP features {cavp_shape} do not match the V2A-Mapper's {want}: "
+                                   "retrain (make train) or fix stages.yaml")
+            return
         if s.encoders in ("cavp", "both"):
             want = (s.cavp_steps, s.cavp_dim)
             if cavp_shape is None or tuple(cavp_shape) != want:
@@ -112,14 +138,17 @@ class Generator:
                 raise RuntimeError(f"{source}: TimeChat features {tc_shape} do not match the mapper's {want}; the "
                                    "mapper was trained for other encoders or settings: retrain or fix stages.yaml")
 
-    def tokens(self, cavp: list, timechat: list) -> torch.Tensor:
+    def tokens(self, cavp: list, timechat: list, seeds: list[int] | None = None) -> torch.Tensor:
+        """The mapper's tokens (B, 8, D). ``seeds``: one per clip for a diffusion mapper's initial noise (its own
+        stream, not AudioLDM-2's); the autoregressive mapper ignores them."""
         def stack(arrs):
             if arrs[0] is None:
                 return None
             return torch.from_numpy(np.stack(arrs).astype(np.float32)).to(self.device)
 
+        gens = None if seeds is None else [torch.Generator().manual_seed(s) for s in seeds]
         with torch.inference_mode():
-            return self.mapper.generate(stack(cavp), stack(timechat)).float().cpu()  # (B, 8, D)
+            return self.mapper.generate(stack(cavp), stack(timechat), generator=gens).float().cpu()  # (B, 8, D)
 
     def run(self, jobs: list[ClipJob], out_dir: Path, *, progress: bool = True) -> list[dict]:
         """Generate every job (batched across clips) and write each clip's outputs."""
@@ -130,16 +159,21 @@ class Generator:
         bar = tqdm(total=len(jobs), unit="clip", desc="generate", disable=not progress)
         for b in range(0, len(jobs), self.batch_size):
             batch = jobs[b: b + self.batch_size]
-            toks = self.tokens([j.cavp for j in batch], [j.timechat for j in batch])
+            seeds = [clip_seed(self.p.seed, j.id) for j in batch]
+            toks = self.tokens([j.cavp for j in batch], [j.timechat for j in batch],
+                               [clip_seed(self.p.seed, f"{j.id}:mapper") for j in batch])
             prompts = [j.prompt if self.p.use_label else None for j in batch]
-            audio = generate_audio(self.pipe, toks, prompts, seed=[clip_seed(self.p.seed, j.id) for j in batch],
-                                   negative_prompt=self.p.negative_prompt, negative_generated=self.p.negative_generated,
-                                   steps=self.p.steps, guidance=self.p.guidance, audio_seconds=self.p.audio_seconds,
-                                   eta=self.p.eta)
-            for job, a in zip(batch, audio):
+            if self.v2a:  # AudioLDM sees the CLAP embedding only (V2A-Mapper uses no text)
+                audio = generate_from_clap(self.pipe, toks, seed=seeds, steps=self.p.steps, guidance=self.p.guidance,
+                                           audio_seconds=self.p.audio_seconds, eta=self.p.eta)
+            else:
+                audio = generate_audio(self.pipe, toks, prompts, seed=seeds, negative_prompt=self.p.negative_prompt,
+                                       negative_generated=self.p.negative_generated, steps=self.p.steps,
+                                       guidance=self.p.guidance, audio_seconds=self.p.audio_seconds, eta=self.p.eta)
+            for job, a, s in zip(batch, audio, seeds):
                 a = crop_audio(a, self.p.crop_seconds) if self.p.crop_seconds else a
                 written.append(write_clip(out_dir, job.id, a, video=job.video, ground_truth=job.ground_truth,
-                                          prompt=job.prompt, info={"seed": clip_seed(self.p.seed, job.id), **job.info}))
+                                          prompt=job.prompt, info={"seed": s, **job.info}))
             bar.update(len(batch))
         bar.close()
         return written

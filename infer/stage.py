@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Annotated
 import numpy as np
 from pydantic import BaseModel, Field
 
-from infer.generate import ClipJob, GenerateParams, Generator, mapper_checkpoint, source_video
+from infer.generate import ClipJob, GenerateParams, Generator, feature_names, mapper_checkpoint, source_video, streams
 from pipeline import cache
 from pipeline.framestore import load_clips
 from v2a.dist import pick_device
@@ -86,9 +86,7 @@ def run(ctx: StageContext) -> None:
 
 
 def _generate(ctx: StageContext, gen: Generator, root, meta: dict, todo: list[int], out: Path) -> None:
-    s = gen.spec
-    cavp = root["cavp/emb"] if s.encoders in ("cavp", "both") else None
-    tc = root["timechat/emb"] if s.encoders in ("timechat", "both") else None
+    cavp, tc = streams(gen.spec, {n: root[f"{n}/emb"] for n in feature_names(gen.spec)})  # zarr arrays
     gen.check_features(None if cavp is None else cavp.shape[1:], None if tc is None else tc.shape[1:],
                        str(ctx.cfg.zarr_path))
     gt = {i: c.audio[: c.meta["audio_len"]] for i, c in load_clips(ctx.cfg.frames_dir, set(todo)).items()

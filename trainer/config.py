@@ -17,6 +17,10 @@ Loss = Literal["mse", "l1"]
 Schedule = Literal["none", "cosine"]
 FUSIONS, ENCODERS, TC_POOLS = get_args(Fusion), get_args(Encoders), get_args(TcPool)
 UPSAMPLES, LOSSES, SCHEDULES = get_args(Upsample), get_args(Loss), get_args(Schedule)
+Mapper = Literal["autoregressive", "diffusion", "v2a_regression", "v2a_diffusion"]  # paper 3.4 | 4.4.3 | V2A-Mapper
+PredictionType = Literal["sample", "epsilon", "v_prediction"]  # what the diffusion mappers' output stands for
+BetaSchedule = Literal["squaredcos_cap_v2", "linear", "scaled_linear"]
+MAPPERS, PREDICTION_TYPES, BETA_SCHEDULES = get_args(Mapper), get_args(PredictionType), get_args(BetaSchedule)
 
 TINY_GPT2 = {"n_layer": 2, "n_head": 2, "n_positions": 128}
 
@@ -24,6 +28,8 @@ TINY_GPT2 = {"n_layer": 2, "n_head": 2, "n_positions": 128}
 @dataclass
 class TrainConfig:
     # --- model -------------------------------------------------------------------------------------------
+    # autoregressive (MFM-Mapper) | diffusion (Diff-Mapper) | v2a_regression | v2a_diffusion (V2A-Mapper: clip -> clap)
+    mapper: Mapper = "autoregressive"
     model: Literal["full", "tiny"] = "full"  # full: GPT-2 from AudioLDM-2 (768 x 12); tiny: seeded random GPT-2 for tests/demo
     gpt2: str = "cvssp/audioldm2"  # local diffusers folder (<root>/language_model/) or hub id (full only)
     gpt2_subfolder: str = "language_model"
@@ -32,6 +38,18 @@ class TrainConfig:
     dropout: float | None = None  # None: full keeps the checkpoint's (0.1), tiny uses 0.0
     target_proj: bool = False  # Linear in/out around the targets when GPT-2 width != AudioMAE dim
     sos_eos: bool = False  # learned SOS/EOS around the visual prefix (AudioLDM-2 does it; the paper is silent)
+    # --- diffusion mappers (Diff-Mapper, V2A-Mapper generative; the papers are silent: our defaults) -------
+    prediction_type: PredictionType = "sample"  # the output at the learnable tokens: clean tokens (DALL-E 2 prior, V2A-Mapper)
+    diffusion_steps: int = 1000  # DDPMScheduler training timesteps
+    beta_schedule: BetaSchedule = "squaredcos_cap_v2"  # cosine schedule (DALL-E 2 prior)
+    sample_steps: int = 50  # DDIM steps at generation and validation
+    sample_eta: float = 0.0  # DDIM eta (0 = deterministic given the initial noise)
+    normalize_targets: bool = True  # diffuse (target - train mean) / train std, undone after sampling
+    # --- V2A-Mapper (trainer/v2a_mapper.py) ----------------------------------------------------------------
+    v2a_aggregate: Literal["mean", "max"] = "mean"  # regression mapper: CLIP frames -> one vector (mean over the frames)
+    v2a_width: int = 768  # hidden width of the regression MLP / the generative transformer
+    v2a_layers: int = 6  # generative mapper: transformer layers (regression MLP: hidden layers)
+    v2a_heads: int = 12  # 768 x 6 x 12: 45.1M trainable (CLIP 768 -> CLAP 512), the MFM paper quotes 48.83M
     # --- fusion (paper 3.2) ------------------------------------------------------------------------------
     encoders: Encoders = "both"
     fusion: Fusion = "concat"
@@ -76,7 +94,9 @@ class TrainConfig:
     def __post_init__(self):
         for name, allowed in (("encoders", ENCODERS), ("fusion", FUSIONS), ("tc_pool", TC_POOLS),
                               ("upsample", UPSAMPLES), ("loss", LOSSES), ("schedule", SCHEDULES),
-                              ("model", ("full", "tiny")), ("in_memory", ("auto", "yes", "no"))):
+                              ("model", ("full", "tiny")), ("in_memory", ("auto", "yes", "no")),
+                              ("mapper", MAPPERS), ("prediction_type", PREDICTION_TYPES),
+                              ("beta_schedule", BETA_SCHEDULES), ("v2a_aggregate", ("mean", "max"))):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"train params: {name}={getattr(self, name)!r} is not one of {allowed}")
         if self.tc_pool == "none" and self.fusion != "cat" and self.encoders != "cavp":
@@ -90,6 +110,9 @@ class TrainConfig:
             raise ValueError("train params: dynamics_every >= 0 (0 = off) and dynamics_clips >= 1 are required")
         if not 0.0 < self.subset_fraction <= 1.0:
             raise ValueError(f"train params: subset_fraction={self.subset_fraction} must be in (0, 1]")
+        if self.diffusion_steps < 2 or not 1 <= self.sample_steps <= self.diffusion_steps:
+            raise ValueError(f"train params: need diffusion_steps >= 2 and 1 <= sample_steps <= diffusion_steps "
+                             f"(got {self.diffusion_steps}, {self.sample_steps})")
         if not 0.0 <= self.val_fraction < 1.0:
             raise ValueError(f"train params: val_fraction={self.val_fraction} must be in [0, 1)")
         self.betas = tuple(self.betas)
@@ -118,6 +141,17 @@ class TrainConfig:
                              f"{world_size} processes; change micro_batch or global_batch")
         return micro, self.global_batch // per_step
 
+    @property
+    def is_v2a(self) -> bool:
+        """V2A-Mapper: CLIP frames -> CLAP audio embedding (instead of CAVP/TimeChat -> pooled AudioMAE)."""
+        return self.mapper.startswith("v2a_")
+
+    def diffusion_spec(self) -> dict:
+        """The diffusion settings a diffusion mapper saves with its weights (rebuilds its schedulers)."""
+        return {"prediction_type": self.prediction_type, "train_steps": self.diffusion_steps,
+                "beta_schedule": self.beta_schedule, "sample_steps": self.sample_steps, "eta": self.sample_eta,
+                "normalize": self.normalize_targets}
+
 
 # Options that change how, not what, is trained: stages.yaml `train.runtime` (not fingerprinted); same types and
 # defaults as TrainConfig's fields (one definition).
@@ -145,6 +179,8 @@ class MapperSpec:
     sos_eos: bool
     target_proj: bool
     gpt2_config: dict  # GPT2Config.to_dict() subset
+    kind: str = "autoregressive"  # autoregressive | diffusion (trainer/diffusion_mapper.py)
+    diffusion: dict = field(default_factory=dict)  # diffusion mapper: schedule, prediction type, sampler
 
     @property
     def width(self) -> int:

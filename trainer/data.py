@@ -30,13 +30,25 @@ class CacheError(ValueError):
     """The feature cache cannot be used for this training config (message says what to run or change)."""
 
 
+def target_group(cfg: TrainConfig) -> str:
+    """The cache group holding the targets: pooled AudioMAE, or CLAP for V2A-Mapper."""
+    return "clap" if cfg.is_v2a else "audiomae"
+
+
 def needed_groups(cfg: TrainConfig) -> list[str]:
+    if cfg.is_v2a:
+        return ["clip", "clap"]
     return {"both": ["cavp", "timechat"], "cavp": ["cavp"], "timechat": ["timechat"]}[cfg.encoders] + ["audiomae"]
 
 
 def expected_inputs(cfg: TrainConfig) -> dict[str, dict]:
     """The cache arrays this config reads, with the per-clip shape it expects (None = any size)."""
-    out = {"meta/status": {"dims": []}, "meta/split": {"dims": []}, "audiomae/valid": {"dims": []}}
+    tg = target_group(cfg)
+    out = {"meta/status": {"dims": []}, "meta/split": {"dims": []}, f"{tg}/valid": {"dims": []}}
+    if cfg.is_v2a:  # V2A-Mapper: CLIP frames (T, D) -> one CLAP embedding (1, D)
+        out["clip/emb"] = {"stage": "clip", "dims": [cfg.cavp_steps, None]}
+        out["clap/emb"] = {"stage": "clap", "dims": [1, None]}
+        return out
     if "cavp" in needed_groups(cfg):
         out["cavp/emb"] = {"stage": "cavp", "dims": [cfg.cavp_steps, cfg.cavp_dim]}
     if "timechat" in needed_groups(cfg):
@@ -87,8 +99,9 @@ def check_cache(cfg: TrainConfig, root: zarr.Group, upstream_fingerprints: dict 
             problems.append(f"{group} is stale: the cache holds fingerprint {attrs.get('fingerprint')} but the "
                             f"stage is now {up}; rerun the {group} stage")
         found[group] = shape[1:]
-    if "audiomae" in root and "valid" not in root["audiomae"]:
-        problems.append("audiomae/valid is missing: rerun the audiomae stage")
+    tg = target_group(cfg)
+    if tg in root and "valid" not in root[tg]:
+        problems.append(f"{tg}/valid is missing: rerun the {tg} stage")
     if "timechat" in found and cfg.upsample == "window":
         a = dict(root["timechat"].attrs)
         stride = cfg.timechat_stride or (a.get("params") or {}).get("stride") or (a.get("config") or {}).get("stride")
@@ -98,6 +111,10 @@ def check_cache(cfg: TrainConfig, root: zarr.Group, upstream_fingerprints: dict 
         found["timechat_stride"] = int(stride) if stride else None
     if problems:
         raise CacheError("the feature cache cannot be used for training:\n  - " + "\n  - ".join(problems))
+    if cfg.is_v2a:
+        found.update(clip_steps=found["clip"][0], clip_dim=found["clip"][1], n_tokens=found["clap"][0],
+                     target_dim=found["clap"][1])
+        return found
     cv, tc, am = found.get("cavp"), found.get("timechat"), found["audiomae"]
     found.update(cavp_steps=cv[0] if cv else cfg.cavp_steps, cavp_dim=cv[1] if cv else 0,
                  timechat_windows=tc[0] if tc else 0, timechat_queries=tc[1] if tc else 0, timechat_dim=tc[2] if tc else 0,
@@ -117,7 +134,7 @@ def _strings(a) -> np.ndarray:
 
 def select_rows(cfg: TrainConfig, root: zarr.Group, id_file: str | Path | None = None
                 ) -> tuple[np.ndarray, np.ndarray, str]:
-    """(train rows, val rows, how they were chosen): status == '' and audiomae/valid, split train / val.
+    """(train rows, val rows, how they were chosen): status == '' and <target>/valid (audiomae, or clap for V2A-Mapper), split train / val.
 
     The training subset (``cfg.subset_fraction`` or the id list ``id_file``, see trainer/subset.py) is taken from
     the usable training rows first; with no 'val' split, validation is held out of the clips the subset left out
@@ -125,7 +142,7 @@ def select_rows(cfg: TrainConfig, root: zarr.Group, id_file: str | Path | None =
     """
     status = _strings(root["meta"]["status"][:])
     split = _strings(root["meta"]["split"][:])
-    valid = np.asarray(root["audiomae"]["valid"][:]).astype(bool)
+    valid = np.asarray(root[target_group(cfg)]["valid"][:]).astype(bool)
     ok = (status == "") & valid
     train, val = np.flatnonzero(ok & (split == "train")), np.flatnonzero(ok & (split == "val"))
     how, pool = "split == 'val'", train
@@ -142,7 +159,7 @@ def select_rows(cfg: TrainConfig, root: zarr.Group, id_file: str | Path | None =
         held = f"{k} {where} held out (val_fraction {cfg.val_fraction}, seed {cfg.seed})"
         how = held if how == "split == 'val'" else how.replace("split == 'val'", held)
     if len(train) == 0:
-        raise CacheError(f"no usable training rows (status == '', audiomae/valid, split == 'train') among "
+        raise CacheError(f"no usable training rows (status == '', {target_group(cfg)}/valid, split == 'train') among "
                          f"{len(status)} clips: check the labels file's split column and the rejects")
     if cfg.val_max_clips is not None and len(val) > cfg.val_max_clips:
         val = val[np.random.default_rng([cfg.seed, 11]).permutation(len(val))[: cfg.val_max_clips]]
@@ -221,6 +238,8 @@ class Features:
             else:
                 t = self._read_rows(g, self.rows[positions])
             got[g] = t.to(self.device, non_blocking=True).float()
+        if self.cfg.is_v2a:
+            return got["clip"], None, got["clap"]  # (B, T, D_clip), -, (B, 1, D_clap)
         return got.get("cavp"), got.get("timechat"), got["audiomae"]
 
     def mean_target(self, chunk: int = 1024) -> torch.Tensor:
@@ -234,6 +253,8 @@ class Features:
 
 def bytes_per_row(dims: dict, cfg: TrainConfig) -> int:
     b = dims["n_tokens"] * dims["target_dim"] * 2
+    if cfg.is_v2a:
+        return b + dims["clip_steps"] * dims["clip_dim"] * 2
     if "cavp" in needed_groups(cfg):
         b += dims["cavp_steps"] * dims["cavp_dim"] * 2
     if "timechat" in needed_groups(cfg):

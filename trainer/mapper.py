@@ -66,8 +66,9 @@ class Mapper(nn.Module):
 
     @torch.no_grad()
     def generate(self, cavp: torch.Tensor | None, tc: torch.Tensor | None, n_tokens: int | None = None,
-                 use_cache: bool = True) -> torch.Tensor:
-        """Autoregressive rollout -> (B, n_tokens, D); ``use_cache=False`` reruns the whole sequence each step."""
+                 use_cache: bool = True, generator=None) -> torch.Tensor:
+        """Autoregressive rollout -> (B, n_tokens, D); ``use_cache=False`` reruns the whole sequence each step.
+        Deterministic: ``generator`` is accepted (the diffusion mappers' interface) and unused."""
         n = n_tokens or self.spec.n_tokens
         x = self.prefix(cavp, tc)  # (B, P, width)
         preds = []
@@ -85,6 +86,13 @@ class Mapper(nn.Module):
                 preds.append(c)
                 x = torch.cat([x, self._in(c)], dim=1)
         return torch.cat(preds, dim=1)  # (B, n, D)
+
+
+def objective(model: nn.Module, a, b, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(prediction, what it should equal) for the training loss, for every mapper family: the autoregressive
+    mapper's teacher-forced tokens against the targets, a diffusion mapper's denoising output against its goal."""
+    out = model(a, b, target)
+    return out if isinstance(out, tuple) else (out, target)
 
 
 def make_gpt2_config(d: dict) -> GPT2Config:
@@ -149,8 +157,12 @@ def load_gpt2_pretrained(root: str, subfolder: str = "language_model", dropout: 
     return model
 
 
-def build_mapper(cfg: TrainConfig, dims: dict) -> Mapper:
-    """The mapper for ``cfg`` with the sizes found in the cache (``dims`` from ``trainer.data.check_cache``)."""
+def build_mapper(cfg: TrainConfig, dims: dict) -> nn.Module:
+    """The mapper for ``cfg`` with the sizes found in the cache (``dims`` from ``trainer.data.check_cache``):
+    ``Mapper`` (autoregressive), ``DiffusionMapper`` (Diff-Mapper) or a V2A-Mapper (trainer/v2a_mapper.py)."""
+    if cfg.is_v2a:
+        from trainer.v2a_mapper import build_v2a_mapper
+        return build_v2a_mapper(cfg, dims)
     torch.manual_seed(cfg.seed)
     if cfg.model == "full":
         if cfg.pretrained:
@@ -170,20 +182,40 @@ def build_mapper(cfg: TrainConfig, dims: dict) -> Mapper:
                       timechat_windows=dims["timechat_windows"],
                       timechat_queries=dims["timechat_queries"], timechat_dim=dims["timechat_dim"],
                       n_tokens=dims["n_tokens"], timechat_stride=dims.get("timechat_stride"), target_dim=dims["target_dim"], sos_eos=cfg.sos_eos,
-                      target_proj=cfg.target_proj, gpt2_config=gcfg)
-    if spec.prefix_len + spec.n_tokens > int(gcfg["n_positions"]):
-        raise ValueError(f"the sequence ({spec.prefix_len} prefix + {spec.n_tokens} tokens) is longer than GPT-2's "
+                      target_proj=cfg.target_proj, gpt2_config=gcfg, kind=cfg.mapper,
+                      diffusion=cfg.diffusion_spec() if cfg.mapper == "diffusion" else {})
+    extra = spec.n_tokens if cfg.mapper == "autoregressive" else 1 + 2 * spec.n_tokens  # diffusion: t, C_t, queries
+    if spec.prefix_len + extra > int(gcfg["n_positions"]):
+        raise ValueError(f"the sequence ({spec.prefix_len} prefix + {extra}) is longer than GPT-2's "
                          f"n_positions {gcfg['n_positions']}")
     torch.manual_seed(cfg.seed)
+    if cfg.mapper == "diffusion":
+        from trainer.diffusion_mapper import DiffusionMapper
+        return DiffusionMapper(spec, gpt2)
     return Mapper(spec, gpt2)
 
 
-def load_mapper(checkpoint_dir: str | Path, device: str | torch.device = "cpu") -> Mapper:
-    """Rebuild the mapper saved by the trainer (``<run>/best`` or ``<run>/last``) in eval mode, for ``infer/``."""
+def mapper_from_spec(d: dict) -> nn.Module:
+    """An untrained mapper of the family and sizes a checkpoint's ``mapper.json`` records (its ``kind``)."""
+    kind = d.get("kind", "autoregressive")
+    if kind.startswith("v2a_"):
+        from trainer.v2a_mapper import V2ASpec, make_v2a_mapper
+        return make_v2a_mapper(V2ASpec.from_dict(d))
+    if kind == "diffusion":
+        from trainer.diffusion_mapper import DiffusionMapper
+        return DiffusionMapper(MapperSpec.from_dict(d))
+    if kind != "autoregressive":
+        raise ValueError(f"mapper.json names an unknown mapper kind {kind!r}")
+    return Mapper(MapperSpec.from_dict(d))
+
+
+def load_mapper(checkpoint_dir: str | Path, device: str | torch.device = "cpu") -> nn.Module:
+    """Rebuild the mapper saved by the trainer (``<run>/best`` or ``<run>/last``) in eval mode, for ``infer/``;
+    its family comes from the checkpoint (``mapper.json`` ``kind``)."""
     from trainer.checkpoint import read_checkpoint
 
     ck = read_checkpoint(checkpoint_dir, with_optimizer=False)
-    mapper = Mapper(MapperSpec.from_dict(ck["mapper"]))
+    mapper = mapper_from_spec(ck["mapper"])
     mapper.load_state_dict(ck["weights"], strict=True)
     return mapper.to(device).eval()
 

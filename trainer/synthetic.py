@@ -18,8 +18,12 @@ import zarr
 def write_synthetic_cache(path: str | Path, *, n: int = 96, shard_size: int = 16, cavp_dim: int = 16,
                           windows: int = 2, queries: int = 4, tc_dim: int = 24, n_tokens: int = 8,
                           target_dim: int = 32, steps: int = 40, n_val: int = 16, n_rejected: int = 2,
-                          n_silent: int = 2, seed: int = 0, noise: float = 0.05, task: str = "token") -> dict:
-    """Write the store; returns {"flash": (n,) frames, "split": (n,) str} for assertions."""
+                          n_silent: int = 2, seed: int = 0, noise: float = 0.05, task: str = "token",
+                          v2a: bool = False) -> dict:
+    """Write the store; returns {"flash": (n,) frames, "split": (n,) str} for assertions. ``v2a`` adds V2A-Mapper's
+    ``clip`` (T, cavp_dim) and ``clap`` (1, target_dim) groups: every frame carries the clip's class (flash in
+    the first or second half, a semantic cue that survives pooling over frames), the CLAP target is that class's
+    unit vector plus a little noise."""
     rng = np.random.default_rng(seed)
     root = zarr.open_group(str(path), mode="w")
     n_shards = -(-n // shard_size)
@@ -74,4 +78,15 @@ def write_synthetic_cache(path: str | Path, *, n: int = 96, shard_size: int = 16
     group("timechat", tc)
     g = group("audiomae", target)
     g.create_array("valid", shape=(n,), dtype=bool, chunks=(shard_size,))[:] = valid
+    if v2a:
+        cls = (flash < steps // 2).astype(int)  # (n,)
+        dirs = rng.standard_normal((2, cavp_dim))
+        clip = dirs[cls][:, None, :] + 0.5 * rng.standard_normal((n, steps, cavp_dim))
+        clip /= np.linalg.norm(clip, axis=-1, keepdims=True)
+        heads = rng.standard_normal((2, target_dim))
+        clap = heads[cls][:, None, :] + noise * rng.standard_normal((n, 1, target_dim))
+        clap /= np.linalg.norm(clap, axis=-1, keepdims=True)
+        group("clip", clip)
+        g = group("clap", clap)
+        g.create_array("valid", shape=(n,), dtype=bool, chunks=(shard_size,))[:] = valid
     return {"flash": flash, "split": split, "status": status, "valid": valid}

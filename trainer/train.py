@@ -26,7 +26,7 @@ from trainer import logs
 from trainer.checkpoint import has_checkpoint, read_checkpoint, rng_state, set_rng_state, write_checkpoint
 from trainer.config import TrainConfig
 from trainer.data import check_cache, describe_rows, load_features, open_cache, select_rows
-from trainer.mapper import build_mapper
+from trainer.mapper import build_mapper, objective
 from trainer.validate import evaluate, loss_fn
 from v2a.dist import pick_device, placement
 from v2a.io import atomic_write_json, atomic_write_text, exclusive_lock, sha256_bytes
@@ -144,9 +144,13 @@ def _train(cfg, cache, out, resume, progress, upstream, rank, world, local_rank,
         set_rng_state(ck["train_state"]["rng"])
         st = {k: ck["manifest"][k] for k in st}
         log.info("resuming from %s: epoch %d, batch %d, step %d", out / "last", st["epoch"], st["batch"], st["step"])
-    elif rank == 0:
-        for d in ("last", "best"):
-            shutil.rmtree(out / d, ignore_errors=True)
+    else:
+        if hasattr(mapper, "set_data_stats"):  # diffusion mappers diffuse normalised targets (saved as buffers)
+            from trainer.diffusion_mapper import target_stats
+            mapper.set_data_stats(*[s.to(device) if torch.is_tensor(s) else s for s in target_stats(train_set)])
+        if rank == 0:
+            for d in ("last", "best"):
+                shutil.rmtree(out / d, ignore_errors=True)
     model = mapper
     if world > 1:
         model = torch.nn.parallel.DistributedDataParallel(
@@ -182,8 +186,8 @@ def _train(cfg, cache, out, resume, progress, upstream, rank, world, local_rank,
                 sync = model.no_sync if world > 1 and a + 1 < accum else contextlib.nullcontext
                 with sync():
                     with autocast:
-                        pred = model(cavp, tc, target)  # (micro, 8, D)
-                    loss = loss_fn(cfg.loss, pred, target) / accum
+                        pred, goal = objective(model, cavp, tc, target)  # (micro, 8, D) each
+                    loss = loss_fn(cfg.loss, pred, goal) / accum
                     loss.backward()
                 loss_sum += loss.detach()
             if cfg.grad_clip > 0:

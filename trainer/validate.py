@@ -1,5 +1,10 @@
-"""Validation metrics: MSE and per-token cosine similarity, teacher-forced and autoregressive, against a
-baseline that predicts the training-set mean of each token position."""
+"""Validation metrics: MSE and per-token cosine similarity, teacher-forced (``tf_*``) and generated (``ar_*``: the
+mapper's ``generate``, an autoregressive rollout or diffusion sampling), against a baseline that predicts the
+training-set mean of each token position.
+
+Diffusion mappers have no teacher forcing: their ``val_loss`` is the denoising objective on the validation clips
+with noise and timesteps drawn from a fixed seed (comparable across epochs), and ``ar_*`` are sampled tokens
+(fixed seeds too)."""
 
 from __future__ import annotations
 
@@ -47,16 +52,28 @@ def evaluate(mapper, data: Features, mean_token: torch.Tensor, *, batch: int = 6
     was_training = mapper.training
     mapper.eval()
     n_tok = mapper.spec.n_tokens
+    diffusion = mapper.spec.kind != "autoregressive" and hasattr(mapper, "denoise")
     tf, ar, base = _Acc(n_tok), _Acc(n_tok), _Acc(n_tok)
+    obj_sum, obj_n = 0.0, 0
     for s in range(0, len(data), batch):
         cavp, tc, target = data.batch(np.arange(s, min(len(data), s + batch)))
         with autocast or contextlib.nullcontext():
-            p_tf = mapper(cavp, tc, target)  # (B, 8, D)
-            p_ar = mapper.generate(cavp, tc)  # (B, 8, D)
-        tf.add(p_tf, target)
+            if diffusion:
+                pred, goal = mapper(cavp, tc, target, generator=torch.Generator().manual_seed(1000 + s))
+                obj_sum += float(loss_fn(loss, pred, goal)) * len(target)
+                obj_n += len(target)
+                gens = [torch.Generator().manual_seed(s + i) for i in range(len(target))]
+                p_ar = mapper.generate(cavp, tc, generator=gens)  # (B, 8, D)
+            else:
+                tf.add(mapper(cavp, tc, target), target)  # (B, 8, D)
+                p_ar = mapper.generate(cavp, tc)  # (B, 8, D)
         ar.add(p_ar, target)
         base.add(mean_token.to(target.device).expand_as(target), target)
     mapper.train(was_training)
-    out = {**tf.result("tf"), **ar.result("ar"), **base.result("base"), "n_val": len(data)}
-    out["val_loss"] = out["tf_mse"] if loss == "mse" else out["tf_l1"]
+    out = {**ar.result("ar"), **base.result("base"), "n_val": len(data)}
+    if diffusion:
+        out["val_loss"] = obj_sum / max(obj_n, 1)
+    else:
+        out.update(tf.result("tf"))
+        out["val_loss"] = out["tf_mse"] if loss == "mse" else out["tf_l1"]
     return out

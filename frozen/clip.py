@@ -1,0 +1,129 @@
+"""CLIP image encoder for V2A-Mapper: every cached frame -> CLIP's projected image embedding.
+
+V2A-Mapper (Wang et al., AAAI 2024, arXiv 2308.09300) maps CLIP image embeddings of a video's frames to a CLAP
+audio embedding. We use transformers' ``CLIPVisionModelWithProjection`` loaded with ``from_pretrained`` (a hub id
+such as ``openai/clip-vit-large-patch14`` or a local ``save_pretrained`` folder) and CLIP's own preprocessing:
+RGB in [0, 1], normalised with CLIP's mean/std. Our frames are already 224 x 224 (straight resize, no crop: the
+frames stage), which is what ``CLIPImageProcessor`` makes of a square frame (shortest side 224, centre crop 224);
+a model with another input size gets a bicubic resize. Output per clip: (40, projection_dim) image embeddings,
+L2-normalised per frame (``normalize``, default true: CLIP compares embeddings by cosine). Padded frames (zeros,
+clips shorter than 10 s) are encoded like the others, as in the CAVP stage.
+
+    build(params, device) -> CLIPEncoder      # the FrozenEncoder used by the cache stage (pipeline/clip.py)
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from frozen.base import EncoderInfo, freeze
+
+log = logging.getLogger(__name__)
+
+N_FRAMES = 40
+IMAGE_SIZE = 224
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)  # OpenAI CLIP (CLIPImageProcessor's image_mean / image_std)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+DEFAULT_CHECKPOINT = "openai/clip-vit-large-patch14"
+
+
+def tiny_config():
+    """A small ``CLIPVisionConfig`` of the same classes (2 layers, width 32, 32-px patches, 16-d projection)."""
+    from transformers import CLIPVisionConfig
+
+    return CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                            image_size=IMAGE_SIZE, patch_size=32, projection_dim=16)
+
+
+def tiny_model(seed: int = 0):
+    from transformers import CLIPVisionModelWithProjection
+
+    from frozen.weights import seeded
+
+    return seeded(lambda: CLIPVisionModelWithProjection(tiny_config()), seed, perturb=0.02)  # non-trivial norms, biases
+
+
+def load_model(checkpoint: str):
+    """``CLIPVisionModelWithProjection.from_pretrained`` on a local folder or a hub id, with a clear error."""
+    from transformers import CLIPVisionModelWithProjection
+
+    try:
+        return CLIPVisionModelWithProjection.from_pretrained(str(Path(checkpoint).expanduser())
+                                                             if Path(checkpoint).expanduser().exists() else checkpoint)
+    except (OSError, ValueError) as err:
+        raise FileNotFoundError(f"clip params: checkpoint {checkpoint!r} is neither a save_pretrained folder nor a "
+                                f"reachable hub id of a CLIP model: {err}") from err
+
+
+def preprocess(frames: torch.Tensor, size: int) -> torch.Tensor:
+    """uint8 (N, H, W, 3) -> CLIP pixel values (N, 3, size, size), float32."""
+    x = frames.permute(0, 3, 1, 2).float() / 255.0  # (N, 3, H, W) in [0, 1]
+    if x.shape[-1] != size or x.shape[-2] != size:
+        x = F.interpolate(x, size=(size, size), mode="bicubic", align_corners=False).clamp(0, 1)
+    mean = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(CLIP_STD).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+class CLIPEncoder:
+    """FrozenEncoder: uint8 frames (B, 40, 224, 224, 3) -> (B, 40, projection_dim) float32 on CPU."""
+
+    def __init__(self, model, info: EncoderInfo, *, device: str, half: bool, normalize: bool, frame_batch: int):
+        self.model, self.info, self.device = model, info, torch.device(device)
+        self.dtype = torch.float16 if half else torch.float32
+        self.normalize, self.frame_batch = normalize, frame_batch
+        self.size = int(model.config.image_size)
+
+    def check_inputs(self, batch: torch.Tensor, lengths: torch.Tensor) -> None:
+        want = (N_FRAMES, IMAGE_SIZE, IMAGE_SIZE, 3)
+        if batch.dtype != torch.uint8 or batch.ndim != 5 or tuple(batch.shape[1:]) != want:
+            raise ValueError(f"clip.encode: batch must be uint8 (B, {', '.join(map(str, want))}), "
+                             f"got {batch.dtype} {tuple(batch.shape)}")
+        if lengths.shape != (batch.shape[0],):
+            raise ValueError(f"clip.encode: lengths must have shape ({batch.shape[0]},), got {tuple(lengths.shape)}")
+
+    def encode(self, batch: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        self.check_inputs(batch, lengths)
+        b, t = batch.shape[:2]
+        flat = batch.reshape(b * t, *batch.shape[2:])  # (B*40, 224, 224, 3)
+        outs = []
+        with torch.inference_mode():
+            for s in range(0, flat.shape[0], self.frame_batch):
+                px = preprocess(flat[s: s + self.frame_batch], self.size).to(self.device, self.dtype)
+                emb = self.model(pixel_values=px).image_embeds.float()  # (n, projection_dim)
+                outs.append((F.normalize(emb, dim=-1) if self.normalize else emb).cpu())
+        return torch.cat(outs).reshape(b, t, -1)  # (B, 40, projection_dim)
+
+
+def build(params: dict, device: str = "cpu") -> CLIPEncoder:
+    """params: ``model`` full|tiny; ``checkpoint`` (hub id or folder) for full; ``seed`` for tiny; ``half`` (CUDA
+    only); ``normalize`` (default true); ``frame_batch`` (frames per forward pass, default 80)."""
+    kind = params.get("model", "full")
+    half = bool(params.get("half", False))
+    if half and not str(device).startswith("cuda"):
+        raise ValueError(f"clip params: half=True needs a CUDA device, got device {device!r}; set half: false")
+    if kind == "tiny":
+        seed = int(params.get("seed", 0))
+        model, identity = tiny_model(seed), {"tiny_seed": seed}
+    elif kind == "full":
+        ckpt = params.get("checkpoint") or DEFAULT_CHECKPOINT
+        model, identity = load_model(str(ckpt)), {"source": str(ckpt)}
+    else:
+        raise ValueError(f"clip params: model must be 'full' or 'tiny', got {kind!r}")
+    model = freeze(model).to(device)
+    if half:
+        model = model.half()
+    cfg = model.config
+    info = EncoderInfo(name="clip", input_kind="frames", output_shape=(N_FRAMES, int(cfg.projection_dim)),
+                       config={"class": type(model).__name__, "hidden_size": cfg.hidden_size,
+                               "num_hidden_layers": cfg.num_hidden_layers, "patch_size": cfg.patch_size,
+                               "image_size": cfg.image_size, "projection_dim": cfg.projection_dim,
+                               "normalize": bool(params.get("normalize", True))},
+                       checkpoint=identity)
+    log.info("clip: built %s model (D=%d) on %s", kind, cfg.projection_dim, device)
+    return CLIPEncoder(model, info, device=device, half=half, normalize=bool(params.get("normalize", True)),
+                       frame_batch=int(params.get("frame_batch", 80)))
