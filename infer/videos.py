@@ -78,7 +78,7 @@ def _cached_features(cfg: Config, encoders: list[str]) -> dict[str, dict]:
 
 def as_stored(frames: np.ndarray, n_frames: int, fp: FramesParams) -> np.ndarray:
     """The frames exactly as the cache would store them (its codec), so features match the training data."""
-    stored, ext = encode_frames(frames[:n_frames], codec=fp.codec, crf=fp.crf, fps=fp.fps)
+    stored, ext = encode_frames(frames[:n_frames], codec=fp.codec, crf=fp.crf, fps=fp.fps, preset=fp.preset)
     out = np.zeros_like(frames)  # (40, 224, 224, 3), zeros after n_frames
     out[:n_frames] = decode_frames(stored, ext)
     return out

@@ -33,6 +33,9 @@ if TYPE_CHECKING:  # annotations only: the runner is not part of a stage's code 
 log = logging.getLogger(__name__)
 
 
+X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
+
+
 @dataclass
 class FramesParams:
     fps: int = 4
@@ -41,6 +44,7 @@ class FramesParams:
     sample_rate: int = 16_000
     codec: str = "h264"  # h264 (compact, near-lossless) | raw (lossless uint8 npy)
     crf: int = 14
+    preset: str = "medium"  # x264 preset of the stored frames: medium | faster | veryfast (faster, larger files)
     shard_size: int = 64
     max_reject_share: float = 0.2  # fail the stage when more than this share of clips is rejected
     silence_dbfs: float = -60.0  # peak below this -> audio_silent (kept for generation, not for training)
@@ -54,6 +58,8 @@ class FramesParams:
         p = cls(**d)
         if p.shard_size < 1:
             raise ValueError(f"stages.frames.params.shard_size must be >= 1, got {p.shard_size}")
+        if p.preset not in X264_PRESETS:
+            raise ValueError(f"stages.frames.params.preset must be one of {list(X264_PRESETS)}, got {p.preset!r}")
         return p
 
     @property
@@ -106,7 +112,8 @@ def process_clip(src: dict, index: int, params: dict, threads: int = 0) -> tuple
         return _reject(index, src, str(e.reason)), None
     except (OSError, ValueError, RuntimeError) as e:  # anything PyAV raises on a broken file
         return _reject(index, src, f"decode_error: {type(e).__name__}: {e}"), None
-    frames_bytes, ext = encode_frames(d.frames[: d.n_frames], codec=p.codec, crf=p.crf, fps=p.fps)
+    frames_bytes, ext = encode_frames(d.frames[: d.n_frames], codec=p.codec, crf=p.crf, fps=p.fps,
+                                     preset=p.preset)
     members = {f"frames.{ext}": frames_bytes}
     if d.audio_len > 0:
         members["audio.flac"] = encode_audio(d.audio[: d.audio_len], p.sample_rate)
