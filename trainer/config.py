@@ -13,6 +13,7 @@ TC_POOLS = ("mean", "max", "none")  # per-window pooling of TimeChat's 32 querie
 UPSAMPLES = ("nearest", "window", "linear")  # window: frame t takes the window holding it (needs the stride)
 LOSSES = ("mse", "l1")
 SCHEDULES = ("none", "cosine")
+COMPILE_MODES = ("auto", "off", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 TINY_GPT2 = {"n_layer": 2, "n_head": 2, "n_positions": 128}
 
@@ -61,13 +62,16 @@ class TrainConfig:
     # --- runtime ---------------------------------------------------------------------------------------
     device: str = "auto"
     bf16: bool = True  # autocast on GPU only
+    compile: str = "auto"  # torch.compile: auto (default mode on CUDA, off on CPU) | off | default | reduce-overhead
+    log_every: int = 50  # steps between progress-bar loss updates (each one waits for the device)
     ckpt_every_steps: int = 0  # extra `last/` checkpoints inside an epoch (0 = end of epoch only)
     extra: dict[str, Any] = field(default_factory=dict)  # ignored keys, kept for the record
 
     def __post_init__(self):
         for name, allowed in (("encoders", ENCODERS), ("fusion", FUSIONS), ("tc_pool", TC_POOLS),
                               ("upsample", UPSAMPLES), ("loss", LOSSES), ("schedule", SCHEDULES),
-                              ("model", ("full", "tiny")), ("in_memory", ("auto", "yes", "no"))):
+                              ("model", ("full", "tiny")), ("in_memory", ("auto", "yes", "no")),
+                              ("compile", COMPILE_MODES)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"train params: {name}={getattr(self, name)!r} is not one of {allowed}")
         if self.tc_pool == "none" and self.fusion != "cat" and self.encoders != "cavp":
