@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from infer.audioldm2 import generated_stream_width, build_pipeline, clip_seed, generate_audio
+from infer.audioldm2 import SCHEDULERS, build_pipeline, clip_seed, generate_audio, generated_stream_width
 from infer.media_out import crop_audio, mux_audio, write_wav
 from infer.spectrogram import write_spectrogram_png
 from v2a.io import atomic_write_json
@@ -34,6 +34,7 @@ class GenerateParams:
     checkpoint: str | None = "cvssp/audioldm2"
     half: bool = True
     steps: int = 100
+    scheduler: str = "ddim"  # ddim (paper, 100 steps) | dpm++ (DPM-Solver++ 2M: ~25 steps, README speed section)
     guidance: float = 3.5
     negative_prompt: str = "low quality, average quality"
     negative_generated: str = "zeros"  # zeros (AudioLDM-2's unconditional AudioMAE) | prompt
@@ -54,11 +55,14 @@ class GenerateParams:
         unknown = set(d) - set(cls.__dataclass_fields__)
         if unknown:
             raise ValueError(f"generate params: unknown keys {sorted(unknown)}")
-        return cls(**d)
+        p = cls(**d)
+        if p.scheduler not in SCHEDULERS:
+            raise ValueError(f"generate params: scheduler={p.scheduler!r} is not one of {SCHEDULERS}")
+        return p
 
     def pipeline_params(self) -> dict:
         return {"model": self.model, "checkpoint": self.checkpoint, "half": self.half, "seed": self.seed,
-                "gpt_dim": self.gpt_dim, "t5_dim": self.t5_dim}
+                "gpt_dim": self.gpt_dim, "t5_dim": self.t5_dim, "scheduler": self.scheduler}
 
 
 @dataclass

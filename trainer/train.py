@@ -176,7 +176,8 @@ def _train(cfg, cache, out, resume, progress, upstream, rank, world, local_rank)
     # 2. model, optimizer, schedule
     mapper = build_mapper(cfg, dims).to(device)
     params = [p for p in mapper.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+    opt = torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay,
+                            fused=device.type == "cuda")  # one kernel for all parameters on GPU
     total_steps = cfg.epochs * steps_per_epoch
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor(cfg, total_steps))
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" and cfg.bf16 \
