@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 SAMPLE_RATE = 16_000
 N_TOKENS = 8
 NEGATIVE_GENERATED = ("zeros", "prompt")
+SCHEDULERS = ("ddim", "dpm++")
 DEFAULT_NEGATIVE_PROMPT = "low quality, average quality"
 
 # words of the tiny tokenizers' vocabulary (anything else maps to <unk>); enough for the demo labels
@@ -55,7 +56,7 @@ def build_pipeline(params: dict, device: str | torch.device = "cpu"):
     folder written by ``save_pretrained``) with ``from_pretrained`` (float16 on CUDA when ``half``); ``tiny`` builds
     small seeded components offline (``seed``, ``gpt_dim``, ``t5_dim``).
     """
-    from diffusers import AudioLDM2Pipeline, DDIMScheduler
+    from diffusers import AudioLDM2Pipeline
 
     model = params.get("model", "full")
     device = torch.device(device)
@@ -73,11 +74,26 @@ def build_pipeline(params: dict, device: str | torch.device = "cpu"):
         pipe = AudioLDM2Pipeline(**random_full_components(params))
     else:
         raise ValueError(f"generate param model={model!r} is not supported: use 'full', 'tiny' or 'random-full'")
-    pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
+    set_scheduler(pipe, params.get("scheduler", "ddim"))
     pipe = pipe.to(device)
     for name in ("vae", "text_encoder", "text_encoder_2", "projection_model", "language_model", "unet", "vocoder"):
         getattr(pipe, name).eval()
     return pipe
+
+
+def set_scheduler(pipe, name: str) -> None:
+    """``ddim`` (the paper: DDIM, 100 steps) or ``dpm++`` (DPM-Solver++ 2M, multistep, deterministic: about the
+    quality of DDIM-100 in 20-25 steps on latent diffusion models, 4-5x fewer UNet calls). Both keep the
+    released noise schedule (scaled_linear 0.0015-0.0195, 1000 steps)."""
+    from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
+
+    if name not in SCHEDULERS:
+        raise ValueError(f"generate param scheduler={name!r}: use one of {SCHEDULERS}")
+    config = pipe.scheduler.config
+    if name == "ddim":
+        pipe.scheduler = DDIMScheduler.from_config(config)
+    else:
+        pipe.scheduler = DPMSolverMultistepScheduler.from_config(config, algorithm_type="dpmsolver++", solver_order=2)
 
 
 def save_tiny_pipeline(path: str | os.PathLike, params: dict | None = None):

@@ -69,3 +69,8 @@ def random_full_components(params: dict) -> dict:
                               beta_schedule="scaled_linear", clip_sample=False, set_alpha_to_one=False, steps_offset=1)
     return dict(parts, tokenizer=tokenizer, tokenizer_2=tokenizer_2, scheduler=scheduler,
                 feature_extractor=ClapFeatureExtractor())
+
+
+def full_components(seed: int = 0) -> dict:
+    """:func:`random_full_components` for ``seed`` (benchmarks/gpu_check.py)."""
+    return random_full_components({"seed": seed})

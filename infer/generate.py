@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from pydantic import Field
 
-from infer.audioldm2 import generated_stream_width, build_pipeline, clip_seed, generate_audio
+from infer.audioldm2 import SCHEDULERS, build_pipeline, clip_seed, generate_audio, generated_stream_width
 from infer.audioldm import build_audioldm_pipeline, clap_width, generate_from_clap
 from infer.media_out import crop_audio, mux_audio, write_wav
 from infer.spectrogram import write_spectrogram_png
@@ -38,6 +38,7 @@ class GenerateParams:
     checkpoint: str | None = "cvssp/audioldm2"  # V2A-Mapper: an AudioLDM pipeline, e.g. cvssp/audioldm-s-full-v2
     half: bool = True
     steps: Annotated[int, Field(ge=1)] = 100
+    scheduler: Literal["ddim", "dpm++"] = "ddim"  # ddim (paper, 100 steps) | dpm++ (DPM-Solver++ 2M: ~25 steps, README speed)
     guidance: float = 3.5
     negative_prompt: str = "low quality, average quality"
     negative_generated: Literal["zeros", "prompt"] = "zeros"  # zeros (AudioLDM-2's unconditional AudioMAE) | prompt
@@ -59,11 +60,15 @@ class GenerateParams:
         unknown = set(d) - set(cls.__dataclass_fields__)
         if unknown:
             raise ValueError(f"generate params: unknown keys {sorted(unknown)}")
-        return cls(**d)
+        p = cls(**d)
+        if p.scheduler not in SCHEDULERS:
+            raise ValueError(f"generate params: scheduler={p.scheduler!r} is not one of {SCHEDULERS}")
+        return p
 
     def pipeline_params(self) -> dict:
         return {"model": self.model, "checkpoint": self.checkpoint, "half": self.half, "seed": self.seed,
-                "gpt_dim": self.gpt_dim, "t5_dim": self.t5_dim, "clap_dim": self.clap_dim}
+                "gpt_dim": self.gpt_dim, "t5_dim": self.t5_dim, "clap_dim": self.clap_dim,
+                "scheduler": self.scheduler}
 
 
 def feature_names(spec) -> list[str]:

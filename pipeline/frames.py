@@ -13,17 +13,16 @@ import csv
 import io
 import json
 import logging
+import tarfile
 from concurrent.futures import as_completed
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal
 
 import numpy as np
-import webdataset as wds
 from pydantic import BaseModel, Field
 from tqdm import tqdm
 
-from pipeline import cache
 from pipeline.framestore import AUDIO_KEY, encode_audio, encode_frames, read_manifest, shard_name
 from pipeline.inputs import ClipSource, discover
 from v2a.io import atomic_path, atomic_write_json, atomic_write_text, exclusive_lock, read_json
@@ -36,6 +35,9 @@ log = logging.getLogger(__name__)
 Positive = Annotated[int, Field(ge=1)]
 
 
+X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
+
+
 @dataclass
 class FramesParams:
     """``stages.frames.params`` (checked when the configuration loads, v2a/schema.py)."""
@@ -46,6 +48,7 @@ class FramesParams:
     sample_rate: Positive = 16_000
     codec: Literal["h264", "raw"] = "h264"  # h264 (compact, near-lossless) | raw (lossless uint8 npy)
     crf: Annotated[int, Field(ge=0, le=51)] = 14
+    preset: Literal[X264_PRESETS] = "medium"  # x264 preset of the stored frames (veryfast: faster, larger)
     shard_size: Positive = 64
     max_reject_share: Annotated[float, Field(ge=0, le=1)] = 0.2  # fail the stage above this share of rejects
     silence_dbfs: float = -60.0  # peak below this -> audio_silent (kept for generation, not for training)
@@ -59,6 +62,8 @@ class FramesParams:
         p = cls(**d)
         if p.shard_size < 1:
             raise ValueError(f"stages.frames.params.shard_size must be >= 1, got {p.shard_size}")
+        if p.preset not in X264_PRESETS:
+            raise ValueError(f"stages.frames.params.preset must be one of {list(X264_PRESETS)}, got {p.preset!r}")
         return p
 
     @property
@@ -100,54 +105,68 @@ def _reject(index: int, src: dict, reason: str) -> dict:
             "duration": 0.0, "native_fps": 0.0}
 
 
-def process_shard(frames_dir: str, k: int, rows: list[dict], first_index: int, params: dict, fingerprint: str,
-                  threads: int = 0) -> dict:
-    """Decode the clips of shard ``k`` and commit it; returns its manifest. Runs in a worker process.
+def process_clip(src: dict, index: int, params: dict, threads: int = 0) -> tuple[dict, dict | None]:
+    """Decode one clip and encode its stored form: (record, tar members or None when rejected). Runs in a worker.
 
-    ``threads``: decoder threads per clip (0 = FFmpeg's choice; 1 when several workers share the cores).
+    ``threads``: decoder threads (0 = FFmpeg's choice; 1 when several workers share the cores).
     """
     from pipeline.media import MediaError, decode_clip  # imported here: workers are spawned
 
+    if src.get("problem"):
+        return _reject(index, src, src["problem"]), None
     p = FramesParams.from_dict(params)
-    frames_dir = Path(frames_dir)
-    records = []
-    tar_path = frames_dir / f"{shard_name(k)}.tar"
-    with atomic_path(tar_path) as tmp:
+    clip = ClipSource(**src)
+    try:
+        d = decode_clip(clip.open(), fps=p.fps, seconds=p.seconds, size=p.size, sample_rate=p.sample_rate,
+                        max_side=p.max_side, silence_dbfs=p.silence_dbfs, threads=threads)
+    except MediaError as e:
+        return _reject(index, src, str(e.reason)), None
+    except (OSError, ValueError, RuntimeError) as e:  # anything PyAV raises on a broken file
+        return _reject(index, src, f"decode_error: {type(e).__name__}: {e}"), None
+    frames_bytes, ext = encode_frames(d.frames[: d.n_frames], codec=p.codec, crf=p.crf, fps=p.fps,
+                                     preset=p.preset)
+    members = {f"frames.{ext}": frames_bytes}
+    if d.audio_len > 0:
+        members[AUDIO_KEY] = encode_audio(d.audio[: d.audio_len], p.sample_rate)
+    rec = {"index": index, "id": clip.id, "source": clip.source, "label": clip.label, "split": clip.split,
+           "status": "", "n_frames": int(d.n_frames), "audio_len": int(d.audio_len), "has_audio": bool(d.has_audio),
+           "audio_silent": bool(d.audio_silent), "duration": float(d.duration), "native_fps": float(d.native_fps),
+           "frames_ext": ext, "width": int(d.width), "height": int(d.height),
+           "bytes": len(frames_bytes) + len(members.get(AUDIO_KEY, b""))}
+    members["json"] = json.dumps(rec, sort_keys=True).encode("utf-8")
+    return rec, members
+
+
+def _write_tar(fh, samples: list[tuple[str, dict]]) -> None:
+    """A webdataset tar, byte-reproducible: members ``<key>.<ext>`` in key order, mtime 0, mode 0444, no owner.
+
+    Written with the standard library (as webdataset's TarWriter does): importing webdataset imports torch, which
+    cost each worker process seconds of start-up.
+    """
+    with tarfile.open(fileobj=fh, mode="w|") as tar:
+        for key, members in samples:
+            for ext in sorted(members):
+                data = members[ext]
+                ti = tarfile.TarInfo(f"{key}.{ext}")
+                ti.size, ti.mtime, ti.mode, ti.uname, ti.gname = len(data), 0.0, 0o444, "", ""
+                tar.addfile(ti, io.BytesIO(data))
+
+
+def commit_shard(frames_dir: Path, k: int, results: list[tuple[dict, dict | None]], fingerprint: str) -> dict:
+    """Write shard ``k`` from its clips' results (row order): the tar atomically, then its manifest."""
+    with atomic_path(frames_dir / f"{shard_name(k)}.tar") as tmp:
         with open(tmp, "wb") as fh:
-            writer = wds.TarWriter(fh, mtime=0.0, user="", group="", encoder=False)
-            for j, src in enumerate(rows):
-                index = first_index + j
-                if src.get("problem"):
-                    records.append(_reject(index, src, src["problem"]))
-                    continue
-                clip = ClipSource(**src)
-                try:
-                    d = decode_clip(clip.open(), fps=p.fps, seconds=p.seconds, size=p.size,
-                                    sample_rate=p.sample_rate, max_side=p.max_side, silence_dbfs=p.silence_dbfs,
-                                    threads=threads)
-                except MediaError as e:
-                    records.append(_reject(index, src, str(e.reason)))
-                    continue
-                except (OSError, ValueError, RuntimeError) as e:  # anything PyAV raises on a broken file
-                    records.append(_reject(index, src, f"decode_error: {type(e).__name__}: {e}"))
-                    continue
-                frames_bytes, ext = encode_frames(d.frames[: d.n_frames], codec=p.codec, crf=p.crf, fps=p.fps)
-                sample = {"__key__": clip.id, f"frames.{ext}": frames_bytes}
-                if d.audio_len > 0:
-                    sample[AUDIO_KEY] = encode_audio(d.audio[: d.audio_len], p.sample_rate)
-                rec = {"index": index, "id": clip.id, "source": clip.source, "label": clip.label,
-                       "split": clip.split, "status": "", "n_frames": int(d.n_frames), "audio_len": int(d.audio_len),
-                       "has_audio": bool(d.has_audio), "audio_silent": bool(d.audio_silent),
-                       "duration": float(d.duration), "native_fps": float(d.native_fps), "frames_ext": ext,
-                       "width": int(d.width), "height": int(d.height),
-                       "bytes": len(frames_bytes) + len(sample.get(AUDIO_KEY, b""))}
-                sample["json"] = json.dumps(rec, sort_keys=True).encode("utf-8")
-                writer.write(sample)
-                records.append(rec)
-            writer.close()
-    manifest = {"shard": k, "fingerprint": fingerprint, "clips": records}
+            _write_tar(fh, [(rec["id"], m) for rec, m in results if m is not None])
+    manifest = {"shard": k, "fingerprint": fingerprint, "clips": [rec for rec, _ in results]}
     atomic_write_json(frames_dir / f"{shard_name(k)}.json", manifest)  # last: marks the shard complete
     return manifest
+
+
+def process_shard(frames_dir: str, k: int, rows: list[dict], first_index: int, params: dict, fingerprint: str,
+                  threads: int = 0) -> dict:
+    """Decode the clips of shard ``k`` in this process and commit it; returns its manifest."""
+    results = [process_clip(src, first_index + j, params, threads) for j, src in enumerate(rows)]
+    return commit_shard(Path(frames_dir), k, results, fingerprint)
 
 
 def run(ctx: StageContext) -> None:
@@ -182,20 +201,32 @@ def run(ctx: StageContext) -> None:
 
 
 def _run_shards(ctx: StageContext, out: Path, todo: list[int], rows: list[dict], p: FramesParams, fp: str) -> None:
-    def args(k: int):
-        s = k * p.shard_size
-        return (str(out), k, rows[s: s + p.shard_size], s, asdict(p), fp, 0 if ctx.workers <= 1 else 1)
+    """Decode the clips of the ``todo`` shards; each shard is committed as soon as its last clip is back.
 
-    bar = tqdm(total=sum(len(args(k)[2]) for k in todo), unit="clip", desc="frames", disable=not ctx.progress)
+    With ``--workers N`` the unit of work is a clip, not a shard, so that N processes stay busy even when there
+    are fewer shards than workers (each decodes with one thread: no oversubscription).
+    """
+    jobs = [(k, s, rows[s]) for k in todo for s in range(k * p.shard_size, min(len(rows), (k + 1) * p.shard_size))]
+    bar = tqdm(total=len(jobs), unit="clip", desc="frames", disable=not ctx.progress)
+    pending: dict[int, dict[int, tuple]] = {}
+    size_of = {k: min(len(rows), (k + 1) * p.shard_size) - k * p.shard_size for k in todo}
+
+    def collect(k: int, index: int, result: tuple) -> None:
+        pending.setdefault(k, {})[index] = result
+        bar.update(1)
+        if len(pending[k]) == size_of[k]:
+            got = pending.pop(k)
+            commit_shard(out, k, [got[i] for i in sorted(got)], fp)
+
+    params = asdict(p)
     if ctx.workers <= 1:
-        for k in todo:
-            m = process_shard(*args(k))
-            bar.update(len(m["clips"]))
+        for k, index, src in jobs:
+            collect(k, index, process_clip(src, index, params, 0))
     else:
         with worker_pool(ctx.workers) as pool:  # spawned workers that exit with this process, even on SIGKILL
-            futures = [pool.submit(process_shard, *args(k)) for k in todo]
+            futures = {pool.submit(process_clip, src, index, params, 1): (k, index) for k, index, src in jobs}
             for f in as_completed(futures):
-                bar.update(len(f.result()["clips"]))
+                collect(*futures[f], f.result())
     bar.close()
 
 
@@ -216,6 +247,8 @@ def _finalize(ctx: StageContext, out: Path, n_shards: int, n_clips: int, p: Fram
     for r in rejects:
         w.writerow([r["id"], "frames", r["status"]])
     atomic_write_text(out / "rejects.csv", buf.getvalue())
+    from pipeline import cache  # zarr: imported where needed, not by every worker
+
     cache.write_meta(ctx.cfg.zarr_path, records, shard_size=p.shard_size, fingerprint=fp)
     kept = [r for r in records if not r["status"]]
     per_clip = float(np.mean([r["bytes"] for r in kept])) if kept else 0.0

@@ -69,8 +69,12 @@ def _yuv_frame(planes: np.ndarray) -> av.VideoFrame:
     return vf
 
 
-def encode_frames(frames: np.ndarray, *, codec: str = "h264", crf: int = 14, fps: int = 4) -> tuple[bytes, str]:
-    """Encode (n, H, W, 3) uint8 RGB frames; returns (bytes, file extension). Deterministic for fixed inputs."""
+def encode_frames(frames: np.ndarray, *, codec: str = "h264", crf: int = 14, fps: int = 4,
+                  preset: str = "medium") -> tuple[bytes, str]:
+    """Encode (n, H, W, 3) uint8 RGB frames; returns (bytes, file extension). Deterministic for fixed inputs.
+
+    ``preset``: x264's speed/size trade-off (``medium``; ``veryfast`` encodes ~2.3x faster, ~30 % larger).
+    """
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
         raise ValueError(f"frames must be (n, H, W, 3) uint8, got {frames.shape} {frames.dtype}")
     if codec == "raw" or len(frames) == 0:
@@ -88,7 +92,7 @@ def encode_frames(frames: np.ndarray, *, codec: str = "h264", crf: int = 14, fps
         # threads=1: x264's output must not depend on the machine; clips are parallel across workers anyway.
         # mbtree=0: x264's macroblock-tree pass read uninitialised memory here (same frames gave different bytes
         # depending on what the process did before; identical bytes with it off, whatever the heap holds).
-        st.codec_context.options = {"crf": str(crf), "preset": "medium", "threads": "1", "x264-params": "mbtree=0"}
+        st.codec_context.options = {"crf": str(crf), "preset": preset, "threads": "1", "x264-params": "mbtree=0"}
         st.codec_context.flags |= av.codec.context.Flags.bitexact
         for i, arr in enumerate(frames):
             vf = _yuv_frame(rgb_to_yuv444(arr))  # (3, H, W)

@@ -23,7 +23,8 @@ Rules (docs/CONTRACTS.md, reference/MODELS.md section 1):
   gaps inside the stream are not filled. The offset of the audio stream's start relative to the video stream's
   start is reported as ``audio_offset`` (seconds) and not applied, unless ``align_audio=True``: then sample 0 is at
   video time 0 (a late audio start is zero-padded, an early one cut, at the stream's rate before resampling).
-- Decoding stops once every target frame is known and ``seconds`` of audio are in hand.
+- Decoding stops once every target frame is known and ``seconds`` of audio are in hand; non-reference frames that
+  no target shows are not decoded at all (pipeline/frameskip.py: same frames, ~40 % less H.264 decoding).
 - Determinism: packets are decoded once in order; the same file gives the same bytes every time on one machine
   (swscale's SIMD paths may differ by a grey level across CPU types).
 """
@@ -43,6 +44,7 @@ import torch
 from av.video.reformatter import Interpolation, VideoReformatter
 
 from frozen.resample import resample
+from pipeline.frameskip import SkipPlanner
 
 log = logging.getLogger(__name__)
 
@@ -341,11 +343,14 @@ def _decode_packet(packet, errors: list[str]) -> list:
 def decode_clip(src: Source, *, fps: int = 4, seconds: float = 10.0, size: int = 224, sample_rate: int = 16_000,
                 max_side: int = 8192, min_side: int = 16, max_pixels: int = 40_000_000, threads: int = 0,
                 silence_dbfs: float = -60.0, resize: str = "direct", align_audio: bool = False,
-                max_decode_errors: int = 8, truncation_tolerance: float = 0.5) -> DecodedClip:
+                max_decode_errors: int = 8, truncation_tolerance: float = 0.5,
+                skip_unneeded: bool = True) -> DecodedClip:
     """Decode ``src`` (path, file object or bytes) into ``fps * seconds`` frames and ``seconds`` of audio.
 
     Raises ``MediaError`` with ``reason`` in: ``empty_file``, ``not_a_video``, ``truncated``, ``no_video_stream``,
     ``zero_frames``, ``absurd_dimensions``, ``decode_error: ...``. See the module docstring for the rules.
+    ``skip_unneeded``: leave non-reference frames that no target shows undecoded (pipeline/frameskip.py; the
+    result is the same).
     """
     if resize not in ("direct", "via_rgb"):
         raise ValueError(f"resize must be 'direct' or 'via_rgb', got {resize!r}")
@@ -373,11 +378,14 @@ def decode_clip(src: Source, *, fps: int = 4, seconds: float = 10.0, size: int =
         errors: list[str] = []
         n_decoded = 0
         streams = [vs] + ([a_s] if a_s is not None else [])
+        skip = SkipPlanner(vs, targets) if skip_unneeded else None
         try:
-            for packet in c.demux(streams):
+            for packet in c.demux(streams) if skip is None else skip.packets(c.demux(streams)):
                 if packet.stream is vs:
                     if picker.done:
                         continue
+                    if skip is not None:
+                        cc.skip_frame = "NONREF" if not errors and skip.unneeded(packet) else "DEFAULT"
                     for frame in _decode_packet(packet, errors):
                         if n_decoded == 0:
                             _check_dims(frame.width, frame.height, min_side=min_side, max_side=max_side,

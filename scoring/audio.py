@@ -109,6 +109,10 @@ class ClipAudio:
             raise ValueError(f"a bare array must be 16 kHz mono (N,), got shape {x.shape}; pass (array, sr)")
         return cls(x[None], EVAL_SR)
 
+    def samples_at(self, sr: int) -> int:
+        """How many samples the clip has once resampled to ``sr`` (ceil, as the resampler gives)."""
+        return -(-sr * self.channels.shape[1] // self.sr)
+
     @property
     def duration(self) -> float:
         return self.channels.shape[1] / self.sr

@@ -137,17 +137,22 @@ class VideoAudioScorer(Protocol):
 def build_video_scorers(params: dict) -> tuple[dict[str, VideoAudioScorer], dict[str, str]]:
     """Return (scorers, skipped reasons): IB-score (frozen/imagebind.py) and DeSync (scoring/desync.py)
     when their checkpoints are set (a local path, or "tiny" for the seeded tiny model); else a skip reason."""
-    scorers, reasons = {}, {}
-    if params.get("imagebind_ckpt"):
+    scorers, reasons = {}, video_scorer_reasons(params)
+    if "ib_score" not in reasons:
         from scoring.ib_score import build_ib_scorer  # lazy: only when configured
 
         scorers["ib_score"] = build_ib_scorer(params)
-    else:
-        reasons["ib_score"] = "not configured (evaluate.params.imagebind_ckpt is empty)"
-    if params.get("synchformer_ckpt"):
+    if "desync" not in reasons:
         from scoring.desync import build_desync_scorer
 
         scorers["desync"] = build_desync_scorer(params)
-    else:
-        reasons["desync"] = "not configured (evaluate.params.synchformer_ckpt is empty)"
     return scorers, reasons
+
+
+def video_scorer_reasons(params: dict) -> dict[str, str]:
+    """Why each video-audio metric is skipped (absent: it is configured), without building any network."""
+    reasons = {}
+    for key, ckpt in (("ib_score", "imagebind_ckpt"), ("desync", "synchformer_ckpt")):
+        if not params.get(ckpt):
+            reasons[key] = f"not configured (evaluate.params.{ckpt} is empty)"
+    return reasons

@@ -24,6 +24,7 @@ import numpy as np
 
 from scoring import metrics as M
 from scoring.audio import EVAL_SR, ClipAudio
+from scoring.clips import VIDEO_METRICS, ClipScore, score_clip
 from scoring.embedders import AudioEmbedder, VideoAudioScorer, build_embedders
 from scoring.embedders import build_video_scorers
 from scoring.report import PAPER_ROW, TABLE_COLUMNS, write_outputs
@@ -127,24 +128,6 @@ def _load_side(src: Any, n: int, what: str) -> tuple[ClipAudio | None, float, st
     return x, dur, None
 
 
-def _embed_all(embedders: dict[str, AudioEmbedder], audio: dict[str, ClipAudio], side: str,
-               rows: dict[str, dict]) -> dict[str, dict]:
-    """{model: {clip_id: Embeddings}} for clips whose embeddings are finite; failures noted in rows."""
-    out: dict[str, dict] = {name: {} for name in embedders}
-    for cid, wav in audio.items():
-        for name, emb in embedders.items():
-            try:
-                e = emb.embed(wav)
-            except ValueError as err:
-                rows[cid]["notes"].append(f"{name} {side}: {err}")
-                continue
-            if not np.isfinite(e.embedding).all() or (e.logits is not None and not np.isfinite(e.logits).all()):
-                rows[cid]["notes"].append(f"{name} {side}: NaN/inf embedding, excluded from {name} metrics")
-                continue
-            out[name][cid] = e
-    return out
-
-
 def _metric(status: str, value: float | None = None, **extra) -> dict:
     return {"status": status, "value": value, **extra}
 
@@ -173,63 +156,31 @@ def _kl(gen: dict, gt: dict, key: str, rows: dict) -> dict:
     return _metric("ok", float(per.mean()), n_clips=len(ids))
 
 
-def _video_metric(key: str, scorer: VideoAudioScorer | None, reason: str | None, pairs: list[ClipPair],
-                  gen_audio: dict, rows: dict, exclude_short: bool) -> dict:
-    if scorer is None:
+def _video_metric(key: str, present: bool, reason: str | None, scored: list[ClipScore],
+                  exclude_short: bool) -> dict:
+    if not present:
         return _metric("skipped", n_clips=0, reason=reason or "no scorer")
-    ids = [p.clip_id for p in pairs if p.clip_id in gen_audio and p.video is not None]
-    n_no_video = sum(1 for p in pairs if p.clip_id in gen_audio and p.video is None)
-    n_short = 0
+    status = [s.video.get(key) for s in scored]
+    vals = [s.row[key] for s, st in zip(scored, status) if st == "ok"]
+    extra = {"n_clips": len(vals), "n_no_video": status.count("no_video")}
+    if status.count("failed"):
+        extra["n_failed"] = status.count("failed")
     if exclude_short:
-        n_short = sum(1 for c in ids if rows[c]["short"])
-        ids = [c for c in ids if not rows[c]["short"]]
-    video = {p.clip_id: Path(p.video) for p in pairs if p.video is not None}
-    vals = []
-    n_failed = 0
-    for c in ids:
-        try:
-            v = float(scorer(video[c], gen_audio[c]))
-        except ValueError as err:  # e.g. an undecodable or too short video: excluded from this metric
-            rows[c]["notes"].append(f"{key}: {err}")
-            n_failed += 1
-            continue
-        rows[c][key] = v
-        vals.append(v)
-    extra = {"n_clips": len(vals), "n_no_video": n_no_video}
-    if n_failed:
-        extra["n_failed"] = n_failed
-    if exclude_short:
-        extra["n_excluded_short"] = n_short
+        extra["n_excluded_short"] = status.count("short")
     if not vals:
         return _metric("skipped", reason="no clip with a video and >= 8 s of audio", **extra)
     return _metric("ok", float(np.mean(vals)), **extra)
 
 
-def evaluate_pairs(p: EvalParams, pairs: list[ClipPair], embedders: dict[str, AudioEmbedder],
-                   scorers: dict[str, VideoAudioScorer], skip_reasons: dict[str, str]) -> tuple[dict, list[dict]]:
-    n = p.n_samples
-    rows = {c.clip_id: {"clip_id": c.clip_id, "notes": [], "short": False} for c in pairs}
-    gen_audio, gt_audio, rejects = {}, {}, []
-    # 1. Load and crop both sides.
-    for c in pairs:
-        r = rows[c.clip_id]
-        gen, r["gen_seconds"], why_gen = _load_side(c.gen, n, "generated audio")
-        gt, r["gt_seconds"], why_gt = _load_side(c.gt, n, "ground truth")
-        for why in (why_gen, why_gt):
-            if why:
-                r["notes"].append(why)
-                rejects.append({"clip_id": c.clip_id, "reason": why})
-        if gen is not None:
-            gen_audio[c.clip_id] = gen
-            r["short"] = -(-EVAL_SR * gen.channels.shape[1] // gen.sr) < n  # its length once resampled to 16 kHz
-        if gt is not None:
-            gt_audio[c.clip_id] = gt
-    # 2. Embeddings.
-    emb_gen = _embed_all(embedders, gen_audio, "generated", rows)
-    emb_gt = _embed_all(embedders, gt_audio, "ground truth", rows)
-    for cid, e in emb_gen["vggish"].items():
-        rows[cid]["vggish_examples"] = e.embedding.shape[0]
-    # 3. Metrics.
+def aggregate(p: EvalParams, scored: list[ClipScore], scorer_names: set[str],
+              skip_reasons: dict[str, str]) -> tuple[dict, list[dict]]:
+    """The set's metrics from its clips' scores (in pair order); returns (result, per-clip rows)."""
+    rows = {s.row["clip_id"]: {**s.row, "notes": list(s.row["notes"])} for s in scored}
+    models = sorted({m for s in scored for side in s.emb.values() for m in side})
+    emb_gen = {m: {s.row["clip_id"]: s.emb["gen"][m] for s in scored if m in s.emb["gen"]} for m in models}
+    emb_gt = {m: {s.row["clip_id"]: s.emb["gt"][m] for s in scored if m in s.emb["gt"]} for m in models}
+    for m in ("panns", "passt", "vggish"):
+        emb_gen.setdefault(m, {}), emb_gt.setdefault(m, {})
     vec = lambda es: np.stack([e.embedding for e in es])  # noqa: E731  (N, D)
     cat = lambda es: np.concatenate([e.embedding for e in es])  # noqa: E731  (sum N_ex, D)
     res = {
@@ -245,17 +196,42 @@ def evaluate_pairs(p: EvalParams, pairs: list[ClipPair], embedders: dict[str, Au
         res["is_panns"] = _metric("ok", mean, std=std, n_clips=len(logits), splits=p.is_splits)
     except ValueError as e:
         res["is_panns"] = _metric("skipped", n_clips=len(logits), reason=str(e))
-    res["ib_score"] = _video_metric("ib_score", scorers.get("ib_score"), skip_reasons.get("ib_score"), pairs,
-                                    gen_audio, rows, exclude_short=False)
-    res["desync"] = _video_metric("desync", scorers.get("desync"), skip_reasons.get("desync"), pairs,
-                                  gen_audio, rows, exclude_short=True)
+    for key, exclude_short in VIDEO_METRICS:
+        res[key] = _video_metric(key, key in scorer_names, skip_reasons.get(key), scored, exclude_short)
+    gen_ok = {s.row["clip_id"] for s in scored if s.gen_ok}
     for r in rows.values():
-        r["status"] = "ok" if not r["notes"] else "partial" if r["clip_id"] in gen_audio else "rejected"
+        r["status"] = "ok" if not r["notes"] else "partial" if r["clip_id"] in gen_ok else "rejected"
         r["reason"] = "; ".join(r.pop("notes"))
-    counts = {"clips": len(pairs), "generated_ok": len(gen_audio), "ground_truth_ok": len(gt_audio),
-              "missing_ground_truth": sum(1 for c in pairs if c.gt is None),
+    counts = {"clips": len(scored), "generated_ok": len(gen_ok), "ground_truth_ok": sum(s.gt_ok for s in scored),
+              "missing_ground_truth": sum(s.gt_missing for s in scored),
               "short": sum(1 for r in rows.values() if r["short"])}
+    rejects = [r for s in scored for r in s.rejects]
     return {"metrics": res, "counts": counts, "rejects": rejects}, list(rows.values())
+
+
+def evaluate_pairs(p: EvalParams, pairs: list[ClipPair], embedders: dict[str, AudioEmbedder],
+                   scorers: dict[str, VideoAudioScorer], skip_reasons: dict[str, str]) -> tuple[dict, list[dict]]:
+    scored = [score_clip(c, p.n_samples, embedders, scorers, _load_side) for c in pairs]
+    return aggregate(p, scored, set(scorers), skip_reasons)
+
+
+def finish(p: EvalParams, pair_list: list[ClipPair], result: dict, rows: list[dict], out_dir: str | Path,
+           record: dict | None = None) -> dict:
+    """Log what was skipped, then write metrics.json, per_clip.csv, table.md and the gallery."""
+    for key, m in result["metrics"].items():
+        if m["status"] != "ok":
+            log.warning("%s %s: %s", key, m["status"], m.get("reason"))
+    result.update({**(record or {}), "complete": True}, params=asdict(p), paper_mfm_mapper=PAPER_ROW,
+                  table_columns=[c for c, _ in TABLE_COLUMNS])
+    out_dir = Path(out_dir)
+    if p.gallery:
+        from scoring.gallery import build_gallery
+
+        scores = {r["clip_id"]: r for r in rows}
+        gal = build_gallery(pair_list[: p.gallery_max_clips], out_dir / "gallery", scores=scores)
+        result["gallery"] = str(gal)
+    result["files"] = {k: str(v) for k, v in write_outputs(out_dir, result, rows).items()}
+    return result
 
 
 def run(params: Any, *, pairs: Iterable | None = None, out_dir: str | Path | None = None,
@@ -278,17 +254,4 @@ def run(params: Any, *, pairs: Iterable | None = None, out_dir: str | Path | Non
         reasons = {k: v for k, v in reasons.items() if k not in video_scorers}
     log.info("evaluating %d clips (%s models)", len(pair_list), p.model)
     result, rows = evaluate_pairs(p, pair_list, embedders, scorers, reasons)
-    for key, m in result["metrics"].items():
-        if m["status"] != "ok":
-            log.warning("%s %s: %s", key, m["status"], m.get("reason"))
-    result.update({**(record or {}), "complete": True}, params=asdict(p), paper_mfm_mapper=PAPER_ROW,
-                  table_columns=[c for c, _ in TABLE_COLUMNS])
-    out_dir = Path(out_dir)
-    if p.gallery:
-        from scoring.gallery import build_gallery
-
-        scores = {r["clip_id"]: r for r in rows}
-        gal = build_gallery(pair_list[: p.gallery_max_clips], out_dir / "gallery", scores=scores)
-        result["gallery"] = str(gal)
-    result["files"] = {k: str(v) for k, v in write_outputs(out_dir, result, rows).items()}
-    return result
+    return finish(p, pair_list, result, rows, out_dir, record)

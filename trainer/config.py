@@ -21,6 +21,8 @@ Mapper = Literal["autoregressive", "diffusion", "v2a_regression", "v2a_diffusion
 PredictionType = Literal["sample", "epsilon", "v_prediction"]  # what the diffusion mappers' output stands for
 BetaSchedule = Literal["squaredcos_cap_v2", "linear", "scaled_linear"]
 MAPPERS, PREDICTION_TYPES, BETA_SCHEDULES = get_args(Mapper), get_args(PredictionType), get_args(BetaSchedule)
+Compile = Literal["auto", "off", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]
+COMPILE_MODES = get_args(Compile)
 
 TINY_GPT2 = {"n_layer": 2, "n_head": 2, "n_positions": 128}
 
@@ -87,6 +89,8 @@ class TrainConfig:
     # --- runtime ---------------------------------------------------------------------------------------
     device: str = "auto"
     bf16: bool = True  # autocast on GPU only
+    compile: Compile = "auto"  # torch.compile: auto (default mode on CUDA, off on CPU) | off | default | reduce-overhead
+    log_every: int = 50  # steps between progress-bar loss updates (each one waits for the device)
     ckpt_every_steps: int = 0  # extra `last/` checkpoints inside an epoch (0 = end of epoch only)
     tensorboard: bool = False  # also log to <run>/tb (optional extra: pip install 'mfm-mapper[tensorboard]')
     extra: dict[str, Any] = field(default_factory=dict)  # ignored keys, kept for the record
@@ -96,7 +100,8 @@ class TrainConfig:
                               ("upsample", UPSAMPLES), ("loss", LOSSES), ("schedule", SCHEDULES),
                               ("model", ("full", "tiny")), ("in_memory", ("auto", "yes", "no")),
                               ("mapper", MAPPERS), ("prediction_type", PREDICTION_TYPES),
-                              ("beta_schedule", BETA_SCHEDULES), ("v2a_aggregate", ("mean", "max"))):
+                              ("beta_schedule", BETA_SCHEDULES), ("v2a_aggregate", ("mean", "max")),
+                              ("compile", COMPILE_MODES)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"train params: {name}={getattr(self, name)!r} is not one of {allowed}")
         if self.tc_pool == "none" and self.fusion != "cat" and self.encoders != "cavp":
@@ -155,7 +160,8 @@ class TrainConfig:
 
 # Options that change how, not what, is trained: stages.yaml `train.runtime` (not fingerprinted); same types and
 # defaults as TrainConfig's fields (one definition).
-RUNTIME_KEYS = ("device", "bf16", "ckpt_every_steps", "in_memory", "max_memory_gb", "tensorboard")
+RUNTIME_KEYS = ("device", "bf16", "compile", "log_every", "ckpt_every_steps", "in_memory", "max_memory_gb",
+                "tensorboard")
 _hints, _fields = get_type_hints(TrainConfig, include_extras=True), {f.name: f for f in dataclasses.fields(TrainConfig)}
 TrainRuntime = create_model("TrainRuntime", **{k: (_hints[k], _fields[k].default) for k in RUNTIME_KEYS})
 

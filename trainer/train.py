@@ -34,7 +34,8 @@ from v2a.io import atomic_write_json, atomic_write_text, exclusive_lock, sha256_
 log = logging.getLogger(__name__)
 
 # params that may change between a run and its resume (they do not change the maths beyond float error)
-RESUME_FREE = {"device", "in_memory", "max_memory_gb", "ckpt_every_steps", "micro_batch", "extra", "tensorboard"}
+RESUME_FREE = {"device", "in_memory", "max_memory_gb", "ckpt_every_steps", "micro_batch", "extra", "tensorboard",
+               "compile", "log_every"}
 
 
 def setup_distributed() -> tuple[int, int, int, bool]:
@@ -49,6 +50,44 @@ def setup_distributed() -> tuple[int, int, int, bool]:
         torch.cuda.set_device(local)
     dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo", rank=rank, world_size=world)
     return rank, world, local, True
+
+
+def compile_mode(cfg: TrainConfig, device: torch.device) -> str | None:
+    """The torch.compile mode to use (None: eager). ``auto``: the default mode on CUDA, eager on CPU."""
+    if cfg.compile == "off" or (cfg.compile == "auto" and device.type != "cuda"):
+        return None
+    return "default" if cfg.compile == "auto" else cfg.compile
+
+
+def maybe_compile(model: torch.nn.Module, cfg: TrainConfig, device: torch.device) -> torch.nn.Module:
+    mode = compile_mode(cfg, device)
+    if mode is None:
+        return model
+    log.info("train: torch.compile(mode=%r); the first steps compile the graph", mode)
+    return torch.compile(model, mode=mode)
+
+
+def train_step(model, opt, sched, params, cfg: TrainConfig, micro_batches, autocast, *, ddp: bool) -> torch.Tensor:
+    """One optimizer step over ``micro_batches`` [(cavp, tc, target)]; returns the step's loss on the device.
+
+    Nothing here waits for the device (no ``.item()``): the caller reads the loss when it logs.
+    """
+    accum = len(micro_batches)
+    loss_sum = None
+    for a, (cavp, tc, target) in enumerate(micro_batches):
+        sync = model.no_sync if ddp and a + 1 < accum else contextlib.nullcontext
+        with sync():
+            with autocast:
+                pred, goal = objective(model, cavp, tc, target)  # (micro, 8, D) each
+            loss = loss_fn(cfg.loss, pred, goal) / accum
+            loss.backward()
+        loss_sum = loss.detach() if loss_sum is None else loss_sum + loss.detach()
+    if cfg.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+    opt.step()
+    sched.step()
+    opt.zero_grad(set_to_none=True)
+    return loss_sum
 
 
 def lr_factor(cfg: TrainConfig, total_steps: int):
@@ -127,7 +166,8 @@ def _train(cfg, cache, out, resume, progress, upstream, rank, world, local_rank,
     mapper = build_mapper(cfg, dims).to(device)
     params = [p for p in mapper.parameters() if p.requires_grad]
     data.update(trainable_params=sum(p.numel() for p in params), total_params=sum(p.numel() for p in mapper.parameters()))
-    opt = torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+    opt = torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay,
+                            fused=device.type == "cuda")  # one kernel for all parameters on GPU
     total_steps = cfg.epochs * steps_per_epoch
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor(cfg, total_steps))
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" and cfg.bf16 \
@@ -155,6 +195,7 @@ def _train(cfg, cache, out, resume, progress, upstream, rank, world, local_rank,
     if world > 1:
         model = torch.nn.parallel.DistributedDataParallel(
             mapper, device_ids=[device.index] if device.type == "cuda" else None)
+    model = maybe_compile(model, cfg, device)
     mean_token = train_set.mean_target().to(device) if rank == 0 else None
     writer = logs.tensorboard(out, cfg.tensorboard) if rank == 0 else None
 
@@ -174,37 +215,28 @@ def _train(cfg, cache, out, resume, progress, upstream, rank, world, local_rank,
         perm = epoch_order(cfg.seed, epoch, len(train_set))
         bar = tqdm(range(st["batch"], steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}",
                    disable=not logs.show_bar(progress, rank), unit="step", leave=False)
+        loss_acc = torch.tensor(st["loss_sum"], dtype=torch.float64, device=device)  # summed on the device
         for b in bar:
             t0 = time.perf_counter()
             mine = perm[b * G: (b + 1) * G][rank * micro * accum: (rank + 1) * micro * accum]
             torch.manual_seed(cfg.seed * 1_000_003 + st["step"] * 1009 + rank)  # dropout masks per step
-            loss_sum = torch.zeros((), device=device)
-            for a in range(accum):
-                td = time.perf_counter()
-                cavp, tc, target = train_set.batch(mine[a * micro: (a + 1) * micro])
-                t_data += time.perf_counter() - td
-                sync = model.no_sync if world > 1 and a + 1 < accum else contextlib.nullcontext
-                with sync():
-                    with autocast:
-                        pred, goal = objective(model, cavp, tc, target)  # (micro, 8, D) each
-                    loss = loss_fn(cfg.loss, pred, goal) / accum
-                    loss.backward()
-                loss_sum += loss.detach()
-            if cfg.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-            opt.step()
-            sched.step()
-            opt.zero_grad(set_to_none=True)
+            td = time.perf_counter()
+            batches = [train_set.batch(mine[a * micro: (a + 1) * micro]) for a in range(accum)]
+            t_data += time.perf_counter() - td
+            loss_sum = train_step(model, opt, sched, params, cfg, batches, autocast, ddp=world > 1)
             if world > 1:
                 dist.all_reduce(loss_sum)
                 loss_sum /= world
-            step_loss = float(loss_sum)
-            st.update(step=st["step"] + 1, batch=b + 1, loss_sum=st["loss_sum"] + step_loss, loss_n=st["loss_n"] + 1)
+            loss_acc += loss_sum.double()
+            st.update(step=st["step"] + 1, batch=b + 1, loss_n=st["loss_n"] + 1)
             t_steps += time.perf_counter() - t0
-            bar.set_postfix(loss=f"{step_loss:.4f}")
+            if cfg.log_every and st["step"] % cfg.log_every == 0:
+                bar.set_postfix(loss=f"{float(loss_sum):.4f}")  # the only wait for the device inside an epoch
             if rank == 0 and cfg.ckpt_every_steps and st["step"] % cfg.ckpt_every_steps == 0 \
                     and b + 1 < steps_per_epoch:
+                st["loss_sum"] = float(loss_acc)
                 save("last", True)
+        st["loss_sum"] = float(loss_acc)
         bar.close()
         # 5. validate (rank 0), log, checkpoint
         row = {"epoch": epoch + 1, "step": st["step"], "lr": sched.get_last_lr()[0],

@@ -24,21 +24,30 @@ def loss_fn(kind: str, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor
 
 
 class _Acc:
+    """Sums on the device of the predictions (float64); read once, in ``result`` (no wait per batch)."""
+
     def __init__(self, n_tokens: int):
-        self.sq = torch.zeros(n_tokens, dtype=torch.float64)
-        self.ab = torch.zeros(n_tokens, dtype=torch.float64)
-        self.cos = torch.zeros(n_tokens, dtype=torch.float64)
+        self.n_tokens = n_tokens
+        self.sq = self.ab = self.cos = None
         self.n, self.d = 0, 1
 
     def add(self, pred: torch.Tensor, target: torch.Tensor) -> None:
-        pred, target = pred.float().cpu(), target.float().cpu()  # (B, n_tokens, D)
-        self.sq += ((pred - target) ** 2).mean(-1).sum(0).double()
-        self.ab += (pred - target).abs().mean(-1).sum(0).double()
-        self.cos += F.cosine_similarity(pred, target, dim=-1, eps=1e-8).sum(0).double()
+        pred, target = pred.float(), target.float()  # (B, n_tokens, D)
+        sums = (((pred - target) ** 2).mean(-1).sum(0).double(), (pred - target).abs().mean(-1).sum(0).double(),
+                F.cosine_similarity(pred, target, dim=-1, eps=1e-8).sum(0).double())  # each (n_tokens,)
+        if self.sq is None:
+            self.sq, self.ab, self.cos = (torch.zeros(self.n_tokens, dtype=torch.float64, device=pred.device)
+                                          for _ in range(3))
+        self.sq += sums[0]
+        self.ab += sums[1]
+        self.cos += sums[2]
         self.n += pred.shape[0]
 
     def result(self, prefix: str) -> dict:
         n = max(self.n, 1)
+        if self.sq is None:
+            self.sq = self.ab = self.cos = torch.zeros(self.n_tokens, dtype=torch.float64)
+        self.sq, self.ab, self.cos = self.sq.cpu(), self.ab.cpu(), self.cos.cpu()
         return {f"{prefix}_mse": float(self.sq.sum() / n / len(self.sq)),
                 f"{prefix}_l1": float(self.ab.sum() / n / len(self.ab)),
                 f"{prefix}_cos": float(self.cos.sum() / n / len(self.cos)),
