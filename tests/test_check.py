@@ -73,7 +73,8 @@ def test_full_config_without_weights_names_every_missing_file(tmp_path, offline,
             assert str(tmp_path / "weights" / e.file) in table
     assert str(tmp_path / "data/vggsound/video") in table and str(tmp_path / "data/vggsound/vggsound.csv") in table
     assert "half=true needs a CUDA device" in table  # timechat's fp16 ViT on a CPU-only machine
-    assert len(problems) == 13 + 2 + 1  # 13 checkpoint params (audioldm2 twice), 2 inputs, timechat's half
+    # 13 checkpoint params (audioldm2 twice), the V2A-Mapper's CLIP and CLAP, 2 inputs, timechat's half
+    assert len(problems) == 13 + 2 + 2 + 1
     assert sum("audioldm2 is missing" in p.problem for p in problems) == 2  # train and generate
 
 
@@ -84,7 +85,7 @@ def test_cli_check_and_run_stop_before_anything_runs(tmp_path, offline, keep_log
     args = [a for f in files for a in ("-c", str(f))]
     t0 = time.time()
     res = CliRunner().invoke(app, args + ["check"])
-    assert res.exit_code == 1 and re.search(r"\n1[56] problem\(s\)", res.output)  # 15 where CUDA exists
+    assert res.exit_code == 1 and re.search(r"\n1[78] problem\(s\)", res.output)  # 17 where CUDA exists
     assert "v2a weights fetch eva_vit_g" in res.output and "Traceback" not in res.output
     res = CliRunner().invoke(app, args + ["run", "extract"])
     assert res.exit_code == 1 and not (tmp_path / "cache").exists()  # the frames stage never started

@@ -39,7 +39,8 @@ def clips(tmp_path_factory):
 
 def project(tmp: Path, videos: Path, **frames_params) -> Path:
     cfg = yaml.safe_load((REPO / "stages.yaml").read_text())
-    cfg["paths"] = {"videos": str(videos), "labels": str(videos / "labels.csv"), "cache": str(tmp / "cache"),
+    labels = videos / "labels.csv"
+    cfg["paths"] = {"videos": str(videos), "labels": str(labels) if labels.exists() else None, "cache": str(tmp / "cache"),
                     "runs": str(tmp / "runs"), "outputs": str(tmp / "out")}
     cfg["stages"] = {"frames": cfg["stages"]["frames"]}
     cfg["targets"] = {"extract": ["frames"]}  # the other stages are left out (targets may only name stages)

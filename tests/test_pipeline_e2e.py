@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import shutil
 from pathlib import Path
@@ -62,14 +61,13 @@ def test_generate_is_deterministic_and_resumes(project, tmp_path, demo_config):
     assert wavs[1].stat().st_mtime_ns != mtime  # forced: regenerated, same bytes
     (out / f"{wavs[0].stem}.json").unlink()
     (out / "_stage.json").unlink()
-    mtime = wavs[1].stat().st_mtime_ns
+    mtimes = {p.name: p.stat().st_mtime_ns for p in wavs}
     assert r.run(["generate"], progress=False) == ["generate"]
-    assert wavs[1].stat().st_mtime_ns == mtime and wavs[1].read_bytes() == before[wavs[1].name]  # kept
-    # the resumed clip is generated in a batch of one instead of two: CPU matmuls of another shape round
-    # differently, so its 16-bit samples may move by one step (seen: 1 of 163,840 samples)
-    redo = sf.read(wavs[0], dtype="int16")[0].astype(int)
-    ref = sf.read(io.BytesIO(before[wavs[0].name]), dtype="int16")[0].astype(int)
-    assert redo.shape == ref.shape and np.abs(redo - ref).max() <= 1 and (redo != ref).mean() < 1e-3
+    # the unfinished clip's whole batch (runtime.batch_size 4, row order) is generated again, as the same batch:
+    # the same bytes; the clips of the other batches are kept as they were
+    assert {p.name: p.read_bytes() for p in out.glob("*.wav")} == before
+    redone = [p.name for p in wavs if p.stat().st_mtime_ns != mtimes[p.name]]
+    assert wavs[0].name in redone and len(redone) <= 4
 
 
 def test_v2a_generate_on_files_and_bad_input(project, tmp_path, demo_config):

@@ -19,7 +19,7 @@ from v2a.weights import hub_offline, load_manifest, local_path, weights_dir
 
 log = logging.getLogger(__name__)
 
-OPTIONAL_INPUTS = ("labels",)  # may be unset (null); when set, it must exist
+OPTIONAL_INPUTS = ("labels", "train_ids")  # may be unset (null); when set, it must exist
 
 
 @dataclass(frozen=True)
