@@ -98,3 +98,24 @@ def e2e_project(tmp_path_factory, demo_config):
 
     return make_project(tmp_path_factory.mktemp("e2e"), demo_config)
 
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models on a shared 2-core machine: one intra-op thread is faster than two fighting for cores
+    (a module opts in with ``pytestmark = pytest.mark.usefixtures("one_thread")``)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def keep_logging():
+    """The CLI configures logging onto CliRunner's temporary stderr; put the handlers back afterwards."""
+    import logging
+
+    handlers, level = logging.root.handlers[:], logging.root.level
+    yield
+    logging.root.handlers[:] = handlers
+    logging.root.setLevel(level)
+

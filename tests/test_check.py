@@ -30,16 +30,6 @@ def offline(tmp_path, monkeypatch):
     monkeypatch.delenv("V2A_MANIFEST", raising=False)
 
 
-@pytest.fixture
-def keep_logging():
-    import logging
-
-    handlers, level = logging.root.handlers[:], logging.root.level
-    yield
-    logging.root.handlers[:] = handlers
-    logging.root.setLevel(level)
-
-
 def full_project(tmp_path: Path, overlay: dict | None = None) -> list[Path]:
     shutil.copy(REPO / "stages.yaml", tmp_path / "stages.yaml")
     files = [tmp_path / "stages.yaml"]

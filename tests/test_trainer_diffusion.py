@@ -15,12 +15,7 @@ DIMS = {"cavp_steps": 40, "cavp_dim": DC, "timechat_windows": W, "timechat_queri
         "n_tokens": 8, "target_dim": D}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def tiny(**kw) -> DiffusionMapper:

@@ -18,12 +18,7 @@ DIMS = {"clip_steps": 40, "clip_dim": 12, "n_tokens": 1, "target_dim": 16}
 SECONDS, STEPS = 0.32, 2
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -118,17 +118,6 @@ def write_manifest(tmp_path: Path, entries: dict) -> Path:
     return p
 
 
-@pytest.fixture
-def keep_logging():
-    """The CLI configures logging onto CliRunner's temporary stderr; put the handlers back afterwards."""
-    import logging
-
-    handlers, level = logging.root.handlers[:], logging.root.level
-    yield
-    logging.root.handlers[:] = handlers
-    logging.root.setLevel(level)
-
-
 def test_cli_fetch_and_list(server, tmp_path, monkeypatch, keep_logging):
     from v2a.cli import app
 
