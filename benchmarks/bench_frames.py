@@ -1,14 +1,15 @@
 """The frames stage against the decode floor, on a mixed-codec folder, side by side in one run.
 
     .venv/bin/python benchmarks/bench_frames.py [--clips 42] [--workers 2] [--repeats 5] [--dir DIR] [--per-kind]
-                                                [--presets medium,veryfast]
+                                                [--stored jpeg,h264-medium,h264-veryfast]
 
 The folder (benchmarks/mixed_clips.py: H.264/AAC 720p mp4, VP9/Opus webm, MPEG-4/MP3 avi, MPEG-2 without audio,
 QCIF 29.97 fps, a 14 s mkv) is written once to ``--dir`` (default a temporary folder) and reused. Each round runs,
 as fresh processes (start-up, imports and worker spawn included):
 
 1. ``stage``: ``v2a stage frames --workers N`` into an empty cache (decode, convert the 40 kept frames, resample
-   the audio, encode frames (H.264 4:4:4) and FLAC, write the shards, ``rejects.csv`` and the zarr ``meta``);
+   the audio, store the frames in each ``--stored`` form (JPEG strip, H.264 4:4:4 at an x264 preset, raw) and the
+   float32 WAV, write the shards, ``rejects.csv`` and the zarr ``meta``);
 2. ``decode-only``: this script with ``--decode-only-pass``: N threads over the clips, every video and audio
    packet of each clip's first 10 s decoded (one decoder thread each), nothing converted: the floor.
 
@@ -21,6 +22,7 @@ time <= 1.25 (stretch 1.10). ``--per-kind`` adds an in-process split of one clip
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import resource
 import shutil
@@ -82,33 +84,39 @@ def _timed(cmd: list[str], env: dict) -> tuple[float, float]:
     return wall, (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
 
 
-def stage_cmd(folder: Path, cache: Path, workers: int, preset: str) -> list[str]:
+def stage_cmd(folder: Path, cache: Path, workers: int, stored: str) -> list[str]:
+    """``stored``: ``jpeg``, ``raw`` or ``h264-<x264 preset>``."""
     overlay = cache.parent / "bench_overlay.yaml"
     overlay.write_text(f"paths:\n  videos: {folder}\n  labels: null\n  cache: {cache}\n")
+    codec, _, preset = stored.partition("-")
+    sets = ["--set", f"stages.frames.params.codec={codec}"]
+    if preset:
+        sets += ["--set", f"stages.frames.params.preset={preset}"]
     return [sys.executable, "-m", "v2a.cli", "-c", str(REPO / "stages.yaml"), "-c", str(overlay), "-q",
-            "--no-progress", "--set", f"stages.frames.params.preset={preset}", "stage", "frames",
-            "--workers", str(workers)]
+            "--no-progress", *sets, "stage", "frames", "--workers", str(workers)]
 
 
-def per_kind(folder: Path, preset: str) -> None:
+def per_kind(folder: Path, stored: list[str]) -> None:
     from pipeline.framestore import encode_audio, encode_frames
     from pipeline.media import decode_clip
 
+    forms = [(st, *st.partition("-")[::2]) for st in stored]
     print("[per kind, one clip each, in-process, 1 thread, best of 3, CPU ms] decode-only | decode_clip | "
-          f"encode_frames[{preset}] | encode_audio")
+          + " | ".join(f"store[{st}]" for st, _, _ in forms) + " | encode_audio")
     for kind in KINDS:
         clip = next((p for p in sorted(folder.iterdir()) if p.name.startswith(kind.name + "_")), None)
         if clip is None:
             continue
-        best = [float("inf")] * 4
+        best = [float("inf")] * (3 + len(forms))
         for _ in range(3):
             t = [time.process_time()]
             decode_only(clip)
             t.append(time.process_time())
             d = decode_clip(clip, threads=1)
             t.append(time.process_time())
-            encode_frames(d.frames[: d.n_frames], preset=preset)
-            t.append(time.process_time())
+            for _, codec, preset in forms:
+                encode_frames(d.frames[: d.n_frames], codec=codec, preset=preset or "medium")
+                t.append(time.process_time())
             if d.audio_len:
                 encode_audio(d.audio[: d.audio_len], 16_000)
             t.append(time.process_time())
@@ -126,7 +134,8 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--dir", type=Path, default=None, help="where to keep the generated clips (DIR/mixedN, reused if present)")
-    ap.add_argument("--presets", default="medium", help="x264 presets of the stored frames to time, comma-separated")
+    ap.add_argument("--stored", default="jpeg,h264-medium",
+                    help="stored forms of the frames to time, comma-separated: jpeg, raw, h264-<x264 preset>")
     ap.add_argument("--per-kind", action="store_true", help="also split the time per clip kind (in-process)")
     ap.add_argument("--decode-only-pass", type=Path, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -143,9 +152,11 @@ def main() -> None:
         floor_cmd = [sys.executable, str(Path(__file__).resolve()), "--decode-only-pass", str(folder),
                      "--workers", str(args.workers)]
         cache = Path(tmp) / "cache"
-        runs = [(f"stage[{pr}]", stage_cmd(folder, cache, args.workers, pr)) for pr in args.presets.split(",")]
+        stored = args.stored.split(",")
+        runs = [(f"stage[{st}]", stage_cmd(folder, cache, args.workers, st)) for st in stored]
         runs.append(("decode-only", floor_cmd))
         wall: dict[str, list[float]] = {name: [] for name, _ in runs}
+        per_clip: dict[str, dict] = {}
         cpu: dict[str, list[float]] = {name: [] for name, _ in runs}
         for r in range(args.repeats):
             for name, cmd in runs if r % 2 == 0 else runs[::-1]:
@@ -153,6 +164,9 @@ def main() -> None:
                 w, c = _timed(cmd, env)
                 wall[name].append(w)
                 cpu[name].append(c)
+                if name.startswith("stage") and name not in per_clip:
+                    per_clip[name] = json.loads((cache / "frames" / "_stage.json").read_text())["summary"]
+
         for what, d in (("wall", wall), ("cpu", cpu)):
             print(f"[{what} time, whole folder, processes included]")
             for name, xs in d.items():
@@ -163,8 +177,11 @@ def main() -> None:
                 verdict = "stretch OK" if med <= 1.10 else "OK" if med <= 1.25 else "MISSED"
                 print(f"  {name} / decode-only: median {med:.3f} (per round {min(ratios):.3f}-{max(ratios):.3f}; "
                       f"target <= 1.25, stretch 1.10: {verdict})")
+        print("[stored bytes per kept clip (frames + audio)]")
+        for name, summary in per_clip.items():
+            print(f"  {name:16s} {summary['bytes_per_clip'] / 1024:8.1f} KB")
         if args.per_kind:
-            per_kind(folder, args.presets.split(",")[0])
+            per_kind(folder, stored)
 
 
 if __name__ == "__main__":

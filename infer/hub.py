@@ -31,7 +31,14 @@ FILES = {"mapper_config": "mapper/config.json", "mapper_weights": "mapper/model.
          "card": "README.md"}
 # params that change how an encoder runs, not what it computes (up to float rounding): never compared
 COMPUTE_ONLY = {"half", "frame_batch", "chunk_frames", "revision", "batch_size", "device"}
-FRAME_KEYS = ("fps", "seconds", "size", "sample_rate", "codec", "crf")
+FRAME_KEYS = ("fps", "seconds", "size", "sample_rate", "codec")
+CODEC_KEYS = {"jpeg": ("quality",), "h264": ("crf", "preset"), "raw": ()}  # what changes each codec's bytes
+
+
+def frame_keys(frames: dict) -> tuple[str, ...]:
+    """The frames params that decide what the encoders see: the shared ones and those of the record's codec
+    (records written before ``codec`` had a default stored H.264)."""
+    return FRAME_KEYS + CODEC_KEYS.get(frames.get("codec", "h264"), ())
 
 
 def weights_identity(value: Any, filename: str | None = None) -> dict | None:
@@ -70,7 +77,10 @@ def encoder_differences(trained: dict, configured: dict) -> list[str]:
     ``'cavp.seed 0 -> 1'`` strings; empty when the mapper can use the configured encoders."""
     out = []
     tf, cf = trained.get("frames", {}), configured.get("frames", {})
-    out += [f"frames.{k} {tf.get(k)!r} -> {cf.get(k)!r}" for k in FRAME_KEYS if tf.get(k) != cf.get(k)]
+    keys = frame_keys(tf) + tuple(k for k in frame_keys(cf) if k not in frame_keys(tf))
+    defaults = {"preset": "medium"}  # records older than the preset option stored x264's medium
+    out += [f"frames.{k} {tf.get(k, defaults.get(k))!r} -> {cf.get(k, defaults.get(k))!r}" for k in keys
+            if tf.get(k, defaults.get(k)) != cf.get(k, defaults.get(k))]
     for name, t in trained["encoders"].items():
         c = configured["encoders"].get(name)
         if c is None:

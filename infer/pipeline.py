@@ -82,12 +82,13 @@ def _encoder_module(name: str):
 
 def as_stored(frames: np.ndarray, n_frames: int, fp) -> np.ndarray:
     """The frames exactly as the cache would store them (its codec), so features match the training data."""
-    from pipeline.framestore import decode_frames, encode_frames
+    from pipeline.frames import store_frames
+    from pipeline.framestore import decode_frames
 
     out = np.zeros((fp.n_frames, *frames.shape[1:]), dtype=frames.dtype)  # (40, 224, 224, 3), zeros after n_frames
     if n_frames == 0:
         return out
-    stored, ext = encode_frames(frames[:n_frames], codec=fp.codec, crf=fp.crf, fps=fp.fps)
+    stored, ext = store_frames(frames[:n_frames], fp)
     out[:n_frames] = decode_frames(stored, ext)
     return out
 

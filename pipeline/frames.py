@@ -23,7 +23,8 @@ import numpy as np
 from pydantic import BaseModel, Field
 from tqdm import tqdm
 
-from pipeline.framestore import AUDIO_KEY, encode_audio, encode_frames, read_manifest, shard_name
+from pipeline.framestore import (AUDIO_KEY, JPEG_MAX_SIDE, encode_audio, encode_frames, read_manifest, shard_name,
+                                 strip_fits)
 from pipeline.inputs import ClipSource, discover
 from v2a.io import atomic_path, atomic_write_json, atomic_write_text, exclusive_lock, read_json
 from v2a.procs import worker_pool
@@ -46,9 +47,11 @@ class FramesParams:
     seconds: Annotated[float, Field(gt=0)] = 10.0
     size: Positive = 224
     sample_rate: Positive = 16_000
-    codec: Literal["h264", "raw"] = "h264"  # h264 (compact, near-lossless) | raw (lossless uint8 npy)
-    crf: Annotated[int, Field(ge=0, le=51)] = 14
-    preset: Literal[X264_PRESETS] = "medium"  # x264 preset of the stored frames (veryfast: faster, larger)
+    codec: Literal["jpeg", "h264", "raw"] = "jpeg"  # jpeg (a film strip: fast) | h264 (~3x smaller, ~10x slower
+    # to write) | raw (lossless uint8 npy)
+    quality: Annotated[int, Field(ge=1, le=100)] = 95  # jpeg: quality of the strip (4:4:4)
+    crf: Annotated[int, Field(ge=0, le=51)] = 14  # h264: constant quality
+    preset: Literal[X264_PRESETS] = "medium"  # h264: x264 preset (veryfast: faster, larger)
     shard_size: Positive = 64
     max_reject_share: Annotated[float, Field(ge=0, le=1)] = 0.2  # fail the stage above this share of rejects
     silence_dbfs: float = -60.0  # peak below this -> audio_silent (kept for generation, not for training)
@@ -64,6 +67,9 @@ class FramesParams:
             raise ValueError(f"stages.frames.params.shard_size must be >= 1, got {p.shard_size}")
         if p.preset not in X264_PRESETS:
             raise ValueError(f"stages.frames.params.preset must be one of {list(X264_PRESETS)}, got {p.preset!r}")
+        if p.codec == "jpeg" and not strip_fits(p.n_frames, p.size):
+            raise ValueError(f"stages.frames.params: {p.n_frames} frames of {p.size} px do not fit in one JPEG strip "
+                             f"({JPEG_MAX_SIDE} rows); use codec h264 or raw")
         return p
 
     @property
@@ -99,6 +105,11 @@ def _shard_done(frames_dir: Path, k: int, fingerprint: str) -> bool:
     return m is not None and m.get("fingerprint") == fingerprint and (frames_dir / f"{shard_name(k)}.tar").exists()
 
 
+def store_frames(frames: np.ndarray, p: FramesParams) -> tuple[bytes, str]:
+    """The stored form of decoded frames under these params: (bytes, extension)."""
+    return encode_frames(frames, codec=p.codec, quality=p.quality, crf=p.crf, fps=p.fps, preset=p.preset)
+
+
 def _reject(index: int, src: dict, reason: str) -> dict:
     return {"index": index, "id": src["id"], "source": src["source"], "label": src["label"], "split": src["split"],
             "status": reason, "n_frames": 0, "audio_len": 0, "has_audio": False, "audio_silent": False,
@@ -123,8 +134,7 @@ def process_clip(src: dict, index: int, params: dict, threads: int = 0) -> tuple
         return _reject(index, src, str(e.reason)), None
     except (OSError, ValueError, RuntimeError) as e:  # anything PyAV raises on a broken file
         return _reject(index, src, f"decode_error: {type(e).__name__}: {e}"), None
-    frames_bytes, ext = encode_frames(d.frames[: d.n_frames], codec=p.codec, crf=p.crf, fps=p.fps,
-                                     preset=p.preset)
+    frames_bytes, ext = store_frames(d.frames[: d.n_frames], p)
     members = {f"frames.{ext}": frames_bytes}
     if d.audio_len > 0:
         members[AUDIO_KEY] = encode_audio(d.audio[: d.audio_len], p.sample_rate)
@@ -207,9 +217,13 @@ def _run_shards(ctx: StageContext, out: Path, todo: list[int], rows: list[dict],
     are fewer shards than workers (each decodes with one thread: no oversubscription).
     """
     jobs = [(k, s, rows[s]) for k in todo for s in range(k * p.shard_size, min(len(rows), (k + 1) * p.shard_size))]
-    bar = tqdm(total=len(jobs), unit="clip", desc="frames", disable=not ctx.progress)
     pending: dict[int, dict[int, tuple]] = {}
     size_of = {k: min(len(rows), (k + 1) * p.shard_size) - k * p.shard_size for k in todo}
+    params = asdict(p)
+    # forked workers (this process imports nothing heavy: they start in milliseconds), created before the progress
+    # bar's thread; they exit with this process, even on SIGKILL
+    pool = worker_pool(ctx.workers, start="fork") if ctx.workers > 1 and jobs else None
+    bar = tqdm(total=len(jobs), unit="clip", desc="frames", disable=not ctx.progress)
 
     def collect(k: int, index: int, result: tuple) -> None:
         pending.setdefault(k, {})[index] = result
@@ -218,12 +232,11 @@ def _run_shards(ctx: StageContext, out: Path, todo: list[int], rows: list[dict],
             got = pending.pop(k)
             commit_shard(out, k, [got[i] for i in sorted(got)], fp)
 
-    params = asdict(p)
-    if ctx.workers <= 1:
+    if pool is None:
         for k, index, src in jobs:
             collect(k, index, process_clip(src, index, params, 0))
     else:
-        with worker_pool(ctx.workers) as pool:  # spawned workers that exit with this process, even on SIGKILL
+        with pool:
             futures = {pool.submit(process_clip, src, index, params, 1): (k, index) for k, index, src in jobs}
             for f in as_completed(futures):
                 collect(*futures[f], f.result())

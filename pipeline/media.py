@@ -16,7 +16,7 @@ Rules (docs/CONTRACTS.md, reference/MODELS.md section 1):
 - **Audio** (as AudioLDM-2 reads its training audio: ``torchaudio.load`` -> ``functional.resample`` -> channel 0).
   The first audio stream is decoded to float32 at its own rate (no swresample rate conversion, no downmix), the
   first ``int(rate * seconds)`` samples of the *first channel* are kept and resampled to ``sample_rate`` with
-  torchaudio's windowed-sinc resampler (frozen/resample.py, ``functional.resample`` numerics). Nothing is clipped:
+  torchaudio's windowed-sinc resampler (``functional.resample`` numerics, in numpy: frozen/resample_np.py). Nothing is clipped:
   decoders overshoot full scale on loud clips and the AudioMAE target normalises by the peak, so samples beyond
   [-1, 1] are kept (``audio_peak_dbfs`` may be above 0). ``audio_silent`` = peak below ``silence_dbfs`` (True
   without audio). The audio stream's first decoded sample is sample 0 (encoder priming removed by the decoder);
@@ -40,10 +40,9 @@ from typing import BinaryIO
 
 import av
 import numpy as np
-import torch
 from av.video.reformatter import Interpolation, VideoReformatter
 
-from frozen.resample import resample
+from frozen.resample_np import resample
 from pipeline.frameskip import SkipPlanner
 
 log = logging.getLogger(__name__)
@@ -329,7 +328,7 @@ def _to_rate(x: np.ndarray, rate: int, sample_rate: int, seconds: float, shift_s
     x = x[: int(rate * seconds)]  # AudioLDM-2 cuts at the source rate, then resamples
     if not x.size or rate == sample_rate:
         return x
-    return resample(torch.from_numpy(np.ascontiguousarray(x)), rate, sample_rate).numpy()
+    return resample(x, rate, sample_rate)
 
 
 def _decode_packet(packet, errors: list[str]) -> list:

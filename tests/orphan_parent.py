@@ -17,10 +17,11 @@ def pid_after(seconds: float) -> int:
 
 if __name__ == "__main__":
     workers, mode = int(sys.argv[1]), sys.argv[2]  # prctl | watchdog | plain (no guard: the control)
+    start = sys.argv[3] if len(sys.argv) > 3 else "spawn"  # spawn | fork
     if mode == "plain":
         pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"))
     else:
-        pool = worker_pool(workers, use_prctl=mode == "prctl")
+        pool = worker_pool(workers, use_prctl=mode == "prctl", start=start)
     pids = sorted({f.result() for f in [pool.submit(pid_after, 1.0) for _ in range(workers)]})
     for _ in range(workers):
         pool.submit(time.sleep, 600)

@@ -105,7 +105,7 @@ def cli(*args: str):
      "error: stages.frames.params.shard_size: got 'abc'; input should be a valid integer, unable to parse string as "
      "an integer"),
     (["--set", "stages.frames.params.codec=vp9", "status"],
-     "error: stages.frames.params.codec: got 'vp9'; input should be 'h264' or 'raw'"),
+     "error: stages.frames.params.codec: got 'vp9'; input should be 'jpeg', 'h264' or 'raw'"),
     (["--set", "stages.train.params.fusion=add", "--set", "stages.train.params.encoders=cavp", "status"],
      "error: stages.train.params: train params: fusion='add' needs encoders='both' (got 'cavp')"),
     (["--set", "stages.train.params.device=cpu", "run", "train"],

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import tarfile
 import time
 from pathlib import Path
 
@@ -96,13 +97,17 @@ def test_stored_clip_matches_direct_decode(clips, tmp_path):
     assert rec.frames.shape == (40, 224, 224, 3) and rec.audio.shape == (160000,)
 
 
-def test_h264_frames_are_near_lossless(clips, tmp_path):
+@pytest.mark.parametrize("codec, member", [("jpeg", "frames.jpg"), ("h264", "frames.mkv")])
+def test_lossy_frames_are_near_lossless(clips, tmp_path, codec, member):
     videos, specs = clips
-    Runner(load_config([project(tmp_path, videos, max_reject_share=0.5)])).run(["frames"])
+    Runner(load_config([project(tmp_path, videos, max_reject_share=0.5, codec=codec)])).run(["frames"])
     rec = next(iter_shard(tmp_path / "cache" / "frames", 0))
+    assert rec.meta["frames_ext"] == member.split(".")[1]
     d = decode_clip(next(s.path for s in specs if s.id == rec.id))
     err = np.abs(rec.frames.astype(int) - d.frames.astype(int))
     assert err.mean() < 1.5 and rec.frames.dtype == np.uint8
+    with tarfile.open(tmp_path / "cache" / "frames" / "shard-000000.tar") as tar:
+        assert f"{rec.id}.{member}" in tar.getnames()
 
 
 def _cli(cfg_path: Path, *args: str) -> list[str]:

@@ -24,9 +24,9 @@ def alive(pid: int) -> bool:
     return state not in ("Z", "X")
 
 
-def start_parent(mode: str, workers: int = 2) -> tuple[subprocess.Popen, list[int]]:
+def start_parent(mode: str, workers: int = 2, start: str = "spawn") -> tuple[subprocess.Popen, list[int]]:
     env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{REPO / 'tests'}"}
-    parent = subprocess.Popen([sys.executable, str(REPO / "tests" / "orphan_parent.py"), str(workers), mode],
+    parent = subprocess.Popen([sys.executable, str(REPO / "tests" / "orphan_parent.py"), str(workers), mode, start],
                               stdout=subprocess.PIPE, text=True, env=env, cwd=REPO)
     line = parent.stdout.readline()  # blocks until the workers have answered
     pids = [int(p) for p in line.split()]
@@ -35,9 +35,10 @@ def start_parent(mode: str, workers: int = 2) -> tuple[subprocess.Popen, list[in
 
 
 @linux_only
+@pytest.mark.parametrize("start", ["spawn", "fork"])
 @pytest.mark.parametrize("mode", ["prctl", "watchdog"])  # watchdog: the fallback where prctl is unavailable
-def test_workers_exit_when_the_parent_is_killed(mode):
-    parent, pids = start_parent(mode)
+def test_workers_exit_when_the_parent_is_killed(mode, start):
+    parent, pids = start_parent(mode, start=start)
     try:
         assert all(alive(p) for p in pids)
         for p in pids:  # each worker is a child of the parent
@@ -80,3 +81,37 @@ def test_parent_death_signal_is_armed():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
                          env={**os.environ, "PYTHONPATH": str(REPO)}, check=True).stdout
     assert int(out) == signal.SIGKILL  # PR_GET_PDEATHSIG (2) reads back what was set
+
+
+MARK = {"set_in_parent": False}
+
+
+def _mark() -> bool:
+    return MARK["set_in_parent"]
+
+
+@linux_only
+def test_fork_pool_copies_the_parent_and_falls_back_to_spawn_beside_threads():
+    import threading
+
+    from v2a.procs import worker_pool
+
+    MARK["set_in_parent"] = True  # a forked worker sees it; a spawned one imports this module afresh
+    try:
+        with worker_pool(1, start="fork") as pool:
+            assert pool.submit(_mark).result() is True
+        with worker_pool(1, start="spawn") as pool:
+            assert pool.submit(_mark).result() is False
+        stop = threading.Event()
+        t = threading.Thread(target=stop.wait)
+        t.start()
+        try:  # another thread is running: forking could copy a held lock, so the pool spawns
+            with worker_pool(1, start="fork") as pool:
+                assert pool.submit(_mark).result() is False
+        finally:
+            stop.set()
+            t.join()
+    finally:
+        MARK["set_in_parent"] = False
+    with pytest.raises(ValueError, match="start must be"):
+        worker_pool(1, start="forkserver")

@@ -93,3 +93,23 @@ def test_known_signals(orig):
         spec = np.abs(np.fft.rfft(up)) ** 2
         f = np.fft.rfftfreq(len(up), 1 / new)
         assert spec[f > orig / 2 * 1.2].sum() < 1e-4 * spec.sum()
+
+
+@pytest.mark.parametrize("orig, new", [(44100, 16000), (48000, 16000), (22050, 16000), (11025, 16000),
+                                       (8000, 16000), (32000, 16000), (16000, 32000)])
+def test_numpy_resampler_matches_torch(orig, new):
+    """frozen/resample_np.py (the frames stage's, no torch) against frozen/resample.py: same kernel maths in
+    float32, a matrix product instead of conv1d; equal to float32 rounding, same length."""
+    from frozen.resample_np import resample as resample_np
+
+    for n in (orig * 2 + 7, 1, orig // 3):
+        x = _noise(n, seed=n)
+        want = resample(torch.from_numpy(x), orig, new).numpy()
+        got = resample_np(x, orig, new)
+        assert got.dtype == np.float32 and got.shape == want.shape
+        np.testing.assert_allclose(got, want, atol=1e-6, rtol=0)
+    x = _noise(1000)
+    assert resample_np(x, 16000, 16000) is not None and np.array_equal(resample_np(x, 16000, 16000), x)
+    np.testing.assert_allclose(resample_np(x, orig, new), _formula(x, orig, new), atol=1e-4, rtol=0)
+    with pytest.raises(ValueError, match="positive integers"):
+        resample_np(x, 0, 16000)

@@ -51,7 +51,25 @@ def exit_with_parent(parent_pid: int, use_prctl: bool = True, interval: float = 
                      name="parent-watchdog").start()
 
 
-def worker_pool(workers: int, use_prctl: bool = True) -> ProcessPoolExecutor:
-    """A pool of ``workers`` spawned processes, each of which exits when this process dies."""
-    return ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=exit_with_parent,
+def fork_is_safe() -> bool:
+    """Whether forking this process is safe: Linux, and no thread but this one (a fork copies only the calling
+    thread, so a lock another thread held would stay locked in the child)."""
+    return sys.platform.startswith("linux") and threading.active_count() == 1
+
+
+def worker_pool(workers: int, use_prctl: bool = True, start: str = "spawn") -> ProcessPoolExecutor:
+    """A pool of ``workers`` processes, each of which exits when this process dies.
+
+    ``start``: ``spawn`` (fresh interpreters: each imports what it runs) or ``fork`` (copies of this process,
+    started in milliseconds with its imports done; only where :func:`fork_is_safe`, else spawn). A forked pool
+    starts every worker here (its first ``submit``, before the pool's own management thread exists), so that
+    threads the caller starts afterwards (a progress bar's) are never copied.
+    """
+    if start not in ("spawn", "fork"):
+        raise ValueError(f"worker_pool: start must be 'spawn' or 'fork', got {start!r}")
+    method = "fork" if start == "fork" and fork_is_safe() else "spawn"
+    pool = ProcessPoolExecutor(workers, mp_context=mp.get_context(method), initializer=exit_with_parent,
                                initargs=(os.getpid(), use_prctl))
+    if method == "fork":
+        pool.submit(os.getpid).result()
+    return pool
