@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from frozen import names
 from frozen.base import EncoderInfo, build_options, empty_on_cpu, freeze
 from frozen.blocks import Block
 from frozen.weights import (existing_file, half_problem, init_tiny_, load_checked, meta_state, read_weights,
@@ -43,9 +44,9 @@ TARGET_FRAMES = 1024  # fbank frames fed to the ViT (1022 computed + 2 zero rows
 FBANK_MEAN = -4.2677393  # AudioMAE's dataset statistics
 FBANK_STD = 4.5689974
 FBANK_CONFIG = FbankConfig(num_mel_bins=128, window="hanning")  # other fields: Kaldi defaults, see fbank.py
-HUB_REPO = "haoheliu/audioldm2-full"
-HUB_FILENAME = "audioldm2-full.pth"
-FULL_PREFIX = "cond_stage_models.0.cond_stage_models.2.audiomae.model."
+HUB_REPO = names.AUDIOMAE_HUB_REPO  # haoheliu/audioldm2-full
+HUB_FILENAME = names.AUDIOMAE_HUB_FILENAME  # audioldm2-full.pth
+FULL_PREFIX = names.AUDIOMAE_FULL_PREFIX  # cond_stage_models.0.cond_stage_models.2.audiomae.model.
 DECODER_PREFIXES = ("decoder_", "mask_token")  # the MAE decoder: present in both released files, not needed
 
 

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from frozen import names
 from frozen.base import EncoderInfo, build_options, empty_on_cpu, freeze, positive_int
 from frozen.weights import (existing_file, half_problem, init_tiny_, load_checked, meta_state, read_weights,
                             resolve_weights, shape_problems, shapes_of, unwrap)
@@ -25,8 +26,8 @@ from frozen.weights import (existing_file, half_problem, init_tiny_, load_checke
 log = logging.getLogger(__name__)
 
 KEEP_PREFIXES = ("video_encoder.", "video_project_head.")
-HUB_FILENAME = "diff_foley_ckpt/cavp_epoch66.ckpt"
-N_FRAMES = 40  # frames per clip (docs/CONTRACTS.md)
+HUB_FILENAME = names.CAVP_HUB_FILENAME  # diff_foley_ckpt/cavp_epoch66.ckpt
+N_FRAMES = names.CAVP_N_FRAMES  # frames per clip (docs/CONTRACTS.md)
 IMAGE_SIZE = 224
 
 

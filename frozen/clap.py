@@ -23,12 +23,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from frozen import names
 from frozen.base import EncoderInfo, freeze
 
 log = logging.getLogger(__name__)
 
 SOURCE_RATE = 16000  # the frames stage's audio
-DEFAULT_CHECKPOINT = "laion/clap-htsat-unfused"
+DEFAULT_CHECKPOINT = names.CLAP_DEFAULT_CHECKPOINT  # laion/clap-htsat-unfused
 
 
 def tiny_model(seed: int = 0):

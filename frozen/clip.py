@@ -20,15 +20,16 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from frozen import names
 from frozen.base import EncoderInfo, freeze
 
 log = logging.getLogger(__name__)
 
-N_FRAMES = 40
+N_FRAMES = names.CLIP_N_FRAMES
 IMAGE_SIZE = 224
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)  # OpenAI CLIP (CLIPImageProcessor's image_mean / image_std)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-DEFAULT_CHECKPOINT = "openai/clip-vit-large-patch14"
+DEFAULT_CHECKPOINT = names.CLIP_DEFAULT_CHECKPOINT  # openai/clip-vit-large-patch14
 
 
 def tiny_config():

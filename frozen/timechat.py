@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from frozen import names
 from frozen.base import EncoderInfo, build_options, empty_on_cpu, freeze, positive_int
 from frozen.weights import (check_state, existing_file, half_problem, init_tiny_, load_checked, meta_state,
                             read_weights, resolve_weights, shape_problems, shapes_of, unwrap)
@@ -32,7 +33,7 @@ from frozen.qformer import QFormer, QFormerConfig
 
 log = logging.getLogger(__name__)
 
-N_FRAMES = 40  # frames per clip (docs/CONTRACTS.md)
+N_FRAMES = names.TIMECHAT_N_FRAMES  # frames per clip (docs/CONTRACTS.md)
 IMAGE_SIZE = 224
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)

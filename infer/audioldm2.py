@@ -31,13 +31,12 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from infer.params import DEFAULT_NEGATIVE_PROMPT, NEGATIVE_GENERATED, SCHEDULERS  # re-exported here
+
 log = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16_000
 N_TOKENS = 8
-NEGATIVE_GENERATED = ("zeros", "prompt")
-SCHEDULERS = ("ddim", "dpm++")
-DEFAULT_NEGATIVE_PROMPT = "low quality, average quality"
 
 # words of the tiny tokenizers' vocabulary (anything else maps to <unk>); enough for the demo labels
 _TINY_WORDS = (

@@ -15,60 +15,20 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Literal
 
 import numpy as np
 import torch
-from pydantic import Field
 
-from infer.audioldm2 import SCHEDULERS, build_pipeline, clip_seed, generate_audio, generated_stream_width
+from infer.audioldm2 import build_pipeline, clip_seed, generate_audio, generated_stream_width
 from infer.audioldm import build_audioldm_pipeline, clap_width, generate_from_clap
 from infer.media_out import crop_audio, mux_audio, write_wav
+from infer.params import GenerateParams  # defined there (light, for the config check); infer.generate.GenerateParams
 from infer.spectrogram import write_spectrogram_png
 from v2a.io import atomic_write_json
 
 log = logging.getLogger(__name__)
 
 MUX_EXTS = {".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi"}
-
-
-@dataclass
-class GenerateParams:
-    model: Literal["full", "tiny", "random-full"] = "full"  # full (cvssp/audioldm2) | tiny | random-full (sizes)
-    checkpoint: str | None = "cvssp/audioldm2"  # V2A-Mapper: an AudioLDM pipeline, e.g. cvssp/audioldm-s-full-v2
-    half: bool = True
-    steps: Annotated[int, Field(ge=1)] = 100
-    scheduler: Literal["ddim", "dpm++"] = "ddim"  # ddim (paper, 100 steps) | dpm++ (DPM-Solver++ 2M: ~25 steps, README speed)
-    guidance: float = 3.5
-    negative_prompt: str = "low quality, average quality"
-    negative_generated: Literal["zeros", "prompt"] = "zeros"  # zeros (AudioLDM-2's unconditional AudioMAE) | prompt
-    eta: float = 0.0
-    audio_seconds: float = 10.24
-    crop_seconds: float | None = None  # e.g. 8.0 for evaluation; None keeps audio_seconds
-    seed: int = 0
-    split: str = "test"  # the cache split the stage generates
-    mapper: Literal["best", "last"] = "best"  # best | last checkpoint of the train stage
-    use_label: bool = True  # the class label as text prompt (paper); False = no text
-    max_clips: int | None = None
-    gpt_dim: int = 32  # tiny only
-    t5_dim: int = 16  # tiny only
-    clap_dim: int = 16  # tiny AudioLDM only (V2A-Mapper): the CLAP width
-    extra: dict = field(default_factory=dict)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "GenerateParams":
-        unknown = set(d) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"generate params: unknown keys {sorted(unknown)}")
-        p = cls(**d)
-        if p.scheduler not in SCHEDULERS:
-            raise ValueError(f"generate params: scheduler={p.scheduler!r} is not one of {SCHEDULERS}")
-        return p
-
-    def pipeline_params(self) -> dict:
-        return {"model": self.model, "checkpoint": self.checkpoint, "half": self.half, "seed": self.seed,
-                "gpt_dim": self.gpt_dim, "t5_dim": self.t5_dim, "clap_dim": self.clap_dim,
-                "scheduler": self.scheduler}
 
 
 def feature_names(spec) -> list[str]:

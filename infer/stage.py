@@ -22,13 +22,13 @@ from typing import TYPE_CHECKING, Annotated
 import numpy as np
 from pydantic import BaseModel, Field
 
-from infer.generate import ClipJob, GenerateParams, Generator, feature_names, mapper_checkpoint, source_video, streams
-from pipeline import cache
+from infer.params import GenerateParams
 from pipeline.framestore import load_clips
 from v2a.dist import pick_device
 from v2a.io import atomic_write_json, atomic_write_text, exclusive_lock, read_json
 
 if TYPE_CHECKING:  # annotations only: the runner is not part of a stage's code fingerprint
+    from infer.generate import Generator
     from v2a.runner import StageContext
 
 log = logging.getLogger(__name__)
@@ -73,6 +73,9 @@ def preflight(ctx: StageContext) -> list[tuple[str, str]]:
 
 
 def run(ctx: StageContext) -> None:
+    from infer.generate import Generator, mapper_checkpoint  # torch, diffusers: not when the config is checked
+    from pipeline import cache  # zarr
+
     p = GenerateParams.from_dict(ctx.params)
     out = out_dir(ctx)
     out.mkdir(parents=True, exist_ok=True)
@@ -113,6 +116,8 @@ def run(ctx: StageContext) -> None:
 
 
 def _generate(ctx: StageContext, gen: Generator, root, meta: dict, todo: list[int], out: Path) -> None:
+    from infer.generate import ClipJob, feature_names, source_video, streams
+
     cavp, tc = streams(gen.spec, {n: root[f"{n}/emb"] for n in feature_names(gen.spec)})  # zarr arrays
     gen.check_features(None if cavp is None else cavp.shape[1:], None if tc is None else tc.shape[1:],
                        str(ctx.cfg.zarr_path))

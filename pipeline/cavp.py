@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Annotated
 
 from pydantic import Field
 
-from frozen import cavp as encoder
+from frozen import names
 from pipeline.encode import EncoderParams, EncoderRuntime, encoder_preflight, read_record, run_encoder_stage
 
 if TYPE_CHECKING:  # annotations only: the runner is not part of a stage's code fingerprint
@@ -19,18 +19,32 @@ class Params(EncoderParams):
     """``stages.cavp.params``."""
 
     checkpoint: str | None = None  # full: hub id (SimianLuo/Diff-Foley) or a local cavp_epoch66.ckpt
-    filename: str = encoder.HUB_FILENAME  # the file inside the hub repo
+    filename: str = names.CAVP_HUB_FILENAME  # the file inside the hub repo
     revision: str | None = None  # hub revision (branch, tag or commit)
-    chunk_frames: Annotated[int, Field(ge=1)] = encoder.N_FRAMES  # frames per encoder call
+    chunk_frames: Annotated[int, Field(ge=1)] = names.CAVP_N_FRAMES  # frames per encoder call
 
 
 Runtime = EncoderRuntime
 
 
+def _encoder():
+    """frozen/cavp.py, imported when the stage runs or is checked, not when the configuration is validated (it
+    imports torch); the defaults above come from frozen/names.py."""
+    from frozen import cavp
+
+    return cavp
+
+
+def __getattr__(name: str):
+    if name == "encoder":  # the frozen module, as this module's ``encoder`` before it was imported lazily
+        return _encoder()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def run(ctx: StageContext) -> None:
-    run_encoder_stage(ctx, encoder)
+    run_encoder_stage(ctx, _encoder())
 
 
 def preflight(ctx: StageContext) -> list[tuple[str, str]]:
     """Problems found before the stage starts (no weights loaded): see frozen/cavp.py ``preflight``."""
-    return encoder_preflight(ctx, encoder)
+    return encoder_preflight(ctx, _encoder())

@@ -3,6 +3,9 @@
 Each reads the frames stage's shards, runs one frozen encoder in batches under ``torch.inference_mode()`` and
 writes its group of the zarr cache, one chunk per shard, then marks the shard done. Finished shards are never
 recomputed on rerun; changing the encoder's params (its fingerprint) discards only that encoder's group.
+
+Importing this module (and the stage modules, which v2a/schema.py imports to check a configuration) imports
+neither torch nor zarr: the functions that need them import them.
 """
 
 from __future__ import annotations
@@ -13,11 +16,9 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Annotated, Literal
 
 import numpy as np
-import torch
 from pydantic import BaseModel, ConfigDict, Field
 from tqdm import tqdm
 
-from pipeline import cache
 from pipeline.framestore import iter_shard, read_plan
 from v2a.dist import pick_device
 from v2a.io import exclusive_lock
@@ -64,6 +65,8 @@ def read_record(ctx: StageContext) -> dict | None:
     path = ctx.cfg.zarr_path
     if not path.exists():
         return None
+    from pipeline import cache  # zarr
+
     root = cache.open_store(path, "r")
     if ctx.name not in root:
         return None
@@ -84,6 +87,8 @@ def _usable(enc_kind: str, meta: dict) -> bool:
 
 def run_encoder_stage(ctx: StageContext, encoder_module: ModuleType) -> None:
     """Run ``encoder_module.build(params, device)`` (a module of frozen/) over every unfinished shard."""
+    from pipeline import cache  # zarr
+
     plan = read_plan(ctx.cfg.frames_dir)
     n, n_shards, shard_size = plan["n_clips"], plan["n_shards"], plan["shard_size"]
     fparams = plan["params"]
@@ -138,6 +143,8 @@ def run_encoder_stage(ctx: StageContext, encoder_module: ModuleType) -> None:
 
 
 def _encode_shard(g, k: int, clips, encoder, shard_size: int, n: int, batch_size: int, dtype: str) -> None:
+    import torch
+
     start, stop = k * shard_size, min(n, (k + 1) * shard_size)
     out = np.zeros((stop - start, *g["emb"].shape[1:]), dtype=dtype)  # (rows, *out_shape)
     kind = encoder.info.input_kind

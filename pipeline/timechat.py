@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Annotated
 
 from pydantic import Field
 
-from frozen import timechat as encoder
+from frozen import names
 from pipeline.encode import EncoderParams, EncoderRuntime, encoder_preflight, read_record, run_encoder_stage
 
 if TYPE_CHECKING:  # annotations only: the runner is not part of a stage's code fingerprint
@@ -31,16 +31,30 @@ class Params(EncoderParams):
     stride: Positive = 4  # frames between windows
     fps: Annotated[float, Field(gt=0)] = 4.0  # of the frames (timestamps in the instruction)
     llama_proj: bool = False  # also cache the 4096-d LLaMA projection
-    frame_batch: Positive = encoder.N_FRAMES  # frames per ViT call
+    frame_batch: Positive = names.TIMECHAT_N_FRAMES  # frames per ViT call
 
 
 Runtime = EncoderRuntime
 
 
+def _encoder():
+    """frozen/timechat.py, imported when the stage runs or is checked, not when the configuration is validated (it
+    imports torch); the defaults above come from frozen/names.py."""
+    from frozen import timechat
+
+    return timechat
+
+
+def __getattr__(name: str):
+    if name == "encoder":  # the frozen module, as this module's ``encoder`` before it was imported lazily
+        return _encoder()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def run(ctx: StageContext) -> None:
-    run_encoder_stage(ctx, encoder)
+    run_encoder_stage(ctx, _encoder())
 
 
 def preflight(ctx: StageContext) -> list[tuple[str, str]]:
     """Problems found before the stage starts (no weights loaded): see frozen/timechat.py ``preflight``."""
-    return encoder_preflight(ctx, encoder)
+    return encoder_preflight(ctx, _encoder())

@@ -26,8 +26,8 @@ import torch
 
 from frozen.resample import resample as resample_functional
 from frozen.resample import resample_like_transform
+from scoring.params import EVAL_SR  # also scoring.audio.EVAL_SR
 
-EVAL_SR = 16000
 SOUNDFILE_EXTS = (".wav", ".flac", ".ogg", ".aiff", ".aif")
 
 

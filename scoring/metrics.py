@@ -19,11 +19,12 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import linalg
 
+from scoring.params import IS_SPLITS  # defined there (EvalParams default); also scoring.metrics.IS_SPLITS
+
 log = logging.getLogger(__name__)
 
 FD_EPS = 1e-6
 FD_IMAG_ATOL = 1e-3
-IS_SPLITS = 10
 IS_SEED = 2020
 
 

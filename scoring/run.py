@@ -16,9 +16,9 @@ clips it used.
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Literal
+from typing import Any, Callable, Iterable
 
 import numpy as np
 
@@ -27,6 +27,7 @@ from scoring.audio import EVAL_SR, ClipAudio
 from scoring.clips import VIDEO_METRICS, ClipScore, score_clip
 from scoring.embedders import AudioEmbedder, VideoAudioScorer, build_embedders
 from scoring.embedders import build_video_scorers
+from scoring.params import EvalParams  # defined there (light, for the config check); scoring.run.EvalParams
 from scoring.report import PAPER_ROW, TABLE_COLUMNS, write_outputs
 from v2a.io import check_clip_id
 
@@ -42,34 +43,6 @@ class ClipPair:
     frames: Any = None  # list of image paths, or uint8 array (T, H, W, 3)
     label: str | None = None  # the clip's class (shown in the gallery)
     prompt: str | None = None  # the text prompt it was generated with
-
-
-@dataclass
-class EvalParams:
-    model: Literal["full", "tiny", "random-full"] = "full"  # random-full: released sizes, random weights
-    seed: int = 0
-    seconds: float = 8.0
-    panns_ckpt: str | None = None
-    vggish_ckpt: str | None = None
-    passt_ckpt: str | None = None
-    imagebind_ckpt: str | None = None
-    synchformer_ckpt: str | None = None
-    is_splits: int = M.IS_SPLITS
-    gallery: bool = True
-    gallery_max_clips: int = 50
-    device: str = "cpu"
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "EvalParams":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"evaluate.params: unknown keys {unknown}; known: {sorted(known)}")
-        return cls(**d)
-
-    @property
-    def n_samples(self) -> int:
-        return int(round(self.seconds * EVAL_SR))
 
 
 def as_pairs(pairs: Iterable) -> list[ClipPair]:

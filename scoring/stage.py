@@ -23,15 +23,13 @@ from typing import TYPE_CHECKING
 from pydantic import BaseModel
 from tqdm import tqdm
 
-from pipeline import cache
 from pipeline.framestore import load_clips
-from scoring.clips import load_score, save_score, score_clip
-from scoring.embedders import build_embedders, build_video_scorers, video_scorer_reasons
-from scoring.run import ClipPair, EvalParams, _load_side, aggregate, finish
+from scoring.params import EvalParams
 from v2a.dist import pick_device
 from v2a.io import atomic_write_json, exclusive_lock, read_json
 
 if TYPE_CHECKING:  # annotations only: the runner is not part of a stage's code fingerprint
+    from scoring.run import ClipPair
     from v2a.runner import StageContext
 
 log = logging.getLogger(__name__)
@@ -52,6 +50,8 @@ def read_record(ctx: StageContext) -> dict | None:
         rec = read_json(out / "metrics.json")
         return {k: rec.get(k) for k in ("fingerprint", "components", "complete")}
     if (out / "_plan.json").exists():
+        from scoring.clips import load_score  # torch (scoring.embedders): only for a started evaluation
+
         plan = read_json(out / "_plan.json")
         done = sum(load_score(_score_path(out, c), plan["fingerprint"]) is not None for c in plan["ids"])
         return {"complete": False, "fingerprint": plan["fingerprint"], "components": plan["components"],
@@ -80,6 +80,9 @@ def _score_path(out: Path, cid: str) -> Path:
 
 def _pairs(ctx: StageContext, generated: list[dict], want_frames: bool) -> list[ClipPair]:
     """ClipPairs of the generated clips: their wav and video, and the cached ground truth (and frames)."""
+    from pipeline import cache  # zarr
+    from scoring.run import ClipPair
+
     gen_dir = ctx.cfg.path("outputs") / "generated"
     meta = cache.read_meta(cache.open_store(ctx.cfg.zarr_path, "r"))
     row_of = {str(cid): i for i, cid in enumerate(meta["id"])}
@@ -100,6 +103,10 @@ def _pairs(ctx: StageContext, generated: list[dict], want_frames: bool) -> list[
 
 
 def run(ctx: StageContext) -> None:
+    from scoring.clips import load_score  # torch: not when the configuration is checked
+    from scoring.embedders import video_scorer_reasons
+    from scoring.run import aggregate, finish
+
     index = ctx.cfg.path("outputs") / "generated" / "index.csv"
     if not index.exists():
         raise RuntimeError(f"{index.parent} has no index.csv: run the generate stage first (make generate)")
@@ -135,6 +142,10 @@ def run(ctx: StageContext) -> None:
 
 
 def _score(ctx: StageContext, p: EvalParams, pairs: list[ClipPair], out: Path) -> None:
+    from scoring.clips import save_score, score_clip
+    from scoring.embedders import build_embedders, build_video_scorers
+    from scoring.run import _load_side
+
     device = str(pick_device(p.device))  # cuda: this process's GPU (cuda:<local rank>)
     params = {**asdict(p), "device": device}
     embedders = build_embedders(params, device=device)

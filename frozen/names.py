@@ -1,0 +1,28 @@
+"""The frozen encoders' names and sizes that configuration defaults need, without importing torch.
+
+The encoder stages (pipeline/cavp.py, ...) take their ``Params`` defaults from here, so that validating a
+configuration (v2a/schema.py imports every stage module) does not import the networks; the network modules
+(frozen/cavp.py, ...) take the same constants from here under their own names (``frozen.cavp.HUB_FILENAME``, ...).
+Plain constants only: this module imports nothing.
+"""
+
+N_FRAMES = 40  # frames per clip (docs/CONTRACTS.md): 10 s at 4 FPS
+
+# CAVP (Diff-Foley), frozen/cavp.py
+CAVP_HUB_FILENAME = "diff_foley_ckpt/cavp_epoch66.ckpt"  # the file inside the hub repo (SimianLuo/Diff-Foley)
+CAVP_N_FRAMES = N_FRAMES
+
+# TimeChat's visual path, frozen/timechat.py
+TIMECHAT_N_FRAMES = N_FRAMES
+
+# AudioMAE (inside AudioLDM-2's checkpoint), frozen/audiomae.py
+AUDIOMAE_HUB_REPO = "haoheliu/audioldm2-full"
+AUDIOMAE_HUB_FILENAME = "audioldm2-full.pth"
+AUDIOMAE_FULL_PREFIX = "cond_stage_models.0.cond_stage_models.2.audiomae.model."  # key prefix in its state_dict
+
+# CLIP image encoder (V2A-Mapper's source), frozen/clip.py
+CLIP_N_FRAMES = N_FRAMES
+CLIP_DEFAULT_CHECKPOINT = "openai/clip-vit-large-patch14"
+
+# CLAP audio encoder (V2A-Mapper's target), frozen/clap.py
+CLAP_DEFAULT_CHECKPOINT = "laion/clap-htsat-unfused"
