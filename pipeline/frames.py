@@ -222,7 +222,12 @@ def _run_shards(ctx: StageContext, out: Path, todo: list[int], rows: list[dict],
     params = asdict(p)
     # forked workers (this process imports nothing heavy: they start in milliseconds), created before the progress
     # bar's thread; they exit with this process, even on SIGKILL
-    pool = worker_pool(ctx.workers, start="fork") if ctx.workers > 1 and jobs else None
+    if ctx.workers > 1 and jobs:
+        import pipeline.media  # noqa: F401  (imported before forking: every worker inherits it)
+
+        pool = worker_pool(ctx.workers, start="fork")
+    else:
+        pool = None
     bar = tqdm(total=len(jobs), unit="clip", desc="frames", disable=not ctx.progress)
 
     def collect(k: int, index: int, result: tuple) -> None:

@@ -30,6 +30,11 @@ def test_stage_modules_import_no_heavy_library():
     assert heavy_after(f"import {', '.join(STAGE_MODULES + LIGHT_PARAMS)}") == []
 
 
+def test_frames_workers_import_no_heavy_library():
+    """What a frames worker runs (decode, resample, store): torch would cost each worker seconds to import."""
+    assert heavy_after("import pipeline.media, pipeline.framestore, frozen.resample_np") == []
+
+
 def test_stages_yaml_names_exactly_these_modules():
     import yaml
 
