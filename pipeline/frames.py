@@ -13,8 +13,8 @@ import csv
 import io
 import json
 import logging
+import os
 import tarfile
-from concurrent.futures import as_completed
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal
@@ -27,7 +27,7 @@ from pipeline.framestore import (AUDIO_KEY, JPEG_MAX_SIDE, encode_audio, encode_
                                  strip_fits)
 from pipeline.inputs import ClipSource, discover
 from v2a.io import atomic_path, atomic_write_json, atomic_write_text, exclusive_lock, read_json
-from v2a.procs import worker_pool
+from v2a.procs import bounded_map, worker_pool
 
 if TYPE_CHECKING:  # annotations only: the runner is not part of a stage's code fingerprint
     from v2a.runner import StageContext
@@ -214,9 +214,12 @@ def _run_shards(ctx: StageContext, out: Path, todo: list[int], rows: list[dict],
     """Decode the clips of the ``todo`` shards; each shard is committed as soon as its last clip is back.
 
     With ``--workers N`` the unit of work is a clip, not a shard, so that N processes stay busy even when there
-    are fewer shards than workers (each decodes with one thread: no oversubscription).
+    are fewer shards than workers (each decodes with one thread: no oversubscription). Shards are worked on in
+    order, a few clips ahead (memory holds about one shard of results), and inside a shard the largest files go
+    first, so that the run does not end on one worker finishing a long clip while the others wait.
     """
-    jobs = [(k, s, rows[s]) for k in todo for s in range(k * p.shard_size, min(len(rows), (k + 1) * p.shard_size))]
+    jobs = [(k, s, rows[s]) for k in todo
+            for s in _largest_first(rows, range(k * p.shard_size, min(len(rows), (k + 1) * p.shard_size)))]
     pending: dict[int, dict[int, tuple]] = {}
     size_of = {k: min(len(rows), (k + 1) * p.shard_size) - k * p.shard_size for k in todo}
     params = asdict(p)
@@ -242,10 +245,23 @@ def _run_shards(ctx: StageContext, out: Path, todo: list[int], rows: list[dict],
             collect(k, index, process_clip(src, index, params, 0))
     else:
         with pool:
-            futures = {pool.submit(process_clip, src, index, params, 1): (k, index) for k, index, src in jobs}
-            for f in as_completed(futures):
-                collect(*futures[f], f.result())
+            window = max(4 * ctx.workers, p.shard_size)
+            calls = ((src, index, params, 1) for _, index, src in jobs)
+            for j, result in bounded_map(pool, process_clip, calls, window):
+                collect(jobs[j][0], jobs[j][1], result)
     bar.close()
+
+
+def _largest_first(rows: list[dict], indices: range) -> list[int]:
+    """``indices`` by decreasing size of their source file (a proxy for decoding time; members of a tar and
+    missing files count as 0), ties in index order."""
+    def size(i: int) -> int:
+        src = rows[i]["source"]
+        try:
+            return 0 if "::" in src else os.path.getsize(src)
+        except OSError:
+            return 0
+    return sorted(indices, key=lambda i: (-size(i), i))
 
 
 def _finalize(ctx: StageContext, out: Path, n_shards: int, n_clips: int, p: FramesParams, fp: str) -> None:

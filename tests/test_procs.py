@@ -115,3 +115,39 @@ def test_fork_pool_copies_the_parent_and_falls_back_to_spawn_beside_threads():
         MARK["set_in_parent"] = False
     with pytest.raises(ValueError, match="start must be"):
         worker_pool(1, start="forkserver")
+
+
+def test_bounded_map_keeps_at_most_window_jobs_in_flight():
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from v2a.procs import bounded_map
+
+    lock, live, peak = threading.Lock(), [0], [0]
+
+    def job(i: int, delay: float) -> int:
+        with lock:
+            live[0] += 1
+            peak[0] = max(peak[0], live[0])
+        time.sleep(delay)
+        with lock:
+            live[0] -= 1
+        return i * i
+
+    jobs = [(i, 0.002 * (i % 3)) for i in range(40)]
+    submitted = []
+
+    def calls():
+        for j in jobs:
+            submitted.append(j[0])
+            yield j
+
+    with ThreadPoolExecutor(8) as pool:
+        got = []
+        for pos, value in bounded_map(pool, job, calls(), window=3):
+            got.append((pos, value))
+            assert len(submitted) - len(got) <= 3  # never more than the window submitted and not collected
+    assert sorted(got) == [(i, i * i) for i in range(40)]
+    assert peak[0] <= 3
+    with pytest.raises(ValueError, match="window"):
+        next(bounded_map(pool, job, calls(), window=0))

@@ -18,7 +18,8 @@ import signal
 import sys
 import threading
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Executor, ProcessPoolExecutor, wait
+from typing import Any, Callable, Iterable, Iterator
 
 
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
@@ -73,3 +74,27 @@ def worker_pool(workers: int, use_prctl: bool = True, start: str = "spawn") -> P
     if method == "fork":
         pool.submit(os.getpid).result()
     return pool
+
+
+def bounded_map(pool: Executor, fn: Callable, jobs: Iterable[tuple], window: int) -> Iterator[tuple[int, Any]]:
+    """``(position, fn(*job))`` for every job, in completion order, with at most ``window`` jobs submitted and not
+    yet collected: jobs start in the order given and memory holds ``window`` results at most (a plain
+    ``{pool.submit(...): ...}`` over a whole folder keeps every result alive until the last one is back)."""
+    if window < 1:
+        raise ValueError(f"bounded_map: window must be >= 1, got {window}")
+    it = enumerate(jobs)
+    inflight: dict = {}
+
+    def fill() -> None:
+        while len(inflight) < window:
+            nxt = next(it, None)
+            if nxt is None:
+                return
+            inflight[pool.submit(fn, *nxt[1])] = nxt[0]
+
+    fill()
+    while inflight:
+        done, _ = wait(inflight, return_when=FIRST_COMPLETED)
+        for f in sorted(done, key=inflight.__getitem__):
+            yield inflight.pop(f), f.result()
+        fill()
