@@ -10,11 +10,14 @@ cache and its record.
 from __future__ import annotations
 
 import csv
+import importlib
 import io
 import json
 import logging
 import os
+import shutil
 import tarfile
+import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal
@@ -147,29 +150,64 @@ def process_clip(src: dict, index: int, params: dict, threads: int = 0) -> tuple
     return rec, members
 
 
-def _write_tar(fh, samples: list[tuple[str, dict]]) -> None:
-    """A webdataset tar, byte-reproducible: members ``<key>.<ext>`` in key order, mtime 0, mode 0444, no owner.
+def tar_member(name: str, data: bytes) -> bytes:
+    """One tar member exactly as ``tarfile`` writes it (PAX format, UTF-8 names): header block(s), then the data
+    NUL-padded to 512 bytes; mtime 0, mode 0444, no owner, so that the bytes depend on name and data alone."""
+    ti = tarfile.TarInfo(name)
+    ti.size, ti.mtime, ti.mode, ti.uname, ti.gname = len(data), 0, 0o444, "", ""
+    return (ti.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape") + data
+            + tarfile.NUL * (-len(data) % tarfile.BLOCKSIZE))
 
-    Written with the standard library (as webdataset's TarWriter does): importing webdataset imports torch, which
-    cost each worker process seconds of start-up.
+
+def clip_members(key: str, members: dict[str, bytes]) -> bytes:
+    """A clip's members ``<key>.<ext>`` in extension order: its contiguous run of a webdataset tar."""
+    return b"".join(tar_member(f"{key}.{ext}", members[ext]) for ext in sorted(members))
+
+
+def tar_end(offset: int) -> bytes:
+    """What closes a tar of ``offset`` bytes: two zero blocks, then zeros up to a whole 10240-byte record."""
+    end = 2 * tarfile.BLOCKSIZE
+    return tarfile.NUL * (end + (-(offset + end) % tarfile.RECORDSIZE))
+
+
+def write_part(frames_dir: Path, k: int, rec: dict, members: dict[str, bytes]) -> str:
+    """A worker writes its clip's tar run to a part file beside the shard (removed when the shard is committed, or
+    as a stale ``.tmp`` when a run starts): the parent never holds the clip's bytes, and its commit is a copy."""
+    part = Path(frames_dir) / f".{shard_name(k)}.{rec['index']:09d}.part.tmp"
+    with open(part, "wb") as fh:
+        fh.write(clip_members(rec["id"], members))
+    return str(part)
+
+
+def commit_shard(frames_dir: Path, k: int, results: list[tuple[dict, dict | str | None]], fingerprint: str) -> dict:
+    """Write shard ``k`` from its clips' results in row order: the tar atomically, then its manifest.
+
+    Each result is ``(record, members)`` with ``members`` a clip's ``{ext: bytes}``, the path of its part file
+    (:func:`write_part`) or None (rejected). The tar is a webdataset shard, byte-reproducible, written without
+    webdataset (importing it imports torch): members ``<key>.<ext>`` in row order, then extension order.
     """
-    with tarfile.open(fileobj=fh, mode="w|") as tar:
-        for key, members in samples:
-            for ext in sorted(members):
-                data = members[ext]
-                ti = tarfile.TarInfo(f"{key}.{ext}")
-                ti.size, ti.mtime, ti.mode, ti.uname, ti.gname = len(data), 0.0, 0o444, "", ""
-                tar.addfile(ti, io.BytesIO(data))
-
-
-def commit_shard(frames_dir: Path, k: int, results: list[tuple[dict, dict | None]], fingerprint: str) -> dict:
-    """Write shard ``k`` from its clips' results (row order): the tar atomically, then its manifest."""
     with atomic_path(frames_dir / f"{shard_name(k)}.tar") as tmp:
         with open(tmp, "wb") as fh:
-            _write_tar(fh, [(rec["id"], m) for rec, m in results if m is not None])
+            for rec, members in results:
+                if isinstance(members, dict):
+                    fh.write(clip_members(rec["id"], members))
+                elif members is not None:
+                    with open(members, "rb") as part:
+                        shutil.copyfileobj(part, fh, 1 << 22)
+            fh.write(tar_end(fh.tell()))
     manifest = {"shard": k, "fingerprint": fingerprint, "clips": [rec for rec, _ in results]}
     atomic_write_json(frames_dir / f"{shard_name(k)}.json", manifest)  # last: marks the shard complete
+    for _, members in results:
+        if isinstance(members, str):
+            Path(members).unlink(missing_ok=True)
     return manifest
+
+
+def process_clip_to_part(frames_dir: str, k: int, src: dict, index: int, params: dict,
+                         threads: int = 1) -> tuple[dict, str | None]:
+    """:func:`process_clip` in a worker, the clip's bytes left in a part file: (record, part path or None)."""
+    rec, members = process_clip(src, index, params, threads)
+    return rec, (write_part(Path(frames_dir), k, rec, members) if members is not None else None)
 
 
 def process_shard(frames_dir: str, k: int, rows: list[dict], first_index: int, params: dict, fingerprint: str,
@@ -229,6 +267,8 @@ def _run_shards(ctx: StageContext, out: Path, todo: list[int], rows: list[dict],
         import pipeline.media  # noqa: F401  (imported before forking: every worker inherits it)
 
         pool = worker_pool(ctx.workers, start="fork")
+        # zarr (for the meta arrays at the end) imported while the workers decode, not after them
+        threading.Thread(target=importlib.import_module, args=("pipeline.cache",), daemon=True).start()
     else:
         pool = None
     bar = tqdm(total=len(jobs), unit="clip", desc="frames", disable=not ctx.progress)
@@ -246,8 +286,8 @@ def _run_shards(ctx: StageContext, out: Path, todo: list[int], rows: list[dict],
     else:
         with pool:
             window = max(4 * ctx.workers, p.shard_size)
-            calls = ((src, index, params, 1) for _, index, src in jobs)
-            for j, result in bounded_map(pool, process_clip, calls, window):
+            calls = ((str(out), k, src, index, params, 1) for k, index, src in jobs)
+            for j, result in bounded_map(pool, process_clip_to_part, calls, window):
                 collect(jobs[j][0], jobs[j][1], result)
     bar.close()
 

@@ -245,3 +245,35 @@ def test_loud_surround_44k_clip_is_stored_as_audioldm2_reads_it(tmp_path):
     mixed = windowed_sinc(src[:, :441_000].mean(0), 44_100, 16_000, js)
     assert np.abs(rec.audio[js] - mixed).max() > 0.1  # channel 0, not a mixdown
     assert not rec.meta["audio_silent"]
+
+
+def test_tar_runs_are_what_tarfile_writes(tmp_path):
+    """The shard tar is assembled from per-clip runs (pipeline.frames.tar_member/tar_end); the same members written
+    by the standard library's tarfile give the same bytes, and tarfile reads every member back."""
+    import io
+
+    from pipeline.frames import clip_members, commit_shard, tar_end, write_part
+
+    samples = [("a", {"json": b"{}", "frames.jpg": b"\xff\xd8" + bytes(range(256)) * 3}),
+               ("clip_\u00e9", {"audio.wav": b"RIFF" + b"\x01" * 1000, "json": b"[1]"}),
+               ("empty", {"json": b""})]
+    ref = io.BytesIO()
+    with tarfile.open(fileobj=ref, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+        for key, members in samples:
+            for ext in sorted(members):
+                ti = tarfile.TarInfo(f"{key}.{ext}")
+                ti.size, ti.mtime, ti.mode, ti.uname, ti.gname = len(members[ext]), 0, 0o444, "", ""
+                tar.addfile(ti, io.BytesIO(members[ext]))
+    body = b"".join(clip_members(k, m) for k, m in samples)
+    assert body + tar_end(len(body)) == ref.getvalue()
+    # parts written by workers and in-memory members give the same shard
+    recs = [{"index": i, "id": k} for i, (k, _) in enumerate(samples)]
+    commit_shard(tmp_path, 0, [(r, m) for r, (_, m) in zip(recs, samples)], "fp")
+    direct = (tmp_path / "shard-000000.tar").read_bytes()
+    parts = [write_part(tmp_path, 1, r, m) for r, (_, m) in zip(recs, samples)]
+    commit_shard(tmp_path, 1, [(recs[0], parts[0]), ({"index": 9, "id": "rejected"}, None), (recs[1], parts[1]),
+                               (recs[2], parts[2])], "fp")
+    assert (tmp_path / "shard-000001.tar").read_bytes() == direct == ref.getvalue()
+    assert not list(tmp_path.glob("*.part.tmp"))  # parts removed once the shard is committed
+    with tarfile.open(tmp_path / "shard-000001.tar") as tar:
+        assert tar.extractfile("a.frames.jpg").read() == samples[0][1]["frames.jpg"]

@@ -83,36 +83,38 @@ def test_parent_death_signal_is_armed():
     assert int(out) == signal.SIGKILL  # PR_GET_PDEATHSIG (2) reads back what was set
 
 
-MARK = {"set_in_parent": False}
+FORK_PROBE = """
+import threading
+from v2a.procs import worker_pool
+import fork_probe
 
-
-def _mark() -> bool:
-    return MARK["set_in_parent"]
+fork_probe.MARK["set_in_parent"] = True  # a forked worker sees it; a spawned one imports the module afresh
+with worker_pool(1, start="fork") as pool:
+    forked = pool.submit(fork_probe.mark).result()
+with worker_pool(1, start="spawn") as pool:
+    spawned = pool.submit(fork_probe.mark).result()
+stop = threading.Event()
+t = threading.Thread(target=stop.wait)
+t.start()
+with worker_pool(1, start="fork") as pool:  # another thread runs: forking could copy a held lock, so it spawns
+    beside_thread = pool.submit(fork_probe.mark).result()
+stop.set()
+t.join()
+print(forked, spawned, beside_thread)
+"""
 
 
 @linux_only
-def test_fork_pool_copies_the_parent_and_falls_back_to_spawn_beside_threads():
-    import threading
-
+def test_fork_pool_copies_the_parent_and_falls_back_to_spawn_beside_threads(tmp_path):
+    (tmp_path / "fork_probe.py").write_text('MARK = {"set_in_parent": False}\n\n\ndef mark():\n'
+                                            '    return MARK["set_in_parent"]\n')
+    env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{tmp_path}"}  # a fresh process: no thread of pytest's
+    out = subprocess.run([sys.executable, "-c", FORK_PROBE], capture_output=True, text=True, env=env, cwd=REPO,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["True", "False", "False"]
     from v2a.procs import worker_pool
 
-    MARK["set_in_parent"] = True  # a forked worker sees it; a spawned one imports this module afresh
-    try:
-        with worker_pool(1, start="fork") as pool:
-            assert pool.submit(_mark).result() is True
-        with worker_pool(1, start="spawn") as pool:
-            assert pool.submit(_mark).result() is False
-        stop = threading.Event()
-        t = threading.Thread(target=stop.wait)
-        t.start()
-        try:  # another thread is running: forking could copy a held lock, so the pool spawns
-            with worker_pool(1, start="fork") as pool:
-                assert pool.submit(_mark).result() is False
-        finally:
-            stop.set()
-            t.join()
-    finally:
-        MARK["set_in_parent"] = False
     with pytest.raises(ValueError, match="start must be"):
         worker_pool(1, start="forkserver")
 
