@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from v2a.io import safe_load
 from v2a.schema import ConfigError, closest, validate_config
 
 DEFAULT_CONFIG = "stages.yaml"
@@ -135,7 +136,7 @@ def apply_override(raw: dict, assignment: str) -> None:
     if not all(parts):
         raise ConfigError([f"--set {assignment}: the key {key!r} has an empty part"])
     try:
-        parsed = yaml.safe_load(value)
+        parsed = safe_load(value)
     except yaml.YAMLError as e:
         raise ConfigError([f"--set {assignment}: the value is not valid YAML ({_yaml_problem(e)})"]) from None
     node = raw
@@ -160,7 +161,7 @@ def read_raw(files: list[Path], overrides: list[str]) -> dict:
             raise ConfigError([f"configuration file {f} does not exist"])
         try:
             with open(f, encoding="utf-8") as fh:
-                data = yaml.safe_load(fh) or {}
+                data = safe_load(fh) or {}
         except yaml.YAMLError as e:
             raise ConfigError([f"{f}: not valid YAML: {_yaml_problem(e)}"]) from None
         if not isinstance(data, dict):

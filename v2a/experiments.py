@@ -21,10 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 
 from v2a.config import DEFAULT_CONFIG, Config, apply_override, deep_merge, load_config
-from v2a.io import atomic_write_json, read_json, sha256_bytes
+from v2a.io import atomic_write_json, read_json, safe_load, sha256_bytes
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +51,7 @@ def _raw(files: list[str | Path], overrides: list[str]) -> tuple[dict, Path]:
     for f in files:
         if not f.exists():
             raise FileNotFoundError(f"configuration file {f} does not exist")
-        raw = deep_merge(raw, yaml.safe_load(f.read_text(encoding="utf-8")) or {})
+        raw = deep_merge(raw, safe_load(f.read_text(encoding="utf-8")) or {})
     for o in overrides:
         apply_override(raw, o)
     return raw, files[0].resolve().parent
@@ -84,7 +83,7 @@ def read_preset(name: str, known: dict[str, Path], _seen: tuple[str, ...] = ()) 
         raise ValueError(f"experiment name {name!r}: use letters, digits, '.', '_' and '-' (64 at most)")
     if name not in known:
         raise ValueError(f"unknown experiment {name!r}; presets: {', '.join(known) or '(none)'}")
-    data = yaml.safe_load(known[name].read_text(encoding="utf-8")) or {}
+    data = safe_load(known[name].read_text(encoding="utf-8")) or {}
     if not isinstance(data, dict):
         raise ValueError(f"{known[name]}: expected a mapping at the top level")
     meta = dict(data.pop("experiment", None) or {})
@@ -118,7 +117,7 @@ def experiment_overrides(files: list[str | Path], overrides: list[str], name: st
         extra = _resolve(root, opts["overlay"])
         if not extra.is_file():
             raise ValueError(f"experiments.overlay: {extra} does not exist")
-        over = yaml.safe_load(extra.read_text(encoding="utf-8")) or {}
+        over = safe_load(extra.read_text(encoding="utf-8")) or {}
         sets += flatten(over)
         merged = deep_merge(merged, over)
     scale = float(opts["epochs_scale"])

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
+from v2a.io import safe_load
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ def load_manifest(path: str | os.PathLike | None = None) -> dict[str, Entry]:
     """The manifest: ``path``, else $V2A_MANIFEST (a private mirror's list), else v2a/weights.yaml."""
     path = path or os.environ.get("V2A_MANIFEST") or MANIFEST
     with open(path, encoding="utf-8") as fh:
-        raw = yaml.safe_load(fh) or {}
+        raw = safe_load(fh) or {}
     out = {}
     for name, body in (raw.get("entries") or {}).items():
         body = dict(body or {})
