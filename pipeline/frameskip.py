@@ -57,15 +57,15 @@ class SkipPlanner:
         return later < len(self.seen) and self.seen[later] <= self.targets[k]
 
     def packets(self, demuxed: Iterable) -> Iterator:
-        """The demuxed packets in their order, each yielded once ``depth`` more video packets are known."""
+        """The demuxed packets, each video packet yielded once ``depth`` more video packets are known; packets of
+        other streams pass straight through (their decoders do not depend on the video's order)."""
         buf: deque = deque()
-        n_video = 0
         for packet in demuxed:
+            if packet.stream is not self.stream:
+                yield packet
+                continue
             self.add(packet)
             buf.append(packet)
-            n_video += packet.stream is self.stream
-            while buf and n_video - (buf[0].stream is self.stream) >= self.depth:
-                head = buf.popleft()
-                n_video -= head.stream is self.stream
-                yield head
+            if len(buf) > self.depth:
+                yield buf.popleft()
         yield from buf

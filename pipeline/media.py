@@ -304,9 +304,11 @@ class _AudioCollector:
         for rf in frames:
             if not self.rate:
                 self.rate = int(rf.sample_rate)
-            x = rf.to_ndarray()  # (C, n) planar float32
-            self.chunks.append(np.array(x[0], dtype=np.float32))  # channel 0, as AudioLDM-2's waveform[0]
-            self.count += x.shape[1]
+            # channel 0 (AudioLDM-2's waveform[0]) straight from the first plane of the planar float frame, copied
+            # (to_ndarray() would stack every channel first)
+            x = np.frombuffer(rf.planes[0], dtype=np.float32, count=rf.samples).copy()
+            self.chunks.append(x)
+            self.count += x.shape[0]
 
     def push(self, frame) -> None:
         if self.first_time is None and frame.time is not None:

@@ -71,7 +71,12 @@ def test_planner_yields_every_packet_once_in_order():
     plan, pkts = _planner([i / 10 for i in range(30)], [i / 4 for i in range(8)], depth=5)
     other = SimpleNamespace()
     mixed = [x for p in pkts for x in (p, _Pkt(stream=other, pts=p.pts))]
-    assert list(plan.packets(mixed)) == mixed
+    out = list(plan.packets(mixed))
+    assert sorted(map(id, out)) == sorted(map(id, mixed))  # every packet once
+    assert [p for p in out if p.stream is not other] == pkts  # the video in its order...
+    assert [p for p in out if p.stream is other] == [p for p in mixed if p.stream is other]  # ...and the rest
+    # a video packet comes out once 5 more video packets are known; the others pass straight through
+    assert out[:7] == [mixed[1], mixed[3], mixed[5], mixed[7], mixed[9], pkts[0], mixed[11]]
 
 
 @pytest.mark.parametrize("threads", [1, 0])
