@@ -187,13 +187,12 @@ def commit_shard(frames_dir: Path, k: int, results: list[tuple[dict, dict | str 
     webdataset (importing it imports torch): members ``<key>.<ext>`` in row order, then extension order.
     """
     with atomic_path(frames_dir / f"{shard_name(k)}.tar") as tmp:
-        with open(tmp, "wb") as fh:
+        with open(tmp, "wb", buffering=0) as fh:  # unbuffered: parts are appended at the descriptor's offset
             for rec, members in results:
                 if isinstance(members, dict):
                     fh.write(clip_members(rec["id"], members))
                 elif members is not None:
-                    with open(members, "rb") as part:
-                        shutil.copyfileobj(part, fh, 1 << 22)
+                    _append_file(fh, members)
             fh.write(tar_end(fh.tell()))
     manifest = {"shard": k, "fingerprint": fingerprint, "clips": [rec for rec, _ in results]}
     atomic_write_json(frames_dir / f"{shard_name(k)}.json", manifest)  # last: marks the shard complete
@@ -201,6 +200,25 @@ def commit_shard(frames_dir: Path, k: int, results: list[tuple[dict, dict | str 
         if isinstance(members, str):
             Path(members).unlink(missing_ok=True)
     return manifest
+
+
+def _append_file(fh, path: str) -> None:
+    """Append the file at ``path`` to the unbuffered ``fh``: inside the kernel where it can (copy_file_range),
+    through a buffer elsewhere."""
+    with open(path, "rb", buffering=0) as src:
+        size = os.fstat(src.fileno()).st_size
+        copied = 0
+        if hasattr(os, "copy_file_range"):
+            try:
+                while copied < size:
+                    n = os.copy_file_range(src.fileno(), fh.fileno(), size - copied)
+                    if n == 0:
+                        break
+                    copied += n
+            except OSError:  # a filesystem or kernel without it: fall back from where it stopped
+                pass
+        src.seek(copied)
+        shutil.copyfileobj(src, fh, 1 << 22)
 
 
 def process_clip_to_part(frames_dir: str, k: int, src: dict, index: int, params: dict,

@@ -28,7 +28,6 @@ from pathlib import Path
 
 import av
 import numpy as np
-import soundfile as sf
 from PIL import Image
 
 SHARD_FMT = "shard-{:06d}"
@@ -172,6 +171,8 @@ def encode_audio(audio: np.ndarray, sample_rate: int) -> bytes:
 
 
 def decode_audio(data: bytes) -> tuple[np.ndarray, int]:
+    import soundfile as sf  # the readers' (libsndfile): the frames stage's workers never need it
+
     audio, sr = sf.read(io.BytesIO(data), dtype="float32", always_2d=False)
     return audio, sr
 

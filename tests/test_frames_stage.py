@@ -247,12 +247,18 @@ def test_loud_surround_44k_clip_is_stored_as_audioldm2_reads_it(tmp_path):
     assert not rec.meta["audio_silent"]
 
 
-def test_tar_runs_are_what_tarfile_writes(tmp_path):
+@pytest.mark.parametrize("kernel_copy", [True, False], ids=["copy_file_range", "buffered"])
+def test_tar_runs_are_what_tarfile_writes(tmp_path, monkeypatch, kernel_copy):
     """The shard tar is assembled from per-clip runs (pipeline.frames.tar_member/tar_end); the same members written
     by the standard library's tarfile give the same bytes, and tarfile reads every member back."""
     import io
 
     from pipeline.frames import clip_members, commit_shard, tar_end, write_part
+
+    if not kernel_copy:  # a filesystem without copy_file_range: the buffered fallback gives the same bytes
+        def refuse(*a):
+            raise OSError(18, "Invalid cross-device link")
+        monkeypatch.setattr(os, "copy_file_range", refuse, raising=False)
 
     samples = [("a", {"json": b"{}", "frames.jpg": b"\xff\xd8" + bytes(range(256)) * 3}),
                ("clip_\u00e9", {"audio.wav": b"RIFF" + b"\x01" * 1000, "json": b"[1]"}),
