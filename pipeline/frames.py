@@ -15,6 +15,7 @@ import io
 import json
 import logging
 import os
+import re
 import shutil
 import tarfile
 import threading
@@ -242,8 +243,8 @@ def run(ctx: StageContext) -> None:
     fp = ctx.fingerprint.value
     with exclusive_lock(out / f".lock.rank{ctx.rank}", what=f"the frames stage output {out} (rank {ctx.rank})"):
         (out / "_stage.json").unlink(missing_ok=True)  # stale or forced: this run writes a new record
-        for tmp in out.glob(".*.tmp"):
-            tmp.unlink()
+        for tmp in _stale_temps(out, ctx.rank, ctx.world_size):
+            tmp.unlink(missing_ok=True)
         clips = discover(ctx.cfg.path("videos"), ctx.cfg.optional_path("labels"))
         if not clips:
             raise RuntimeError(f"no input clips found in {ctx.cfg.path('videos')}")
@@ -264,6 +265,18 @@ def run(ctx: StageContext) -> None:
 
     with exclusive_lock(out / ".lock.finalize", what=f"the frames stage output {out}"):
         _finalize(ctx, out, n_shards, len(rows), p, fp)
+
+
+def _stale_temps(out: Path, rank: int, world_size: int) -> list[Path]:
+    """Temporary files a killed run of this rank left (part files, half-written shards); those of shards that
+    belong to other ranks, which may be running now, are left alone, and so are the shared files' (plan.json)
+    unless this is the only rank."""
+    stale = []
+    for tmp in out.glob(".*.tmp"):
+        m = re.match(r"\.shard-(\d+)\.", tmp.name)
+        if (int(m.group(1)) % world_size == rank) if m else world_size == 1:
+            stale.append(tmp)
+    return stale
 
 
 def _run_shards(ctx: StageContext, out: Path, todo: list[int], rows: list[dict], p: FramesParams, fp: str) -> None:

@@ -283,3 +283,17 @@ def test_tar_runs_are_what_tarfile_writes(tmp_path, monkeypatch, kernel_copy):
     assert not list(tmp_path.glob("*.part.tmp"))  # parts removed once the shard is committed
     with tarfile.open(tmp_path / "shard-000001.tar") as tar:
         assert tar.extractfile("a.frames.jpg").read() == samples[0][1]["frames.jpg"]
+
+
+def test_a_rank_removes_only_its_own_stale_temporaries(tmp_path):
+    from pipeline.frames import _stale_temps
+
+    names = [".shard-000000.000000001.part.tmp", ".shard-000001.000000070.part.tmp", ".shard-000002.tar.ab12.tmp",
+             ".shard-000003.json.cd34.tmp", ".plan.json.ef56.tmp"]
+    for n in names:
+        (tmp_path / n).write_bytes(b"x")
+    (tmp_path / "shard-000000.tar").write_bytes(b"done")  # never a temporary
+    mine = lambda rank, world: sorted(p.name for p in _stale_temps(tmp_path, rank, world))  # noqa: E731
+    assert mine(0, 1) == sorted(names)
+    assert mine(0, 2) == [names[0], names[2]]  # shards 0 and 2; rank 1's parts and the shared plan are left
+    assert mine(1, 2) == [names[1], names[3]]
