@@ -251,3 +251,16 @@ def test_encoder_differences_compare_what_the_encoders_compute(tmp_path):
     assert hub.encoder_differences(trained, other) == [
         "frames.fps 4 -> 8", "cavp.dtype 'float16' -> 'float32'", "cavp.checkpoint 'cavp_epoch66.ckpt' -> 'other.ckpt'"]
     assert hub.encoder_differences(trained, {"frames": trained["frames"], "encoders": {}}) == ["cavp not configured"]
+
+
+def test_frame_differences_follow_the_codec():
+    """The stored form decides what the encoders saw: the codec, and only the settings of the codec in use."""
+    base = {"fps": 4, "seconds": 10.0, "size": 224, "sample_rate": 16000}
+    jpeg = {**base, "codec": "jpeg", "quality": 95, "crf": 14, "preset": "medium"}
+    old_h264 = {**base, "codec": "h264", "crf": 14}  # a record from before the preset option (x264's medium)
+    diff = lambda a, b: hub.encoder_differences({"frames": a, "encoders": {}}, {"frames": b, "encoders": {}})  # noqa: E731
+    assert diff(jpeg, {**jpeg, "crf": 20, "preset": "veryfast"}) == []  # H.264 settings do not touch a JPEG store
+    assert diff(jpeg, {**jpeg, "quality": 90}) == ["frames.quality 95 -> 90"]
+    assert diff(old_h264, {**old_h264, "preset": "medium", "quality": 50}) == []
+    assert diff(old_h264, {**old_h264, "preset": "veryfast"}) == ["frames.preset 'medium' -> 'veryfast'"]
+    assert diff(old_h264, jpeg) == ["frames.codec 'h264' -> 'jpeg'", "frames.quality None -> 95"]
