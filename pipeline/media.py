@@ -379,7 +379,9 @@ def decode_clip(src: Source, *, fps: int = 4, seconds: float = 10.0, size: int =
         errors: list[str] = []
         n_decoded = 0
         streams = [vs] + ([a_s] if a_s is not None else [])
-        skip = SkipPlanner(vs, targets) if skip_unneeded else None
+        # non-reference frames exist only where frames are reordered (B-frames): elsewhere (VP9, MPEG-4 Part 2 without
+        # B-frames, intra-only) the planner's lookahead would cost time and skip nothing
+        skip = SkipPlanner(vs, targets) if skip_unneeded and cc.has_b_frames else None
         try:
             for packet in c.demux(streams) if skip is None else skip.packets(c.demux(streams)):
                 if packet.stream is vs:
