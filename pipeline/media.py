@@ -204,15 +204,20 @@ class _FramePicker:
     def done(self) -> bool:
         return self.next >= len(self.targets)
 
-    def _convert(self, frame) -> np.ndarray:
+    def _convert_into(self, frame, dst: np.ndarray) -> None:
+        """Scale and convert ``frame`` into ``dst`` (size, size, 3) RGB."""
         s, th = self.size, self.scale_threads
         if self.resize == "direct":
             flags = Interpolation.BILINEAR | Interpolation.ACCURATE_RND | Interpolation.FULL_CHR_H_INT
-            # gbrp: same bytes as rgb24 with these flags, faster; to_ndarray returns it as (H, W, 3) RGB
-            return self._to_rgb.reformat(frame, s, s, "gbrp", interpolation=flags, threads=th).to_ndarray()
+            # gbrp: same bytes as rgb24 with these flags, faster; its G, B, R planes are copied straight into the
+            # output's channels (to_ndarray() would build an (H, W, 3) array first)
+            g = self._to_rgb.reformat(frame, s, s, "gbrp", interpolation=flags, threads=th)
+            for channel, plane in zip((1, 2, 0), g.planes):
+                dst[:, :, channel] = np.frombuffer(plane, np.uint8).reshape(s, plane.line_size)[:, :s]
+            return
         rgb = self._to_rgb.reformat(frame, format="rgb24", threads=th)  # what frame.to_image() gives
         flags = Interpolation.BILINEAR | Interpolation.ACCURATE_RND
-        return self._scale.reformat(rgb, s, s, interpolation=flags, threads=th).to_ndarray()
+        dst[...] = self._scale.reformat(rgb, s, s, interpolation=flags, threads=th).to_ndarray()
 
     def _assign_prev_until(self, limit: float) -> None:
         """Targets with time < limit are shown the previous frame."""
@@ -220,7 +225,7 @@ class _FramePicker:
         first = None
         while self.next < len(self.targets) and self.targets[self.next] < limit:
             if first is None:
-                self.out[self.next] = self._convert(f_prev)  # (H, W, 3)
+                self._convert_into(f_prev, self.out[self.next])  # (H, W, 3)
                 first = self.next
             else:
                 self.out[self.next] = self.out[first]
