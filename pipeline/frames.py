@@ -71,10 +71,12 @@ class FramesParams:
             raise ValueError(f"stages.frames.params.shard_size must be >= 1, got {p.shard_size}")
         if p.preset not in X264_PRESETS:
             raise ValueError(f"stages.frames.params.preset must be one of {list(X264_PRESETS)}, got {p.preset!r}")
-        if p.codec == "jpeg" and not strip_fits(p.n_frames, p.size):
-            raise ValueError(f"stages.frames.params: {p.n_frames} frames of {p.size} px do not fit in one JPEG strip "
-                             f"({JPEG_MAX_SIDE} rows); use codec h264 or raw")
         return p
+
+    def __post_init__(self) -> None:  # also run by the config check (v2a/schema.py validates this dataclass)
+        if self.codec == "jpeg" and not strip_fits(self.n_frames, self.size):
+            raise ValueError(f"{self.n_frames} frames of {self.size} px do not fit in one JPEG strip "
+                             f"({JPEG_MAX_SIDE} rows); use codec h264 or raw")
 
     @property
     def n_frames(self) -> int:

@@ -104,6 +104,9 @@ def cli(*args: str):
     (["--set", "stages.frames.params.shard_size=abc", "run", "frames"],
      "error: stages.frames.params.shard_size: got 'abc'; input should be a valid integer, unable to parse string as "
      "an integer"),
+    (["--set", "stages.frames.params.seconds=400", "status"],
+     "error: stages.frames.params: 1600 frames of 224 px do not fit in one JPEG strip (65500 rows); use codec h264 "
+     "or raw"),
     (["--set", "stages.frames.params.codec=vp9", "status"],
      "error: stages.frames.params.codec: got 'vp9'; input should be 'jpeg', 'h264' or 'raw'"),
     (["--set", "stages.train.params.fusion=add", "--set", "stages.train.params.encoders=cavp", "status"],
