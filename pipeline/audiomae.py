@@ -2,13 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from frozen import names
-from pipeline.encode import EncoderParams, EncoderRuntime, encoder_preflight, read_record, run_encoder_stage
-
-if TYPE_CHECKING:  # annotations only: the runner is not part of a stage's code fingerprint
-    from v2a.runner import StageContext
+from pipeline.encode import EncoderParams, EncoderRuntime, EncoderStage, read_record
 
 __all__ = ["run", "read_record", "preflight", "Params", "Runtime"]
 
@@ -34,16 +29,5 @@ def _encoder():
     return audiomae
 
 
-def __getattr__(name: str):
-    if name == "encoder":  # the frozen module, as this module's ``encoder`` before it was imported lazily
-        return _encoder()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def run(ctx: StageContext) -> None:
-    run_encoder_stage(ctx, _encoder())
-
-
-def preflight(ctx: StageContext) -> list[tuple[str, str]]:
-    """Problems found before the stage starts (no weights loaded): see frozen/audiomae.py ``preflight``."""
-    return encoder_preflight(ctx, _encoder())
+_stage = EncoderStage(_encoder, __name__)
+run, preflight, __getattr__ = _stage.run, _stage.preflight, _stage.module_getattr

@@ -3,13 +3,8 @@ V2A-Mapper's target."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from frozen import names
-from pipeline.encode import EncoderParams, EncoderRuntime, read_record, run_encoder_stage
-
-if TYPE_CHECKING:  # annotations only: the runner is not part of a stage's code fingerprint
-    from v2a.runner import StageContext
+from pipeline.encode import EncoderParams, EncoderRuntime, EncoderStage, read_record
 
 __all__ = ["run", "read_record", "Params", "Runtime"]
 
@@ -32,11 +27,5 @@ def _encoder():
     return clap
 
 
-def __getattr__(name: str):
-    if name == "encoder":  # the frozen module, as this module's ``encoder`` before it was imported lazily
-        return _encoder()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def run(ctx: StageContext) -> None:
-    run_encoder_stage(ctx, _encoder())
+_stage = EncoderStage(_encoder, __name__)
+run, __getattr__ = _stage.run, _stage.module_getattr  # no preflight: nothing to check

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from types import ModuleType
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Callable, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -48,6 +48,31 @@ class EncoderRuntime(BaseModel):
     batch_size: Positive = 8  # clips per encoder call
     device: str = "auto"  # auto (CUDA when available) | cpu | cuda | cuda:N
     decode_threads: Positive = 4  # threads decoding a shard's frames while the previous one is encoded
+
+
+class EncoderStage:
+    """The ``run``/``preflight`` of an encoder stage module and its module ``__getattr__``, around ``load``: the
+    stage's own function that imports its frozen network (``from frozen import cavp``, inside the function so that
+    validating a configuration does not import torch, and written out so that the code fingerprint sees it)::
+
+        _stage = EncoderStage(_encoder, __name__)
+        run, preflight, __getattr__ = _stage.run, _stage.preflight, _stage.module_getattr
+    """
+
+    def __init__(self, load: Callable[[], ModuleType], module_name: str):
+        self.load, self.module_name = load, module_name
+
+    def run(self, ctx: StageContext) -> None:
+        run_encoder_stage(ctx, self.load())
+
+    def preflight(self, ctx: StageContext) -> list[tuple[str, str]]:
+        """Problems found before the stage starts (no weights loaded): the frozen module's ``preflight``."""
+        return encoder_preflight(ctx, self.load())
+
+    def module_getattr(self, name: str):
+        if name == "encoder":  # the frozen module, as the stage module's ``encoder`` before it was imported lazily
+            return self.load()
+        raise AttributeError(f"module {self.module_name!r} has no attribute {name!r}")
 
 
 def encoder_preflight(ctx: StageContext, encoder: ModuleType) -> list[tuple[str, str]]:
