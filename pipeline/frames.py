@@ -231,13 +231,6 @@ def process_clip_to_part(frames_dir: str, k: int, src: dict, index: int, params:
     return rec, (write_part(Path(frames_dir), k, rec, members) if members is not None else None)
 
 
-def process_shard(frames_dir: str, k: int, rows: list[dict], first_index: int, params: dict, fingerprint: str,
-                  threads: int = 0) -> dict:
-    """Decode the clips of shard ``k`` in this process and commit it; returns its manifest."""
-    results = [process_clip(src, first_index + j, params, threads) for j, src in enumerate(rows)]
-    return commit_shard(Path(frames_dir), k, results, fingerprint)
-
-
 def run(ctx: StageContext) -> None:
     p = FramesParams.from_dict(ctx.params)
     out = ctx.cfg.frames_dir
@@ -289,10 +282,9 @@ def _run_shards(ctx: StageContext, out: Path, todo: list[int], rows: list[dict],
     order, a few clips ahead (memory holds about one shard of results), and inside a shard the largest files go
     first, so that the run does not end on one worker finishing a long clip while the others wait.
     """
-    jobs = [(k, s, rows[s]) for k in todo
-            for s in _largest_first(rows, range(k * p.shard_size, min(len(rows), (k + 1) * p.shard_size)))]
+    shard_rows = {k: range(k * p.shard_size, min(len(rows), (k + 1) * p.shard_size)) for k in todo}
+    jobs = [(k, s, rows[s]) for k in todo for s in _largest_first(rows, shard_rows[k])]
     pending: dict[int, dict[int, tuple]] = {}
-    size_of = {k: min(len(rows), (k + 1) * p.shard_size) - k * p.shard_size for k in todo}
     params = asdict(p)
     # forked workers (this process imports nothing heavy: they start in milliseconds), created before the progress
     # bar's thread; they exit with this process, even on SIGKILL
@@ -309,7 +301,7 @@ def _run_shards(ctx: StageContext, out: Path, todo: list[int], rows: list[dict],
     def collect(k: int, index: int, result: tuple) -> None:
         pending.setdefault(k, {})[index] = result
         bar.update(1)
-        if len(pending[k]) == size_of[k]:
+        if len(pending[k]) == len(shard_rows[k]):
             got = pending.pop(k)
             commit_shard(out, k, [got[i] for i in sorted(got)], fp)
 
