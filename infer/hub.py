@@ -77,10 +77,11 @@ def encoder_differences(trained: dict, configured: dict) -> list[str]:
     ``'cavp.seed 0 -> 1'`` strings; empty when the mapper can use the configured encoders."""
     out = []
     tf, cf = trained.get("frames", {}), configured.get("frames", {})
-    keys = frame_keys(tf) + tuple(k for k in frame_keys(cf) if k not in frame_keys(tf))
+    trained_keys = frame_keys(tf)
+    keys = trained_keys + tuple(k for k in frame_keys(cf) if k not in trained_keys)
     defaults = {"preset": "medium"}  # records older than the preset option stored x264's medium
-    out += [f"frames.{k} {tf.get(k, defaults.get(k))!r} -> {cf.get(k, defaults.get(k))!r}" for k in keys
-            if tf.get(k, defaults.get(k)) != cf.get(k, defaults.get(k))]
+    pairs = [(k, tf.get(k, defaults.get(k)), cf.get(k, defaults.get(k))) for k in keys]
+    out += [f"frames.{k} {t!r} -> {c!r}" for k, t, c in pairs if t != c]
     for name, t in trained["encoders"].items():
         c = configured["encoders"].get(name)
         if c is None:
