@@ -12,6 +12,8 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
+from v2a.schema import from_known_keys
+
 SCHEDULERS = ("ddim", "dpm++")  # infer/audioldm2.py set_scheduler
 NEGATIVE_GENERATED = ("zeros", "prompt")  # the AudioMAE-stream negative for classifier-free guidance
 DEFAULT_NEGATIVE_PROMPT = "low quality, average quality"
@@ -42,10 +44,7 @@ class GenerateParams:
 
     @classmethod
     def from_dict(cls, d: dict) -> "GenerateParams":
-        unknown = set(d) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"generate params: unknown keys {sorted(unknown)}")
-        p = cls(**d)
+        p = from_known_keys(cls, d, "generate params")
         if p.scheduler not in SCHEDULERS:
             raise ValueError(f"generate params: scheduler={p.scheduler!r} is not one of {SCHEDULERS}")
         return p

@@ -32,6 +32,7 @@ from pipeline.framestore import (AUDIO_KEY, JPEG_MAX_SIDE, encode_audio, encode_
 from pipeline.inputs import ClipSource, discover
 from v2a.io import atomic_path, atomic_write_json, atomic_write_text, exclusive_lock, read_json
 from v2a.procs import bounded_map, worker_pool
+from v2a.schema import from_known_keys
 
 if TYPE_CHECKING:  # annotations only: the runner is not part of a stage's code fingerprint
     from v2a.runner import StageContext
@@ -63,10 +64,7 @@ class FramesParams:
 
     @classmethod
     def from_dict(cls, d: dict) -> "FramesParams":
-        unknown = set(d) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"stages.frames.params: unknown keys {sorted(unknown)}")
-        p = cls(**d)
+        p = from_known_keys(cls, d, "stages.frames.params")
         if p.shard_size < 1:
             raise ValueError(f"stages.frames.params.shard_size must be >= 1, got {p.shard_size}")
         if p.preset not in X264_PRESETS:

@@ -102,6 +102,15 @@ def _format(where: str, err: dict) -> str:
     return f"{where}{loc}: got {_short(err['input'])}; {msg}"
 
 
+def from_known_keys(cls: type, data: dict, where: str, **fixed: Any) -> Any:
+    """``cls(**fixed, **data)`` for a dataclass; a key of ``data`` that is not one of its fields is a ValueError
+    naming ``where`` (a typo must not be ignored)."""
+    unknown = set(data) - {f.name for f in dataclasses.fields(cls)}
+    if unknown:
+        raise ValueError(f"{where}: unknown keys {sorted(unknown)}")
+    return cls(**fixed, **data)
+
+
 def check(where: str, data: Any, model: type) -> tuple[dict | None, list[str]]:
     """Validate ``data`` against ``model``: (every field as a plain dict, problems). ``where`` ends with '.'."""
     if data is None:

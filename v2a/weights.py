@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from v2a.io import safe_load
+from v2a.schema import from_known_keys
 
 log = logging.getLogger(__name__)
 
@@ -79,10 +80,7 @@ def load_manifest(path: str | os.PathLike | None = None) -> dict[str, Entry]:
     for name, body in (raw.get("entries") or {}).items():
         body = dict(body or {})
         body["used_by"] = tuple(body.get("used_by") or ())
-        unknown = set(body) - set(Entry.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"{path}: entry {name}: unknown keys {sorted(unknown)}")
-        e = Entry(name=name, **body)
+        e = from_known_keys(Entry, body, f"{path}: entry {name}", name=name)
         if bool(e.url) == bool(e.hub) or (e.url and not e.file) or (e.hub and not e.hub.get("repo")):
             raise ValueError(f"{path}: entry {name} needs either url + file or hub.repo")
         out[name] = e
