@@ -92,7 +92,7 @@ def stage_cmd(folder: Path, cache: Path, workers: int, stored: str) -> list[str]
     sets = ["--set", f"stages.frames.params.codec={codec}"]
     if preset:
         sets += ["--set", f"stages.frames.params.preset={preset}"]
-    return [sys.executable, "-m", "v2a.cli", "-c", str(REPO / "stages.yaml"), "-c", str(overlay), "-q",
+    return [sys.executable, "-m", "lab.cli", "-c", str(REPO / "stages.yaml"), "-c", str(overlay), "-q",
             "--no-progress", *sets, "stage", "frames", "--workers", str(workers)]
 
 

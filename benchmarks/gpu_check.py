@@ -11,7 +11,7 @@ Sections (``--sections``; one failing is reported and the others still run; exit
 2. ``mapper``: GPT-2 124M (AudioLDM-2's shape, random weights) + fusion trained at batch 48 with bf16 autocast
    through the trainer's own ``train_step``, eager and under each ``--compile-modes``: compile time, steps/s, the
    projected time of 40 epochs x 77,000 clips, and model FLOP/s (6 x parameters x tokens per step).
-3. ``audioldm2``: AudioLDM-2 at the released sizes (infer/audioldm2_full.py), fp16, a batch of ``--clips``
+3. ``audioldm2``: AudioLDM-2 at the released sizes (frozen/audioldm2.py), fp16, a batch of ``--clips``
    10.24 s clips, DDIM 100 steps, CFG 3.5: our path (``generate_audio``: T5 + conditioning + pipeline) against
    the same ``AudioLDM2Pipeline.__call__`` made directly with precomputed embeddings, alternating; s/clip.
 """
@@ -171,7 +171,7 @@ def build_audioldm2(reduced: bool, device: torch.device):
     from diffusers import AudioLDM2Pipeline
 
     from infer.audioldm2 import tiny_components
-    from infer.audioldm2_full import full_components
+    from frozen.audioldm2 import full_components
 
     with torch.device(device):
         comps = tiny_components({"seed": 0}) if reduced else full_components(seed=0)

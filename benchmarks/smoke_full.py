@@ -79,7 +79,7 @@ def main() -> int:
     make_demo_clips(out / "videos", n=args.clips, seed=0)
     sets = [f"paths.{k}={out / v}" for k, v in (("videos", "videos"), ("labels", "videos/labels.csv"),
                                                  ("cache", "cache"), ("runs", "runs"), ("outputs", "outputs"))]
-    cli = [sys.executable, "-m", "v2a.cli", "-c", str(REPO / "stages.yaml"), "-c",
+    cli = [sys.executable, "-m", "lab.cli", "-c", str(REPO / "stages.yaml"), "-c",
            str(REPO / "configs" / "smoke-full.yaml"), "--no-progress"] + [a for s in sets for a in ("--set", s)]
     print(f"{'stage':<10} {'seconds':>8} {'peak GB':>8}  log")
     failed, peak = None, 0.0

@@ -18,7 +18,7 @@ Variants (each matches its reference; the model modules keep a thin call):
 ``vggish_examples``  TF VGGish ``waveform_to_examples`` (frozen/vggish.py)
 ``slaney_mel_matrix``  PANNs' ``logmel_extractor.melW`` (librosa mel, Slaney norm; frozen/panns.py)
 ``ast_mel``        Synchformer's AST mel (torchaudio ``MelSpectrogram``, htk, no norm; scoring/desync.py)
-``png_log_mel``    the log-mel of the spectrogram PNGs (infer/spectrogram.py)
+``png_log_mel``    the log-mel of the spectrogram PNGs (pipeline/spectrogram.py)
 ``stft_db``        the dB STFT behind the gallery's spectrogram image (scoring/audio.py)
 =================  ==============================================================================================
 

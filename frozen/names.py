@@ -26,3 +26,8 @@ CLIP_DEFAULT_CHECKPOINT = "openai/clip-vit-large-patch14"
 
 # CLAP audio encoder (V2A-Mapper's target), frozen/clap.py
 CLAP_DEFAULT_CHECKPOINT = "laion/clap-htsat-unfused"
+
+# AudioLDM-2's samplers and classifier-free-guidance negatives (frozen/audioldm2.py, infer/audioldm2.py)
+SCHEDULERS = ("ddim", "dpm++")  # set_scheduler: DDIM (paper) | DPM-Solver++ 2M
+NEGATIVE_GENERATED = ("zeros", "prompt")  # the AudioMAE-stream negative for classifier-free guidance
+DEFAULT_NEGATIVE_PROMPT = "low quality, average quality"

@@ -23,7 +23,7 @@ from infer.audioldm2 import build_pipeline, clip_seed, generate_audio, generated
 from infer.audioldm import build_audioldm_pipeline, clap_width, generate_from_clap
 from infer.media_out import crop_audio, mux_audio, write_wav
 from infer.params import GenerateParams  # defined there (light, for the config check); infer.generate.GenerateParams
-from infer.spectrogram import write_spectrogram_png
+from pipeline.spectrogram import write_spectrogram_png
 from v2a.io import atomic_write_json
 
 log = logging.getLogger(__name__)

@@ -14,9 +14,7 @@ from pydantic import Field
 
 from v2a.schema import from_known_keys
 
-SCHEDULERS = ("ddim", "dpm++")  # infer/audioldm2.py set_scheduler
-NEGATIVE_GENERATED = ("zeros", "prompt")  # the AudioMAE-stream negative for classifier-free guidance
-DEFAULT_NEGATIVE_PROMPT = "low quality, average quality"
+from frozen.names import DEFAULT_NEGATIVE_PROMPT, NEGATIVE_GENERATED, SCHEDULERS  # noqa: F401 (re-exported)
 
 
 @dataclass

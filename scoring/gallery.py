@@ -1,6 +1,6 @@
 """A static, offline, self-contained HTML gallery: per clip its label and prompt, a frame strip, one spectrogram
 figure (generated over ground truth, time and frequency axes, one colour scale for both: the per-clip renderer of
-``infer.spectrogram``), players for both sounds and the muxed video. Every medium is copied (or written) into
+``pipeline.spectrogram``), players for both sounds and the muxed video. Every medium is copied (or written) into
 ``<gallery>/media/<clip>/``, so the folder can be zipped, moved or served alone; nothing is fetched from the
 network."""
 
@@ -15,7 +15,7 @@ from typing import Any, Iterable
 import numpy as np
 from PIL import Image
 
-from infer.spectrogram import write_spectrogram_png
+from pipeline.spectrogram import write_spectrogram_png
 from scoring.audio import EVAL_SR, load_audio
 from v2a.io import atomic_write_text, check_clip_id
 

@@ -85,7 +85,7 @@ def write_outputs(out_dir: Path, result: dict, rows: list[dict]) -> dict[str, Pa
     return paths
 
 
-# --- the combined report of the experiments (v2a/experiments.py, `make ablations`) ---------------------------------
+# --- the combined report of the experiments (lab/experiments.py, `make ablations`) ---------------------------------
 # The paper's own rows, quoted verbatim (Tables 1-3). Table 2's "CAVP+TimeChat" and Table 3's "Channel-wise + proj"
 # repeat Table 1's MFM-Mapper numbers: the same run.
 PAPER_TABLES = {

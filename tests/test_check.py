@@ -69,7 +69,7 @@ def test_full_config_without_weights_names_every_missing_file(tmp_path, offline,
 
 
 def test_cli_check_and_run_stop_before_anything_runs(tmp_path, offline, keep_logging):
-    from v2a.cli import app
+    from lab.cli import app
 
     files = full_project(tmp_path)
     args = [a for f in files for a in ("-c", str(f))]

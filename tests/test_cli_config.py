@@ -4,7 +4,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from v2a.cli import app
+from lab.cli import app
 from v2a.config import load_config
 from v2a.defaults import PACKAGED, choose_config
 

@@ -55,7 +55,7 @@ def test_real_stages_cover_what_they_import(stage, must):
     # (tests/test_light_imports.py), their files stay part of the fingerprint
     files = module_files(stage)
     assert set(must) <= set(files), sorted(set(must) - set(files))
-    assert "v2a/cli.py" not in files and "v2a/runner.py" not in files  # the runner is an annotation only
+    assert "lab/cli.py" not in files and "v2a/runner.py" not in files  # the runner is an annotation only
     assert all(not f.startswith(("torch/", "transformers/", "numpy/")) for f in files)
 
 

@@ -6,7 +6,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from v2a.cli import app
+from lab.cli import app
 from v2a.config import load_config
 from v2a.schema import ConfigError, stage_models
 

@@ -11,7 +11,7 @@ import pytest
 import soundfile as sf
 from PIL import Image
 
-from infer.spectrogram import write_spectrogram_png
+from pipeline.spectrogram import write_spectrogram_png
 from scoring.gallery import build_gallery
 from scoring.run import ClipPair
 
@@ -83,7 +83,7 @@ def test_gallery_spectrograms_share_one_colour_scale(tmp_path):
     with Image.open(page.parent / "media" / "c0" / "spectrogram.png") as img:
         px = np.asarray(img.convert("L"), dtype=float)
     assert img.size == (800, 22 + 2 * 190 - 30 + 40)
-    gen_panel, gt_panel = px[22:182, 64:784], px[212:372, 64:784]  # layout of infer.spectrogram (2 panels)
+    gen_panel, gt_panel = px[22:182, 64:784], px[212:372, 64:784]  # layout of pipeline.spectrogram (2 panels)
     assert gt_panel.mean() > 3 * gen_panel.mean() + 5
     write_spectrogram_png(tmp_path / "own.png", loud / 100, loud)  # each panel on its own scale
     with Image.open(tmp_path / "own.png") as img:

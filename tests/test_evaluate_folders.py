@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from scoring.embedders import build_embedders
 from scoring.folders import evaluate_folders, match
 from scoring.run import ClipPair, run
-from v2a.cli import app
+from lab.cli import app
 
 REPO = Path(__file__).resolve().parent.parent
 SR = 16000

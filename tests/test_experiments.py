@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 
 from pipeline.demo_data import make_demo_clips
 from v2a.config import load_config
-from v2a.experiments import ablations, distinct, experiment_config, experiment_overrides, presets, run_experiment
+from lab.experiments import ablations, distinct, experiment_config, experiment_overrides, presets, run_experiment
 from v2a.runner import Runner
 
 REPO = Path(__file__).resolve().parent.parent
@@ -30,7 +30,7 @@ def sets(root: Path) -> list[str]:
 
 def test_every_paper_row_has_a_preset():
     from scoring.report import PAPER_TABLES
-    from v2a.experiments import read_preset
+    from lab.experiments import read_preset
 
     known = presets(FILES)
     rows = {(r["table"], r["row"]) for n in known for r in read_preset(n, known).paper}

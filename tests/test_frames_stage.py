@@ -111,7 +111,7 @@ def test_lossy_frames_are_near_lossless(clips, tmp_path, codec, member):
 
 
 def _cli(cfg_path: Path, *args: str) -> list[str]:
-    return [sys.executable, "-m", "v2a.cli", "-q", "--no-progress", "-c", str(cfg_path), *args]
+    return [sys.executable, "-m", "lab.cli", "-q", "--no-progress", "-c", str(cfg_path), *args]
 
 
 def test_sigkill_then_resume_gives_the_same_bytes(clips, tmp_path):

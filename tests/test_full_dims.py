@@ -6,7 +6,8 @@ from __future__ import annotations
 import torch
 
 from trainer.config import MapperSpec
-from trainer.mapper import GPT2_KEYS, Mapper
+from frozen.gpt2 import GPT2_KEYS
+from trainer.mapper import Mapper
 
 
 def test_encoders_give_the_cached_shapes():
@@ -46,7 +47,7 @@ def test_audioldm2_unet_vae_vocoder_at_released_sizes():
     from diffusers.pipelines.audioldm2 import AudioLDM2UNet2DConditionModel
     from transformers import SpeechT5HifiGan, SpeechT5HifiGanConfig, T5Config, T5EncoderModel
 
-    from infer.audioldm2_full import T5, UNET, VAE, VOCODER
+    from frozen.audioldm2 import T5, UNET, VAE, VOCODER
 
     with torch.device("meta"):
         unet = AudioLDM2UNet2DConditionModel(**UNET)

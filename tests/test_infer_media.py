@@ -7,7 +7,7 @@ import soundfile as sf
 from PIL import Image
 
 from infer.media_out import AUDIO_CODECS, CONTAINERS, crop_audio, mux_audio, video_span, write_wav
-from infer.spectrogram import log_mel, write_spectrogram_png
+from pipeline.spectrogram import log_mel, write_spectrogram_png
 
 SR = 16000
 FPS, SECONDS, TONE = 10, 1.5, 300.0

@@ -22,7 +22,7 @@ from infer.export import export_run
 from infer.media_out import video_span
 from infer.pipeline import MFMMapperPipeline, PreparedVideo
 from infer.windows import crossfade_join
-from v2a.cli import app
+from lab.cli import app
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,8 @@ from transformers import GPT2Config, GPT2Model
 
 from trainer.checkpoint import write_checkpoint
 from trainer.config import MapperSpec, TrainConfig
-from trainer.mapper import Mapper, build_mapper, load_gpt2_pretrained, load_mapper
+from frozen.gpt2 import load_gpt2_pretrained
+from trainer.mapper import Mapper, build_mapper, load_mapper
 
 B, DC, W, Q, DT, D = 2, 16, 2, 4, 24, 32
 DIMS = {"cavp_steps": 40, "cavp_dim": DC, "timechat_windows": W, "timechat_queries": Q, "timechat_dim": DT,

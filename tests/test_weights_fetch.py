@@ -119,7 +119,7 @@ def write_manifest(tmp_path: Path, entries: dict) -> Path:
 
 
 def test_cli_fetch_and_list(server, tmp_path, monkeypatch, keep_logging):
-    from v2a.cli import app
+    from lab.cli import app
 
     good, data = "/g/good.pth", state_dict_bytes(seed=5)
     server.files[good] = data

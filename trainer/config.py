@@ -24,8 +24,6 @@ MAPPERS, PREDICTION_TYPES, BETA_SCHEDULES = get_args(Mapper), get_args(Predictio
 Compile = Literal["auto", "off", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]
 COMPILE_MODES = get_args(Compile)
 
-TINY_GPT2 = {"n_layer": 2, "n_head": 2, "n_positions": 128}
-
 
 @dataclass
 class TrainConfig:

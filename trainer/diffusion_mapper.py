@@ -153,7 +153,7 @@ class DiffusionMapper(DenoiserCore):
         from transformers import GPT2Model
 
         from trainer.fusion import Fusion
-        from trainer.mapper import make_gpt2_config
+        from frozen.gpt2 import make_gpt2_config
 
         super().__init__()
         self.spec = spec

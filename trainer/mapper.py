@@ -13,17 +13,13 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from transformers import DynamicCache, GPT2Config, GPT2Model
+from transformers import DynamicCache, GPT2Model
 
-from trainer.config import TINY_GPT2, MapperSpec, TrainConfig
+from frozen.gpt2 import GPT2_KEYS, TINY_GPT2, load_gpt2_pretrained, make_gpt2_config, random_full_gpt2
+from trainer.config import MapperSpec, TrainConfig
 from trainer.fusion import Fusion
 
 log = logging.getLogger(__name__)
-
-GPT2_KEYS = ("n_embd", "n_layer", "n_head", "n_positions", "n_inner", "activation_function", "resid_pdrop",
-             "embd_pdrop", "attn_pdrop", "layer_norm_epsilon", "initializer_range", "vocab_size",
-             "scale_attn_weights", "scale_attn_by_inverse_layer_idx", "reorder_and_upcast_attn")
-
 
 class Mapper(nn.Module):
     def __init__(self, spec: MapperSpec, gpt2: GPT2Model | None = None):
@@ -95,68 +91,6 @@ def objective(model: nn.Module, a, b, target: torch.Tensor) -> tuple[torch.Tenso
     return out if isinstance(out, tuple) else (out, target)
 
 
-def make_gpt2_config(d: dict) -> GPT2Config:
-    return GPT2Config(**{**d, "bos_token_id": None, "eos_token_id": None})  # no vocabulary is used
-
-
-def _set_dropout(cfg: GPT2Config, p: float | None) -> None:
-    if p is not None:
-        cfg.resid_pdrop = cfg.embd_pdrop = cfg.attn_pdrop = float(p)
-
-
-def gpt2_folder(root: str, subfolder: str) -> Path | None:
-    """The local folder holding config.json (``<root>/<subfolder>`` or ``<root>``), or None for a hub id."""
-    p = Path(root).expanduser()
-    for cand in (p / subfolder, p):
-        if (cand / "config.json").is_file():
-            return cand
-    if p.exists() or root.startswith((".", "/", "~")):
-        raise FileNotFoundError(f"gpt2={root!r}: no config.json in {p / subfolder} or {p}; expected the diffusers "
-                                "layout <root>/language_model/{config.json, model.safetensors | pytorch_model.bin}")
-    return None
-
-
-def _read_state_dict(folder: Path) -> dict[str, torch.Tensor]:
-    st, pt = folder / "model.safetensors", folder / "pytorch_model.bin"
-    if st.is_file():
-        from safetensors.torch import load_file
-        return load_file(str(st))
-    if pt.is_file():
-        return torch.load(pt, map_location="cpu", weights_only=True)
-    raise FileNotFoundError(f"{folder}: neither model.safetensors nor pytorch_model.bin")
-
-
-def load_gpt2_pretrained(root: str, subfolder: str = "language_model", dropout: float | None = None) -> GPT2Model:
-    """AudioLDM-2's GPT-2 from a local diffusers folder (every key and shape checked) or from the hub."""
-    folder = gpt2_folder(root, subfolder)
-    if folder is None:  # a hub id: only reached outside the tests
-        model = GPT2Model.from_pretrained(root, subfolder=subfolder)
-        _set_dropout(model.config, dropout)
-        return model
-    cfg = GPT2Config.from_json_file(str(folder / "config.json"))
-    _set_dropout(cfg, dropout)
-    model = GPT2Model(make_gpt2_config({k: getattr(cfg, k) for k in GPT2_KEYS if hasattr(cfg, k)}))
-    sd = _read_state_dict(folder)
-    sd = {k.removeprefix("transformer."): v for k, v in sd.items() if not k.startswith("lm_head.")}
-    ignorable = (".attn.bias", ".attn.masked_bias")  # causal-mask buffers of older checkpoints
-    unexpected = [k for k in sd if k not in model.state_dict()]
-    sd = {k: v for k, v in sd.items() if k in model.state_dict()}
-    missing = [k for k in model.state_dict() if k not in sd]
-    for k, v in sd.items():
-        if tuple(v.shape) != tuple(model.state_dict()[k].shape):
-            raise RuntimeError(f"{folder}: weight {k} has shape {tuple(v.shape)}, the config wants "
-                               f"{tuple(model.state_dict()[k].shape)}")
-    if missing:
-        raise RuntimeError(f"{folder}: {len(missing)} GPT-2 weights missing, e.g. {missing[:6]}")
-    real_unexpected = [k for k in unexpected if not k.endswith(ignorable)]
-    if real_unexpected:
-        raise RuntimeError(f"{folder}: {len(real_unexpected)} unexpected weights, e.g. {real_unexpected[:6]}; "
-                           "is this a GPT-2 checkpoint?")
-    model.load_state_dict(sd, strict=True)
-    log.info("loaded GPT-2 (%d layers, width %d) from %s", cfg.n_layer, cfg.n_embd, folder)
-    return model
-
-
 def build_mapper(cfg: TrainConfig, dims: dict) -> nn.Module:
     """The mapper for ``cfg`` with the sizes found in the cache (``dims`` from ``trainer.data.check_cache``):
     ``Mapper`` (autoregressive), ``DiffusionMapper`` (Diff-Mapper) or a V2A-Mapper (trainer/v2a_mapper.py)."""
@@ -168,9 +102,7 @@ def build_mapper(cfg: TrainConfig, dims: dict) -> nn.Module:
         if cfg.pretrained:
             gpt2 = load_gpt2_pretrained(cfg.gpt2, cfg.gpt2_subfolder, cfg.dropout)
         else:  # AudioLDM-2's shape, random weights (benchmarks)
-            gpt2 = GPT2Model(make_gpt2_config({"n_embd": 768, "n_layer": 12, "n_head": 12, "n_positions": 1024,
-                                               **({} if cfg.dropout is None else {"resid_pdrop": cfg.dropout,
-                                                  "embd_pdrop": cfg.dropout, "attn_pdrop": cfg.dropout})}))
+            gpt2 = random_full_gpt2(cfg.dropout)
         gcfg = {k: getattr(gpt2.config, k) for k in GPT2_KEYS if hasattr(gpt2.config, k)}
     else:
         p = 0.0 if cfg.dropout is None else cfg.dropout
@@ -218,24 +150,3 @@ def load_mapper(checkpoint_dir: str | Path, device: str | torch.device = "cpu") 
     mapper = mapper_from_spec(ck["mapper"])
     mapper.load_state_dict(ck["weights"], strict=True)
     return mapper.to(device).eval()
-
-
-def preflight_gpt2(root: str | None, subfolder: str = "language_model") -> list[str]:
-    """Problems ``load_gpt2_pretrained(root)`` would hit, without loading weights: no config.json, no weights
-    file, keys or shapes that differ from the GPT-2 its config describes (built on meta; safetensors header)."""
-    from frozen.weights import checkpoint_shapes, meta_state, shape_problems
-
-    if not root or not Path(str(root)).expanduser().exists():
-        return []  # a hub id or a missing path: the generic check reports it
-    try:
-        folder = gpt2_folder(str(root), subfolder)
-    except FileNotFoundError as err:
-        return [str(err)]
-    weights = [f for f in (folder / "model.safetensors", folder / "pytorch_model.bin") if f.is_file()]
-    if not weights:
-        return [f"gpt2 {folder}: neither model.safetensors nor pytorch_model.bin"]
-    cfg = GPT2Config.from_json_file(str(folder / "config.json"))
-    own = meta_state(lambda: GPT2Model(make_gpt2_config({k: getattr(cfg, k) for k in GPT2_KEYS if hasattr(cfg, k)})))
-    ck = {k.removeprefix("transformer."): v for k, v in checkpoint_shapes(weights[0]).items()
-          if not k.startswith("lm_head.") and not k.endswith((".attn.bias", ".attn.masked_bias"))}
-    return shape_problems(f"gpt2 {weights[0]}", own, ck, unexpected_ok=False)

@@ -72,7 +72,7 @@ def preflight(ctx: StageContext) -> list[tuple[str, str]]:
     p = ctx.params
     if p.get("model", "full") != "full" or not p.get("pretrained", True) or not Path(str(p.get("gpt2"))).exists():
         return []  # tiny, random init, or a hub id / missing path (the generic check's)
-    from trainer.mapper import preflight_gpt2
+    from frozen.gpt2 import preflight_gpt2
 
     return [("params.gpt2", msg) for msg in preflight_gpt2(p.get("gpt2"), p.get("gpt2_subfolder", "language_model"))]
 

@@ -95,7 +95,7 @@ class V2ADiffusionMapper(DenoiserCore):
     def __init__(self, spec: V2ASpec):
         from transformers import GPT2Model
 
-        from trainer.mapper import make_gpt2_config
+        from frozen.gpt2 import make_gpt2_config
 
         super().__init__()
         self.spec = spec

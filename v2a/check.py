@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from v2a.config import Config, StageSpec
-from v2a.runner import Runner, stage_module
+from v2a.context import Stages, resolved_params, stage_module
 from v2a.weights import hub_offline, load_manifest, local_path, weights_dir
 
 log = logging.getLogger(__name__)
@@ -97,10 +97,8 @@ def _cuda() -> bool:
     return torch.cuda.is_available()
 
 
-def stage_preflight(runner: Runner, name: str) -> list[Problem]:
+def stage_preflight(runner: Stages, name: str) -> list[Problem]:
     """The stage module's own ``preflight(ctx)``; an exception there is reported as a problem, not raised."""
-    from v2a.runner import resolved_params
-
     spec = runner.cfg.stage(name)
     mod = stage_module(spec)
     if not hasattr(mod, "preflight"):
@@ -116,7 +114,7 @@ def stage_preflight(runner: Runner, name: str) -> list[Problem]:
 def preflight(cfg: Config, names: list[str]) -> list[Problem]:
     """All problems of the stages ``names`` (in order), generic checks first."""
     manifest, wdir = load_manifest(), weights_dir(cfg)
-    runner = Runner(cfg)
+    runner = Stages(cfg)
     out: list[Problem] = []
     for name in names:
         spec = cfg.stage(name)

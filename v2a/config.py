@@ -11,26 +11,13 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import yaml
 
 from v2a.io import safe_load
-from v2a.schema import ConfigError, closest, validate_config
+from v2a.schema import ConfigError, StageSpec, closest, validate_config  # noqa: F401 (StageSpec: v2a.config.StageSpec)
 
 DEFAULT_CONFIG = "stages.yaml"
-
-
-@dataclass
-class StageSpec:
-    name: str
-    module: str  # python module with run(ctx)
-    needs: list[str] = field(default_factory=list)  # upstream stages
-    inputs: list[str] = field(default_factory=list)  # names under `paths` that are raw inputs (frames stage)
-    checkpoints: list[str] = field(default_factory=list)  # keys of params that name weights (paths or hub ids)
-    params: dict[str, Any] = field(default_factory=dict)  # fingerprinted: changing them reruns the stage
-    runtime: dict[str, Any] = field(default_factory=dict)  # not fingerprinted: workers, batch size, device
-    description: str = ""
 
 
 @dataclass
@@ -40,7 +27,7 @@ class Config:
     stages: dict[str, StageSpec]
     targets: dict[str, list[str]]  # named groups: extract, train, generate, evaluate
     sources: list[str] = field(default_factory=list)  # config files merged, in order
-    experiment: str | None = None  # the named experiment this config is (v2a/experiments.py), None = the plain run
+    experiment: str | None = None  # the named experiment this config is (lab/experiments.py), None = the plain run
 
     def path(self, name: str) -> Path:
         """Resolve a named path (``paths.<name>``) against the config root."""

@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import importlib
+from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
@@ -31,6 +32,19 @@ class ConfigError(ValueError):
     def __init__(self, problems: list[str]):
         self.problems = list(problems)
         super().__init__("\n".join(self.problems))
+
+
+@dataclass
+class StageSpec:
+    name: str
+    module: str  # python module with run(ctx)
+    needs: list[str] = field(default_factory=list)  # upstream stages
+    inputs: list[str] = field(default_factory=list)  # names under `paths` that are raw inputs (frames stage)
+    checkpoints: list[str] = field(default_factory=list)  # keys of params that name weights (paths or hub ids)
+    params: dict[str, Any] = field(default_factory=dict)  # fingerprinted: changing them reruns the stage
+    runtime: dict[str, Any] = field(default_factory=dict)  # not fingerprinted: workers, batch size, device
+    description: str = ""
+
 
 
 class Options(BaseModel):
@@ -51,7 +65,7 @@ class Paths(Options):
 
 
 class Experiments(Options):
-    """``experiments``: named runs (v2a/experiments.py)."""
+    """``experiments``: named runs (lab/experiments.py)."""
 
     presets: str = "configs/experiments"  # folder of NAME.yaml presets
     overlay: str | None = None  # a file merged after every preset
@@ -149,7 +163,7 @@ def _check_stage(name: str, body: Any, modules: dict[str, str]) -> tuple[dict | 
             return None, [f"stages.{name}: unknown stage (did you mean {near!r}?)"]
         return None, [f"stages.{name}: 'module' (the python module with run(ctx)) is required for a new stage"]
     rest = {k: v for k, v in body.items() if k not in ("params", "runtime")}
-    spec, problems = check(where, {**rest, "name": name, "params": {}, "runtime": {}}, _stage_type())
+    spec, problems = check(where, {**rest, "name": name, "params": {}, "runtime": {}}, StageSpec)
     if problems:
         return None, problems
     try:
@@ -182,12 +196,6 @@ def _section(where: str, data: Any, model: type | None) -> tuple[dict | None, li
     if data is not None and not isinstance(data, dict):
         return None, [f"{where.rstrip('.')}: got {_short(data)}; expected a mapping of keys to values"]
     return dict(data or {}), []
-
-
-def _stage_type() -> type:
-    from v2a.config import StageSpec  # the stage keys follow StageSpec's fields
-
-    return StageSpec
 
 
 def _check_refs(stages: dict, targets: dict) -> list[str]:

@@ -1,4 +1,4 @@
-"""Bodies of the ``v2a generate``, ``v2a export`` and ``v2a app`` commands (``v2a/cli.py`` declares their options)."""
+"""Bodies of the ``v2a generate``, ``v2a export`` and ``v2a app`` commands (``lab/cli.py`` declares their options)."""
 
 from __future__ import annotations
 

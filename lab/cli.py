@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
-from typing import List, NoReturn, Optional
+from typing import List, Optional
 
 import typer
 
-from v2a.config import load_config
-from v2a.defaults import choose_config
-from v2a.runner import Runner
-from v2a.schema import ConfigError
-from v2a.weights_cli import check_command, weights_app
+from lab.session import STATE, fail, runner, setup_logging
+from lab.weights_cli import check_command, weights_app
 
 app = typer.Typer(
     add_completion=False,
@@ -28,24 +24,6 @@ app.add_typer(weights_app, name="weights")
 app.command("check")(check_command)
 
 
-class State:
-    config_files: list[str] = []
-    overrides: list[str] = []
-    progress: bool = True
-    configured: bool = True  # False: no stages.yaml here and no -c (the packaged default)
-
-
-STATE = State()
-
-
-def _setup_logging(verbose: int, quiet: bool) -> None:
-    level = logging.WARNING if quiet else (logging.DEBUG if verbose > 0 else logging.INFO)
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s", datefmt="%H:%M:%S",
-                        stream=sys.stderr, force=True)
-    for noisy in ("httpx", "urllib3", "huggingface_hub", "numcodecs", "diffusers", "transformers"):
-        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
-
-
 @app.callback()
 def main(
     config: List[str] = typer.Option([], "--config", "-c", help="Config files, merged in order (default: "
@@ -55,46 +33,14 @@ def main(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Warnings and errors only."),
     no_progress: bool = typer.Option(False, "--no-progress", help="Hide progress bars."),
 ) -> None:
-    _setup_logging(verbose, quiet)
+    setup_logging(verbose, quiet)
     STATE.config_files = list(config)
     STATE.overrides = list(set_)
     STATE.progress = not no_progress
 
 
-def _usage_error(e: Exception) -> NoReturn:
-    """A configuration or command-line mistake: one ``error:`` line per problem, exit code 2, no traceback."""
-    for line in getattr(e, "problems", None) or [str(e)]:
-        typer.echo(f"error: {line}", err=True)
-    raise typer.Exit(2)
-
-
-def _runner(targets: list[str] | None = None, experiment: str | None = None) -> Runner:
-    """The runner on the validated configuration (v2a/schema.py; the packaged one when no stages.yaml is here),
-    or on the named experiment's (v2a/experiments.py); ``targets`` must name stages or groups."""
-    choice = choose_config(STATE.config_files)
-    STATE.configured = choice.configured
-    try:
-        if experiment:
-            from v2a.experiments import experiment_config, write_identity
-
-            cfg, preset = experiment_config(choice.files, STATE.overrides, experiment, root=choice.root)
-            write_identity(cfg, preset, choice.files, STATE.overrides)
-            r = Runner(cfg)
-        else:
-            r = Runner(load_config(choice.files, STATE.overrides, root=choice.root))
-        r.cfg.closure(targets or [])
-    except (ConfigError, FileNotFoundError, ValueError) as e:
-        _usage_error(e)
-    return r
-
-
 EXPERIMENT_HELP = ("A named experiment (configs/experiments/NAME.yaml; `v2a experiments` lists them): its own "
                    "runs/NAME/ and outputs/NAME/, the shared feature cache.")
-
-
-def _fail(e: Exception) -> NoReturn:
-    log.error("%s", e)
-    raise typer.Exit(1)
 
 
 @app.command()
@@ -102,7 +48,7 @@ def status(experiment: Optional[str] = typer.Option(None, "--experiment", "-e", 
     """Print every stage as fresh or stale, and why; then each missing input and weight (exit code 1 when one is)."""
     from v2a.check import missing_weights
 
-    r = _runner(experiment=experiment)
+    r = runner(experiment=experiment)
     for name in r.cfg.order():
         try:
             fresh, reasons = r.status(name)
@@ -127,11 +73,11 @@ def run_targets(
     experiment: Optional[str] = typer.Option(None, "--experiment", "-e", help=EXPERIMENT_HELP),
 ) -> None:
     """Run the targets and every stale stage upstream of them, in order; fresh stages are skipped."""
-    r = _runner(targets, experiment)
+    r = runner(targets, experiment)
     try:
         ran = r.run(targets, force=force, workers=workers, progress=STATE.progress)
     except (RuntimeError, ValueError, FileNotFoundError) as e:
-        _fail(e)
+        fail(e)
     typer.echo(f"ran: {', '.join(ran) if ran else 'nothing (all up to date)'}")
 
 
@@ -142,11 +88,11 @@ def stage(
     workers: int = typer.Option(1, "--workers", "-w", help="Local worker processes (frames stage)."),
 ) -> None:
     """Run one stage alone (its upstream stages must be fresh). RANK/WORLD_SIZE split the work across machines."""
-    r = _runner([name])
+    r = runner([name])
     try:
         ran = r.run([name], force=force, only=True, workers=workers, progress=STATE.progress)
     except (RuntimeError, ValueError, FileNotFoundError) as e:
-        _fail(e)
+        fail(e)
     typer.echo(f"ran: {', '.join(ran) if ran else f'nothing ({name} is up to date; --force reruns it)'}")
 
 
@@ -173,15 +119,15 @@ def generate(
 
     Per clip: <id>.wav (16 kHz), the video with its new soundtrack (video stream copied), <id>.png spectrograms.
     """
-    from infer.commands import generate_command
+    from lab.commands import generate_command
 
-    r = _runner()
+    r = runner()
     try:
         generate_command(r, list(videos or []), out=out, mapper=mapper, configured=STATE.configured, prompt=prompt,
                          negative_prompt=negative_prompt, seed=seed, steps=steps, guidance=guidance,
                          duration=duration, whole=whole, batch_size=batch_size, force=force, progress=STATE.progress)
     except (RuntimeError, ValueError, FileNotFoundError) as e:
-        _fail(e)
+        fail(e)
 
 
 @app.command()
@@ -191,13 +137,13 @@ def export(
     push_to_hub: Optional[str] = typer.Option(None, "--push-to-hub", help="Also upload it to this hub repo id."),
 ) -> None:
     """Write the trained mapper as a portable pipeline folder (v2a generate --mapper OUT_DIR uses it)."""
-    from infer.commands import export_command
+    from lab.commands import export_command
 
-    r = _runner()
+    r = runner()
     try:
         export_command(r, out_dir, checkpoint=checkpoint, push_to_hub=push_to_hub)
     except (RuntimeError, ValueError, FileNotFoundError) as e:
-        _fail(e)
+        fail(e)
 
 
 @app.command("app")
@@ -210,13 +156,13 @@ def web_app(
                                             "configured videos folder, when it exists)."),
 ) -> None:
     """A web page (Gradio): upload a video or pick an example, set prompt/steps/seed, get the new soundtrack."""
-    from infer.commands import app_command
+    from lab.commands import app_command
 
-    r = _runner()
+    r = runner()
     try:
         app_command(r, mapper=mapper, configured=STATE.configured, host=host, port=port, examples=examples)
     except (RuntimeError, ValueError, FileNotFoundError) as e:
-        _fail(e)
+        fail(e)
 
 
 @app.command("demo-data")
@@ -232,11 +178,9 @@ def demo_data(
     typer.echo(f"wrote {len(specs)} clips to {out}")
 
 
-from v2a.cli_experiments import register  # noqa: E402  (v2a experiments, ablations, evaluate)
+from lab.cli_experiments import register  # noqa: E402  (v2a experiments, ablations, evaluate)
 
 register(app, STATE)
 
 if __name__ == "__main__":
-    from v2a import cli as _cli  # one module instance: v2a/weights_cli.py reads v2a.cli.STATE
-
-    _cli.app()
+    app()

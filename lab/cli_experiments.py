@@ -1,6 +1,6 @@
 """CLI commands for experiments and external evaluation: ``v2a experiments``, ``v2a ablations``, ``v2a evaluate``.
 
-Registered on the main app by ``v2a/cli.py`` (``register(app, state)``); ``v2a run TARGET --experiment NAME`` is
+Registered on the main app by ``lab/cli.py`` (``register(app, state)``); ``v2a run TARGET --experiment NAME`` is
 the ``run`` command's option.
 """
 
@@ -33,7 +33,7 @@ def register(app: typer.Typer, state) -> None:
     @app.command("experiments")
     def list_experiments() -> None:
         """List the named experiments (configs/experiments/NAME.yaml) and whether each has been evaluated."""
-        from v2a.experiments import collect, presets, read_preset
+        from lab.experiments import collect, presets, read_preset
 
         try:
             known = presets(_files(state), state.overrides)
@@ -55,7 +55,7 @@ def register(app: typer.Typer, state) -> None:
     ) -> None:
         """Run every experiment up to evaluate (finished ones are reused) and write one combined report
         (<outputs>/ablations/report.md, .csv, .json): rows = experiments, the paper's rows beside ours."""
-        from v2a.experiments import ablations as run_all
+        from lab.experiments import ablations as run_all
 
         try:
             res = run_all(_files(state), state.overrides, list(names or []) or None, run=not report_only,

@@ -24,7 +24,7 @@ DIR_OPT = typer.Option(None, "--dir", "-d", help="Weights folder (default: $V2A_
 
 def _config():
     """The loaded configuration when its files exist (for paths.weights / the root), else None."""
-    from v2a.cli import STATE
+    from lab.session import STATE
     from v2a.defaults import load_chosen
 
     try:
@@ -69,7 +69,7 @@ def fetch_weights(
     retries: int = typer.Option(3, "--retries", help="Resume attempts after a dropped connection."),
 ) -> None:
     """Download what is missing: progress bar, resume (HTTP Range), checksum check, atomic rename."""
-    from v2a.cli import STATE
+    from lab.session import STATE
 
     wdir = weights_dir(_config(), dir_)
     failed = []
@@ -91,9 +91,9 @@ def check_command(
     """Preflight: inputs, every checkpoint (present, keys and shapes against the model built on the meta device),
     device needs. Prints every problem in one table; exits 1 when there is any."""
     from v2a.check import format_problems, preflight
-    from v2a.cli import _runner
+    from lab.session import runner
 
-    r = _runner()
+    r = runner()
     names = r.cfg.closure(targets) if targets else r.cfg.order()
     problems = preflight(r.cfg, names)
     if problems:

@@ -1,0 +1,67 @@
+"""What every ``v2a`` command shares: the options of the top-level callback (``STATE``), logging, the runner on
+the chosen configuration, and the one-line error exits (2: a usage or configuration mistake, 1: a failure)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import NoReturn
+
+import typer
+
+from v2a.config import load_config
+from v2a.defaults import choose_config
+from v2a.runner import Runner
+from v2a.schema import ConfigError
+
+log = logging.getLogger("v2a")
+
+
+class State:
+    config_files: list[str] = []
+    overrides: list[str] = []
+    progress: bool = True
+    configured: bool = True  # False: no stages.yaml here and no -c (the packaged default)
+
+
+STATE = State()
+
+
+def setup_logging(verbose: int, quiet: bool) -> None:
+    level = logging.WARNING if quiet else (logging.DEBUG if verbose > 0 else logging.INFO)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s", datefmt="%H:%M:%S",
+                        stream=sys.stderr, force=True)
+    for noisy in ("httpx", "urllib3", "huggingface_hub", "numcodecs", "diffusers", "transformers"):
+        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+
+
+def usage_error(e: Exception) -> NoReturn:
+    """A configuration or command-line mistake: one ``error:`` line per problem, exit code 2, no traceback."""
+    for line in getattr(e, "problems", None) or [str(e)]:
+        typer.echo(f"error: {line}", err=True)
+    raise typer.Exit(2)
+
+
+def runner(targets: list[str] | None = None, experiment: str | None = None) -> Runner:
+    """The runner on the validated configuration (v2a/schema.py; the packaged one when no stages.yaml is here),
+    or on the named experiment's (lab/experiments.py); ``targets`` must name stages or groups."""
+    choice = choose_config(STATE.config_files)
+    STATE.configured = choice.configured
+    try:
+        if experiment:
+            from lab.experiments import experiment_config, write_identity
+
+            cfg, preset = experiment_config(choice.files, STATE.overrides, experiment, root=choice.root)
+            write_identity(cfg, preset, choice.files, STATE.overrides)
+            r = Runner(cfg)
+        else:
+            r = Runner(load_config(choice.files, STATE.overrides, root=choice.root))
+        r.cfg.closure(targets or [])
+    except (ConfigError, FileNotFoundError, ValueError) as e:
+        usage_error(e)
+    return r
+
+
+def fail(e: Exception) -> NoReturn:
+    log.error("%s", e)
+    raise typer.Exit(1)
