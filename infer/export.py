@@ -93,7 +93,7 @@ def _metrics(cfg: Config, which: str) -> dict | None:
         fresh, _ = Runner(cfg).status("evaluate")
     except (RuntimeError, FileNotFoundError, ValueError):
         return None
-    path = cfg.path("outputs") / "evaluation" / "metrics.json"
+    path = cfg.evaluation_dir / "metrics.json"
     if not fresh or not path.is_file():
         return None
     return {k: {"status": m.get("status"), "value": m.get("value")} for k, m in read_json(path)["metrics"].items()}
@@ -104,7 +104,7 @@ def pipeline_parts(cfg: Config, which: str = "best", device: str = "cpu") -> dic
     from trainer.mapper import load_mapper
 
     p = GenerateParams.from_dict(cfg.stage("generate").params)
-    ckpt = mapper_checkpoint(cfg.path("runs") / "mapper", which)
+    ckpt = mapper_checkpoint(cfg.mapper_dir, which)
     mapper = load_mapper(ckpt, device=device)
     names = {"both": ["cavp", "timechat"], "cavp": ["cavp"], "timechat": ["timechat"]}[mapper.spec.encoders]
     audioldm2, defaults = generation_parts(p)

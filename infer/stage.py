@@ -43,7 +43,7 @@ class Runtime(BaseModel):
 
 
 def out_dir(ctx: StageContext) -> Path:
-    return ctx.cfg.path("outputs") / "generated"
+    return ctx.cfg.generated_dir
 
 
 def read_record(ctx: StageContext) -> dict | None:
@@ -100,7 +100,7 @@ def run(ctx: StageContext) -> None:
         log.info("generate: %d clips in split %r in %d batches; rank %d/%d has %d batches (%d clips) to do",
                  len(rows), p.split, len(batches), ctx.rank, ctx.world_size, len(mine), len(todo))
         if todo:
-            gen = Generator(p, mapper_checkpoint(ctx.cfg.path("runs") / "mapper", p.mapper),
+            gen = Generator(p, mapper_checkpoint(ctx.cfg.mapper_dir, p.mapper),
                             device=pick_device(ctx.runtime("device", "auto")), batch_size=batch_size)
             _generate(ctx, gen, root, meta, todo, out)
     with exclusive_lock(out / ".lock.finalize", what=f"the generate output {out}", wait=True):

@@ -31,7 +31,7 @@ def generate_command(r: Runner, videos: list[Path], *, out: Path | None, mapper:
         raise ValueError(f"--steps {steps}: need at least 1 denoising step")
     from infer.videos import generate_videos
 
-    dest = out or r.cfg.path("outputs") / "videos"
+    dest = out or r.cfg.videos_dir
     done = generate_videos(r.cfg, videos, dest, mapper=mapper, configured=configured, prompt=prompt,
                            negative_prompt=negative_prompt, steps=steps, guidance=guidance, seed=seed,
                            duration=duration, whole=whole, batch_size=batch_size, progress=progress)

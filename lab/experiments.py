@@ -173,14 +173,14 @@ def collect(files: list[str | Path], overrides: list[str] | None, name: str) -> 
         cfg, preset = experiment_config(files, overrides, name)
     except (ValueError, FileNotFoundError) as e:
         return {"name": name, "status": f"invalid: {e}", "paper": [], "metrics": None, "train": None}
-    ev = cfg.path("outputs") / "evaluation" / "metrics.json"
-    summary = cfg.path("runs") / "mapper" / "summary.json"
+    ev = cfg.evaluation_dir / "metrics.json"
+    summary = cfg.mapper_dir / "summary.json"
     metrics = read_json(ev) if ev.exists() else None
     return {"name": preset.name, "description": preset.description, "paper": preset.paper,
             "status": "done" if metrics and metrics.get("complete") else "not run",
             "metrics": metrics, "train": read_json(summary) if summary.exists() else None,
             "epochs": cfg.stage("train").params.get("epochs"), "evaluation": str(ev.parent),
-            "dynamics": read_curve(cfg.path("runs") / "mapper")}
+            "dynamics": read_curve(cfg.mapper_dir)}
 
 
 def distinct(files: list[str | Path], overrides: list[str] | None = None) -> list[str]:
@@ -230,11 +230,11 @@ def ablations(files: list[str | Path], overrides: list[str] | None = None, names
             e["status"] = f"failed: {errors[name]}"
         entries.append(e)
     cfg = load_config(files, overrides)
-    paths = write_combined(cfg.path("outputs") / "ablations", entries)
+    paths = write_combined(cfg.ablations_dir, entries)
     curves = {e["name"]: e["dynamics"] for e in entries if e.get("dynamics")}
     if curves:  # Fig. 3: the training dynamics of every experiment that computed them, in one figure
         from trainer.dynamics import plot_curve
 
-        paths["dynamics"] = cfg.path("outputs") / "ablations" / "dynamics.png"
+        paths["dynamics"] = cfg.ablations_dir / "dynamics.png"
         plot_curve(curves, paths["dynamics"])
     return {"entries": entries, "errors": errors, "files": {k: str(v) for k, v in paths.items()}}

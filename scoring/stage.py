@@ -41,7 +41,7 @@ class Runtime(BaseModel):
 
 
 def out_dir(ctx: StageContext) -> Path:
-    return ctx.cfg.path("outputs") / "evaluation"
+    return ctx.cfg.evaluation_dir
 
 
 def read_record(ctx: StageContext) -> dict | None:
@@ -83,7 +83,7 @@ def _pairs(ctx: StageContext, generated: list[dict], want_frames: bool) -> list[
     from pipeline import cache  # zarr
     from scoring.run import ClipPair
 
-    gen_dir = ctx.cfg.path("outputs") / "generated"
+    gen_dir = ctx.cfg.generated_dir
     meta = cache.read_meta(cache.open_store(ctx.cfg.zarr_path, "r"))
     row_of = {str(cid): i for i, cid in enumerate(meta["id"])}
     rows = {row_of[g["id"]] for g in generated if g["id"] in row_of}
@@ -107,7 +107,7 @@ def run(ctx: StageContext) -> None:
     from scoring.embedders import video_scorer_reasons
     from scoring.run import aggregate, finish
 
-    index = ctx.cfg.path("outputs") / "generated" / "index.csv"
+    index = ctx.cfg.generated_dir / "index.csv"
     if not index.exists():
         raise RuntimeError(f"{index.parent} has no index.csv: run the generate stage first (make generate)")
     with open(index, newline="", encoding="utf-8") as f:

@@ -26,7 +26,7 @@ Params, Runtime = TrainConfig, TrainRuntime
 
 
 def run_dir(ctx: StageContext) -> Path:
-    return ctx.cfg.path("runs") / "mapper"
+    return ctx.cfg.mapper_dir
 
 
 def read_record(ctx: StageContext) -> dict | None:

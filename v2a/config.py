@@ -55,6 +55,33 @@ class Config:
     def zarr_path(self) -> Path:
         return self.cache_dir / "features.zarr"
 
+    # The run-folder layout: every command that writes runs or outputs takes its folder from here (an experiment's
+    # config has paths.runs / paths.outputs moved to <runs>/NAME, <outputs>/NAME by lab/experiments.py).
+    @property
+    def mapper_dir(self) -> Path:
+        """The train stage's run: checkpoints best/ and last/, logs, summary.json."""
+        return self.path("runs") / "mapper"
+
+    @property
+    def generated_dir(self) -> Path:
+        """The generate stage's wav, video, png and json per clip, index.csv."""
+        return self.path("outputs") / "generated"
+
+    @property
+    def evaluation_dir(self) -> Path:
+        """The evaluate stage's metrics.json, table.md, per-clip scores and gallery."""
+        return self.path("outputs") / "evaluation"
+
+    @property
+    def ablations_dir(self) -> Path:
+        """``v2a ablations``: the combined report of every experiment."""
+        return self.path("outputs") / "ablations"
+
+    @property
+    def videos_dir(self) -> Path:
+        """``v2a generate VIDEO...`` without --out."""
+        return self.path("outputs") / "videos"
+
     def stage(self, name: str) -> StageSpec:
         if name not in self.stages:
             near = closest(name, list(self.stages) + list(self.targets))
