@@ -67,20 +67,20 @@ def preflight(ctx: StageContext) -> list[tuple[str, str]]:
     """Before the stage starts: the AudioLDM-2 folder's components, UNet/VAE keys and shapes (infer/audioldm2.py)."""
     from infer.audioldm2 import preflight_pipeline
 
-    if ctx.params.get("model", "full") != "full":
+    if ctx.params.model != "full":
         return []
-    return [("params.checkpoint", msg) for msg in preflight_pipeline(ctx.params.get("checkpoint"))]
+    return [("params.checkpoint", msg) for msg in preflight_pipeline(ctx.params.checkpoint)]
 
 
 def run(ctx: StageContext) -> None:
     from infer.generate import Generator, mapper_checkpoint  # torch, diffusers: not when the config is checked
     from pipeline import cache  # zarr
 
-    p = GenerateParams.from_dict(ctx.params)
+    p: GenerateParams = ctx.params
     out = out_dir(ctx)
     out.mkdir(parents=True, exist_ok=True)
     fp = ctx.fingerprint.value
-    batch_size = int(ctx.runtime("batch_size", 4))
+    batch_size = ctx.runtime.batch_size
     with exclusive_lock(out / f".lock.rank{ctx.rank}", what=f"the generate output {out} (rank {ctx.rank})"):
         (out / "_stage.json").unlink(missing_ok=True)
         root = cache.open_store(ctx.cfg.zarr_path, "r")
@@ -101,7 +101,7 @@ def run(ctx: StageContext) -> None:
                  len(rows), p.split, len(batches), ctx.rank, ctx.world_size, len(mine), len(todo))
         if todo:
             gen = Generator(p, mapper_checkpoint(ctx.cfg.mapper_dir, p.mapper),
-                            device=pick_device(ctx.runtime("device", "auto")), batch_size=batch_size)
+                            device=pick_device(ctx.runtime.device), batch_size=batch_size)
             _generate(ctx, gen, root, meta, todo, out)
     with exclusive_lock(out / ".lock.finalize", what=f"the generate output {out}", wait=True):
         missing = [cid for cid in ids if not _done(out, cid, fp)]

@@ -84,7 +84,7 @@ def register(app: typer.Typer, state) -> None:
         try:
             cfg = load_chosen(state.config_files, state.overrides)
             dest = out or cfg.path("outputs") / f"evaluate-{Path(pred).resolve().name}"
-            res = evaluate_folders(dict(cfg.stage("evaluate").params), pred, gt, dest, video)
+            res = evaluate_folders(cfg.stage("evaluate").settings, pred, gt, dest, video)
         except ERRORS as e:
             _fail(e)
         shown = {k: (round(m["value"], 4) if m.get("status") == "ok" else m.get("status"))

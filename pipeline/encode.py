@@ -79,11 +79,16 @@ def encoder_preflight(ctx: StageContext, encoder: ModuleType) -> list[tuple[str,
     """The encoder module's own preflight (half without CUDA, checkpoint keys and shapes) as (item, problem) pairs.
     A CUDA device asked for without CUDA is the generic check's to report; the rest is checked for the CPU."""
     try:
-        device = str(pick_device(ctx.runtime("device", "auto")))
+        device = str(pick_device(ctx.runtime.device))
     except RuntimeError:
         device = "cpu"
-    params = {k: v for k, v in ctx.params.items() if k != "dtype"}
-    return [("params", msg) for msg in encoder.preflight(params, device)]
+    return [("params", msg) for msg in encoder.preflight(build_params(ctx.params), device)]
+
+
+def build_params(params: EncoderParams) -> dict:
+    """What a frozen encoder's ``build(params, device)`` takes (frozen/base.py: a plain mapping, the API the portable
+    pipeline also builds from its recorded params): every field of the validated params but the cache's dtype."""
+    return params.model_dump(exclude={"dtype"})
 
 
 def read_record(ctx: StageContext) -> dict | None:
@@ -119,20 +124,18 @@ def run_encoder_stage(ctx: StageContext, encoder_module: ModuleType) -> None:
     fparams = plan["params"]
     n_frames, n_samples = int(round(fparams["fps"] * fparams["seconds"])), int(round(
         fparams["sample_rate"] * fparams["seconds"]))
-    device = pick_device(ctx.runtime("device", "auto"))
-    batch_size = int(ctx.runtime("batch_size", 8))
-    dtype = str(ctx.params.get("dtype", "float16"))
+    p, rt = ctx.params, ctx.runtime
+    device, batch_size, dtype = pick_device(rt.device), rt.batch_size, p.dtype
     name = ctx.name
     lock_dir = ctx.cfg.cache_dir
     with exclusive_lock(lock_dir / f".lock.{name}.rank{ctx.rank}", what=f"the {name} stage (rank {ctx.rank})"):
-        encoder = encoder_module.build(
-            {k: v for k, v in ctx.params.items() if k != "dtype"}, device=device)
+        encoder = encoder_module.build(build_params(p), device=device)
         info = encoder.info
         with exclusive_lock(lock_dir / f".lock.{name}.setup", what=f"{name} setup", wait=True):
             root = cache.open_store(ctx.cfg.zarr_path, "a")
             attrs = {"encoder": info.name, "input_kind": info.input_kind, "config": info.config,
                      "checkpoint": info.checkpoint, "fps": fparams["fps"], "components": ctx.fingerprint.components,
-                     "params": ctx.params}
+                     "params": p.model_dump(mode="json")}
             g, fresh = cache.encoder_group(
                 root, name, fingerprint=ctx.fingerprint.value, n=n, n_shards=n_shards, shard_size=shard_size,
                 out_shape=tuple(info.output_shape), dtype=dtype, attrs=attrs, force=ctx.force and ctx.rank == 0)
@@ -144,7 +147,7 @@ def run_encoder_stage(ctx: StageContext, encoder_module: ModuleType) -> None:
                  len(todo), device, batch_size)
         want_frames, want_audio = info.input_kind == "frames", info.input_kind == "audio"
 
-        decode_threads = int(ctx.runtime("decode_threads", 4))
+        decode_threads = rt.decode_threads
 
         def load(k: int):
             return list(iter_shard(ctx.cfg.frames_dir, k, want_frames=want_frames, want_audio=want_audio,

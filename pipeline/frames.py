@@ -120,7 +120,7 @@ def _reject(index: int, src: dict, reason: str) -> dict:
             "duration": 0.0, "native_fps": 0.0}
 
 
-def process_clip(src: dict, index: int, params: dict, threads: int = 0) -> tuple[dict, dict | None]:
+def process_clip(src: dict, index: int, p: FramesParams, threads: int = 0) -> tuple[dict, dict | None]:
     """Decode one clip and encode its stored form: (record, tar members or None when rejected). Runs in a worker.
 
     ``threads``: decoder threads (0 = FFmpeg's choice; 1 when several workers share the cores).
@@ -129,7 +129,6 @@ def process_clip(src: dict, index: int, params: dict, threads: int = 0) -> tuple
 
     if src.get("problem"):
         return _reject(index, src, src["problem"]), None
-    p = FramesParams.from_dict(params)
     clip = ClipSource(**src)
     try:
         d = decode_clip(clip.open(), fps=p.fps, seconds=p.seconds, size=p.size, sample_rate=p.sample_rate,
@@ -222,7 +221,7 @@ def _append_file(fh, path: str) -> None:
         shutil.copyfileobj(src, fh, 1 << 22)
 
 
-def process_clip_to_part(frames_dir: str, k: int, src: dict, index: int, params: dict,
+def process_clip_to_part(frames_dir: str, k: int, src: dict, index: int, params: FramesParams,
                          threads: int = 1) -> tuple[dict, str | None]:
     """:func:`process_clip` in a worker, the clip's bytes left in a part file: (record, part path or None)."""
     rec, members = process_clip(src, index, params, threads)
@@ -230,7 +229,7 @@ def process_clip_to_part(frames_dir: str, k: int, src: dict, index: int, params:
 
 
 def run(ctx: StageContext) -> None:
-    p = FramesParams.from_dict(ctx.params)
+    p: FramesParams = ctx.params
     out = ctx.cfg.frames_dir
     out.mkdir(parents=True, exist_ok=True)
     fp = ctx.fingerprint.value
@@ -283,7 +282,6 @@ def _run_shards(ctx: StageContext, out: Path, todo: list[int], rows: list[dict],
     shard_rows = {k: range(k * p.shard_size, min(len(rows), (k + 1) * p.shard_size)) for k in todo}
     jobs = [(k, s, rows[s]) for k in todo for s in _largest_first(rows, shard_rows[k])]
     pending: dict[int, dict[int, tuple]] = {}
-    params = asdict(p)
     # forked workers (this process imports nothing heavy: they start in milliseconds), created before the progress
     # bar's thread; they exit with this process, even on SIGKILL
     if ctx.workers > 1 and jobs:
@@ -305,11 +303,11 @@ def _run_shards(ctx: StageContext, out: Path, todo: list[int], rows: list[dict],
 
     if pool is None:
         for k, index, src in jobs:
-            collect(k, index, process_clip(src, index, params, 0))
+            collect(k, index, process_clip(src, index, p, 0))
     else:
         with pool:
             window = max(4 * ctx.workers, p.shard_size)
-            calls = ((str(out), k, src, index, params, 1) for k, index, src in jobs)
+            calls = ((str(out), k, src, index, p, 1) for k, index, src in jobs)
             for j, result in bounded_map(pool, process_clip_to_part, calls, window):
                 collect(jobs[j][0], jobs[j][1], result)
     bar.close()

@@ -35,6 +35,7 @@ from frozen.synchformer import Synchformer, SynchformerConfig, load_synchformer
 from frozen.weights import seeded
 from scoring.audio import ClipAudio
 from scoring.video_input import resize_short_side_uint8
+from scoring.params import EvalParams
 
 log = logging.getLogger(__name__)
 
@@ -186,16 +187,16 @@ class DeSyncScorer:
         return float(np.mean(np.abs(self.offsets(video_path, audio))))
 
 
-def build_desync_scorer(params: dict, device: str | None = None) -> DeSyncScorer | None:
-    """``params['synchformer_ckpt']``: a checkpoint path, ``"tiny"`` (seeded random tiny network, ``params['seed']``)
-    or empty (None: DeSync is skipped)."""
-    ckpt = params.get("synchformer_ckpt")
-    device = device or params.get("device", "cpu")
+def build_desync_scorer(p: EvalParams, device: str | None = None) -> DeSyncScorer | None:
+    """``p.synchformer_ckpt``: a checkpoint path, ``"tiny"`` (seeded random tiny network, ``p.seed``) or empty (None:
+    DeSync is skipped)."""
+    ckpt = p.synchformer_ckpt
+    device = device or p.device
     if not ckpt:
         return None
     if ckpt in ("tiny", "random-full"):  # random-full: the released size, random weights (smoke_full.py)
         cfg = SynchformerConfig.tiny() if ckpt == "tiny" else SynchformerConfig()
-        net = seeded(lambda: Synchformer(cfg), int(params.get("seed", 0)) + 7)
+        net = seeded(lambda: Synchformer(cfg), int(p.seed) + 7)
         return DeSyncScorer(net, device)
     if not Path(ckpt).expanduser().is_file():  # before building the 237M-parameter network
         raise FileNotFoundError(f"Synchformer checkpoint {ckpt} does not exist (evaluate.params.synchformer_ckpt)")

@@ -24,6 +24,7 @@ from frozen.passt import SR as PASST_SR, PaSST, PaSSTConfig
 from frozen.vggish import VGGish, VGGishConfig, waveform_to_examples
 from frozen.weights import load_checkpoint, seeded
 from scoring.audio import EVAL_SR, ClipAudio, pad_or_crop
+from scoring.params import EvalParams
 
 log = logging.getLogger(__name__)
 
@@ -89,20 +90,18 @@ class PasstEmbedder(AudioEmbedder):
         return Embeddings(out["embedding"][0].double().cpu().numpy(), out["logits"][0].double().cpu().numpy())
 
 
-def build_embedders(params: dict, device: str = "cpu") -> dict[str, AudioEmbedder]:
-    """``params``: model (full|tiny), seed, seconds, panns_ckpt, vggish_ckpt, passt_ckpt (local files for ``full``)."""
-    model = params.get("model", "full")
-    sec = float(params.get("seconds", 8.0))
+def build_embedders(p: EvalParams, device: str = "cpu") -> dict[str, AudioEmbedder]:
+    """From ``p.model`` (full | tiny | random-full), ``p.seed``, ``p.seconds`` and, for ``full``, the local files
+    ``p.panns_ckpt``, ``p.vggish_ckpt``, ``p.passt_ckpt``."""
+    model, sec, seed = p.model, float(p.seconds), int(p.seed)
     if model not in ("full", "tiny", "random-full"):
         raise ValueError(f"evaluate.params.model must be 'full' or 'tiny' (or 'random-full': the released sizes, "
                          f"random weights), got {model!r}")
     if model == "random-full":  # the released sizes, seeded random weights (benchmarks/smoke_full.py)
-        seed = int(params.get("seed", 0))
         return {"panns": PannsEmbedder(seeded(Cnn14, seed), device, sec),
                 "vggish": VGGishEmbedder(seeded(VGGish, seed + 1), device, sec),
                 "passt": PasstEmbedder(seeded(PaSST, seed + 2), device, sec)}
     if model == "tiny":
-        seed = int(params.get("seed", 0))
         return {
             "panns": PannsEmbedder(seeded(lambda: Cnn14(Cnn14Config.tiny()), seed), device, sec),
             "vggish": VGGishEmbedder(seeded(lambda: VGGish(VGGishConfig.tiny()), seed + 1), device, sec),
@@ -111,13 +110,13 @@ def build_embedders(params: dict, device: str = "cpu") -> dict[str, AudioEmbedde
     for key, what in (("panns_ckpt", "Cnn14_16k_mAP=0.438.pth (PANNs, zenodo record 3987831)"),
                       ("vggish_ckpt", "vggish-10086976.pth (torchvggish release)"),
                       ("passt_ckpt", "passt-s-f128-p16-s10-ap.476-swa.pt (PaSST release v0.0.1-audioset)")):
-        if not params.get(key):
+        if not getattr(p, key):
             raise ValueError(f"evaluate.params.{key} is not set: give the local path of {what}")
     panns, vgg, passt = Cnn14(), VGGish(), PaSST()
-    load_checkpoint(panns, params["panns_ckpt"], what="PANNs (evaluate.params.panns_ckpt)", unexpected="raise")
-    load_checkpoint(vgg, params["vggish_ckpt"], what="VGGish (evaluate.params.vggish_ckpt)", unexpected="raise",
+    load_checkpoint(panns, p.panns_ckpt, what="PANNs (evaluate.params.panns_ckpt)", unexpected="raise")
+    load_checkpoint(vgg, p.vggish_ckpt, what="VGGish (evaluate.params.vggish_ckpt)", unexpected="raise",
                     ignore=("pproc.",), ignore_why="torchvggish's PCA post-processing, not applied (av-benchmark)")
-    load_checkpoint(passt.net, params["passt_ckpt"], what="PaSST (evaluate.params.passt_ckpt)", unexpected="raise",
+    load_checkpoint(passt.net, p.passt_ckpt, what="PaSST (evaluate.params.passt_ckpt)", unexpected="raise",
                     strip=("module.", "net."))
     return {"panns": PannsEmbedder(panns, device, sec), "vggish": VGGishEmbedder(vgg, device, sec),
             "passt": PasstEmbedder(passt, device, sec)}
@@ -134,25 +133,25 @@ class VideoAudioScorer(Protocol):
     def __call__(self, video_path: Path, audio) -> float: ...
 
 
-def build_video_scorers(params: dict) -> tuple[dict[str, VideoAudioScorer], dict[str, str]]:
+def build_video_scorers(p: EvalParams) -> tuple[dict[str, VideoAudioScorer], dict[str, str]]:
     """Return (scorers, skipped reasons): IB-score (frozen/imagebind.py) and DeSync (scoring/desync.py)
     when their checkpoints are set (a local path, or "tiny" for the seeded tiny model); else a skip reason."""
-    scorers, reasons = {}, video_scorer_reasons(params)
+    scorers, reasons = {}, video_scorer_reasons(p)
     if "ib_score" not in reasons:
         from scoring.ib_score import build_ib_scorer  # lazy: only when configured
 
-        scorers["ib_score"] = build_ib_scorer(params)
+        scorers["ib_score"] = build_ib_scorer(p)
     if "desync" not in reasons:
         from scoring.desync import build_desync_scorer
 
-        scorers["desync"] = build_desync_scorer(params)
+        scorers["desync"] = build_desync_scorer(p)
     return scorers, reasons
 
 
-def video_scorer_reasons(params: dict) -> dict[str, str]:
+def video_scorer_reasons(p: EvalParams) -> dict[str, str]:
     """Why each video-audio metric is skipped (absent: it is configured), without building any network."""
     reasons = {}
     for key, ckpt in (("ib_score", "imagebind_ckpt"), ("desync", "synchformer_ckpt")):
-        if not params.get(ckpt):
+        if not getattr(p, ckpt):
             reasons[key] = f"not configured (evaluate.params.{ckpt} is empty)"
     return reasons

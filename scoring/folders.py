@@ -17,6 +17,7 @@ from pathlib import Path
 from scoring.run import ClipPair
 from scoring.run import run as evaluate_pairs
 from v2a.io import atomic_write_text, check_clip_id
+from scoring.params import EvalParams
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +69,7 @@ def unmatched_csv(rows: list[dict]) -> str:
     return buf.getvalue()
 
 
-def evaluate_folders(params: dict, pred: Path, gt: Path, out: Path, video: Path | None = None, **kw) -> dict:
+def evaluate_folders(params: EvalParams, pred: Path, gt: Path, out: Path, video: Path | None = None, **kw) -> dict:
     """Score ``pred`` against ``gt`` (and ``video`` for IB-score/DeSync) into ``out``; returns metrics.json's dict."""
     pairs, unmatched = match(pred, gt, video)
     out = Path(out)

@@ -26,6 +26,7 @@ from frozen.imagebind import (AUDIO_CLIP_SECONDS, AUDIO_CLIPS, AUDIO_FBANK, AUDI
 from scoring.audio import ClipAudio
 from scoring.metrics import cosine_score
 from scoring.video_input import resize_short_side_uint8
+from scoring.params import EvalParams
 
 
 # ----------------------------------------------------------------------------------------- audio input
@@ -193,7 +194,7 @@ class ImageBindScorer:
         return float(cosine_score(v[None], a[None])[0])
 
 
-def build_ib_scorer(params: dict) -> ImageBindScorer:
-    """From evaluate params: ``imagebind_ckpt`` ("tiny" or a path), ``seed``, ``seconds``, ``device``."""
-    model = build_imagebind(params["imagebind_ckpt"], seed=int(params.get("seed", 0)) + 3)
-    return ImageBindScorer(model, device=params.get("device", "cpu"), seconds=float(params.get("seconds", 8.0)))
+def build_ib_scorer(p: EvalParams) -> ImageBindScorer:
+    """From the evaluate params: ``imagebind_ckpt`` ("tiny" or a path), ``seed``, ``seconds``, ``device``."""
+    model = build_imagebind(p.imagebind_ckpt, seed=int(p.seed) + 3)
+    return ImageBindScorer(model, device=p.device, seconds=float(p.seconds))

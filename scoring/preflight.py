@@ -9,6 +9,7 @@ from typing import Callable
 import torch.nn as nn
 
 from frozen.weights import existing_file, meta_state, read_weights, shape_problems, shapes_of, unwrap
+from scoring.params import EvalParams
 
 
 def _nets() -> dict[str, tuple[Callable[[], nn.Module], tuple[str, ...], tuple[str, ...], bool]]:
@@ -41,12 +42,12 @@ def check_network(key: str, path: Path) -> list[str]:
                           unexpected_ok=unexpected_ok, shape_ok=shape_ok)
 
 
-def preflight_eval(params: dict) -> list[tuple[str, str]]:
-    if params.get("model", "full") != "full":
+def preflight_eval(p: EvalParams) -> list[tuple[str, str]]:
+    if p.model != "full":
         return []
     out = []
     for key in _nets():
-        path = existing_file(params.get(key))
+        path = existing_file(getattr(p, key))
         if path is not None:
             out += [(f"params.{key}", msg) for msg in check_network(key, path)]
     return out

@@ -212,16 +212,16 @@ def run(params: Any, *, pairs: Iterable | None = None, out_dir: str | Path | Non
         video_scorers: dict[str, VideoAudioScorer] | None = None, record: dict | None = None) -> dict:
     """Evaluate ``pairs`` and write ``metrics.json``, ``per_clip.csv``, ``table.md`` (and a gallery) to ``out_dir``.
 
-    ``params`` is the stage's params dict (see :class:`EvalParams`); the ``evaluate`` stage (scoring/stage.py)
+    ``params``: the stage's :class:`EvalParams` (or a mapping of its fields, checked here); the ``evaluate`` stage (scoring/stage.py)
     builds the pairs from the generate stage's outputs and the cached ground truth. ``embedders``/``video_scorers`` override the ones built from params (tests, other backends); ``record``
     (the stage runner's fingerprint record) is merged into metrics.json.
     """
     if pairs is None or out_dir is None:
         raise ValueError("run(params, pairs=..., out_dir=...) needs both pairs and out_dir")
-    p = EvalParams.from_dict(dict(params))
+    p = params if isinstance(params, EvalParams) else EvalParams.from_dict(dict(params))
     pair_list = as_pairs(pairs)
-    embedders = embedders or build_embedders(asdict(p), device=p.device)
-    scorers, reasons = build_video_scorers(asdict(p))
+    embedders = embedders or build_embedders(p, device=p.device)
+    scorers, reasons = build_video_scorers(p)
     if video_scorers:
         scorers.update(video_scorers)
         reasons = {k: v for k, v in reasons.items() if k not in video_scorers}

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import csv
 import logging
-from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -27,6 +26,7 @@ from pipeline.framestore import load_clips
 from scoring.params import EvalParams
 from v2a.dist import pick_device
 from v2a.io import atomic_write_json, exclusive_lock, read_json
+from v2a.schema import with_values
 
 if TYPE_CHECKING:  # annotations only: the runner is not part of a stage's code fingerprint
     from scoring.run import ClipPair
@@ -112,7 +112,8 @@ def run(ctx: StageContext) -> None:
         raise RuntimeError(f"{index.parent} has no index.csv: run the generate stage first (make generate)")
     with open(index, newline="", encoding="utf-8") as f:
         generated = list(csv.DictReader(f))
-    p, out, fp = EvalParams.from_dict(ctx.params), out_dir(ctx), ctx.fingerprint.value
+    p: EvalParams = ctx.params
+    out, fp = out_dir(ctx), ctx.fingerprint.value
     ids = [g["id"] for g in generated]
     with exclusive_lock(out / f".lock.rank{ctx.rank}", what=f"the evaluation output {out} (rank {ctx.rank})"):
         (out / "metrics.json").unlink(missing_ok=True)  # stale or forced: this run writes a new one
@@ -130,7 +131,7 @@ def run(ctx: StageContext) -> None:
             log.warning("evaluate: %d of %d clips are not scored yet (other ranks?): %s...; the rank that "
                         "finishes last writes the report", len(missing), len(ids), missing[:3])
             return
-        reasons = video_scorer_reasons(asdict(p))
+        reasons = video_scorer_reasons(p)
         result, rows = aggregate(p, scored, {"ib_score", "desync"} - set(reasons), reasons)
         if sum(s.gt_missing for s in scored):
             log.warning("evaluate: %d of %d clips have no usable ground-truth audio; they are reported, not "
@@ -147,9 +148,9 @@ def _score(ctx: StageContext, p: EvalParams, pairs: list[ClipPair], out: Path) -
     from scoring.run import _load_side
 
     device = str(pick_device(p.device))  # cuda: this process's GPU (cuda:<local rank>)
-    params = {**asdict(p), "device": device}
-    embedders = build_embedders(params, device=device)
-    scorers, _ = build_video_scorers(params)
+    on_device = with_values(p, device=device)
+    embedders = build_embedders(on_device, device=device)
+    scorers, _ = build_video_scorers(on_device)
     for pair in tqdm(pairs, unit="clip", desc="evaluate", disable=not ctx.progress):
         save_score(_score_path(out, pair.clip_id), score_clip(pair, p.n_samples, embedders, scorers, _load_side),
                    ctx.fingerprint.value)

@@ -1,5 +1,6 @@
 """ImageBind port for the IB-score: released key names, checkpoint loading, av-benchmark preprocessing, scorer."""
 
+import dataclasses
 import logging
 from fractions import Fraction
 from pathlib import Path
@@ -14,6 +15,7 @@ from frozen import imagebind as net
 from scoring import ib_score as ib
 from scoring.embedders import build_embedders
 from scoring.run import build_video_scorers, run
+from scoring.params import EvalParams
 
 SR = 16000
 
@@ -196,13 +198,13 @@ def test_decode_frames_at_half_fps(tmp_path):
 def test_scorer_is_finite_bounded_deterministic_and_matches_forward(tmp_path):
     video = _write_video(tmp_path / "v.mp4", seconds=8.5)
     wav = _wave()
-    params = {"imagebind_ckpt": "tiny", "seed": 0, "seconds": 8.0, "device": "cpu"}
+    params = EvalParams(imagebind_ckpt="tiny", seed=0, seconds=8.0, device="cpu")
     s1 = ib.build_ib_scorer(params)
     s2 = ib.build_ib_scorer(params)
     a, b = s1(video, wav), s2(video, wav)
     assert np.isfinite(a) and -100.0 <= a <= 100.0
     assert a == b and s1(video, wav) == a
-    other = ib.build_ib_scorer({**params, "seed": 1})(video, wav)
+    other = ib.build_ib_scorer(dataclasses.replace(params, seed=1))(video, wav)
     assert other != a
     frames = ib.decode_frames(video, max_frames=4)
     with torch.inference_mode():
@@ -215,9 +217,9 @@ def test_scorer_is_finite_bounded_deterministic_and_matches_forward(tmp_path):
 
 
 def test_run_computes_ib_score_when_configured(tmp_path):
-    scorers, reasons = build_video_scorers({"imagebind_ckpt": None})
+    scorers, reasons = build_video_scorers(EvalParams(imagebind_ckpt=None))
     assert "ib_score" not in scorers and "not configured" in reasons["ib_score"]
-    scorers, reasons = build_video_scorers({"imagebind_ckpt": "tiny", "seed": 0, "seconds": 1.5})
+    scorers, reasons = build_video_scorers(EvalParams(imagebind_ckpt="tiny", seed=0, seconds=1.5))
     assert isinstance(scorers["ib_score"], ib.ImageBindScorer) and "ib_score" not in reasons
     pairs = []
     for i in range(3):
@@ -230,7 +232,7 @@ def test_run_computes_ib_score_when_configured(tmp_path):
         else:
             vid.write_bytes(b"not a real video")
         pairs.append((f"clip{i}", gt, gen, vid))
-    params = {"model": "tiny", "seed": 0, "gallery": False, "seconds": 1.5, "imagebind_ckpt": "tiny"}
+    params = EvalParams(model="tiny", seed=0, gallery=False, seconds=1.5, imagebind_ckpt="tiny")
     res = run(params, pairs=pairs, out_dir=tmp_path / "eval", embedders=build_embedders(params))
     m = res["metrics"]["ib_score"]
     assert m["status"] == "ok" and m["n_clips"] == 2 and m["n_failed"] == 1

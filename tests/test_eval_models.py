@@ -9,6 +9,7 @@ from scoring.embedders import build_embedders, load_checkpoint
 from frozen.panns import Cnn14, Cnn14Config
 from frozen.passt import PaSST, PaSSTConfig
 from frozen.vggish import VGGish, VGGishConfig, vggish_mel_matrix, waveform_to_examples
+from scoring.params import EvalParams
 
 SR = 16000
 
@@ -81,7 +82,7 @@ def test_resample_keeps_frequency():
 
 
 def test_tiny_embedders_shapes_and_determinism():
-    a, b = build_embedders({"model": "tiny", "seed": 3}), build_embedders({"model": "tiny", "seed": 3})
+    a, b = build_embedders(EvalParams(model="tiny", seed=3)), build_embedders(EvalParams(model="tiny", seed=3))
     x = _sine()
     for name in ("panns", "vggish", "passt"):
         ea, eb = a[name].embed(x), b[name].embed(x)
@@ -90,15 +91,15 @@ def test_tiny_embedders_shapes_and_determinism():
     assert a["panns"].embed(x).logits.shape == (6,)
     assert a["vggish"].embed(x).embedding.shape == (8, 8)
     assert a["passt"].embed(x).logits.shape == (6,)
-    c = build_embedders({"model": "tiny", "seed": 4})
+    c = build_embedders(EvalParams(model="tiny", seed=4))
     assert not np.allclose(c["panns"].embed(x).embedding, a["panns"].embed(x).embedding)
 
 
 def test_full_requires_checkpoint_paths():
     with pytest.raises(ValueError, match="panns_ckpt"):
-        build_embedders({"model": "full"})
+        build_embedders(EvalParams(model="full"))
     with pytest.raises(ValueError, match="'full' or 'tiny'"):
-        build_embedders({"model": "huge"})
+        build_embedders(EvalParams(model="huge"))
 
 
 def test_load_checkpoint_round_trip_and_strictness(tmp_path):

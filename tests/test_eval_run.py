@@ -9,10 +9,11 @@ import soundfile as sf
 
 from scoring.embedders import Embeddings, build_embedders
 from scoring.run import ClipPair, pairs_from_folders, run
+from scoring.params import EvalParams
 
 SR = 16000
 SECONDS = 1.5  # tests crop to 1.5 s to stay fast on a shared CPU; the protocol default is 8 s
-TINY = {"model": "tiny", "seed": 0, "gallery": False, "seconds": SECONDS}
+TINY = EvalParams(model="tiny", seed=0, gallery=False, seconds=SECONDS)
 
 
 def _tone(i, seconds, noise=0.05, seed=0):

@@ -10,6 +10,7 @@ import torch
 from scoring.desync import (OFFSETS, DeSyncScorer, build_desync_scorer, htk_mel_filters, load_synchformer,
                                   log_mel_segments, read_video_frames, resize_center_crop, video_segments)
 from frozen.synchformer import CLSEncoderLayer, DividedAttention, Synchformer, SynchformerConfig
+from scoring.params import EvalParams
 
 
 
@@ -138,10 +139,10 @@ def test_tiny_checkpoint_in_release_nesting_loads_and_reproduces(tmp_path, video
 
 
 def test_scorer_returns_grid_seconds_and_is_deterministic(video):
-    assert build_desync_scorer({}) is None and build_desync_scorer({"synchformer_ckpt": ""}) is None
+    assert build_desync_scorer(EvalParams()) is None and build_desync_scorer(EvalParams(synchformer_ckpt="")) is None
     with pytest.raises(FileNotFoundError):
-        build_desync_scorer({"synchformer_ckpt": "/nonexistent/synchformer.pth"})
-    s1, s2 = build_desync_scorer({"synchformer_ckpt": "tiny"}), build_desync_scorer({"synchformer_ckpt": "tiny"})
+        build_desync_scorer(EvalParams(synchformer_ckpt="/nonexistent/synchformer.pth"))
+    s1, s2 = build_desync_scorer(EvalParams(synchformer_ckpt="tiny")), build_desync_scorer(EvalParams(synchformer_ckpt="tiny"))
     for seed in range(2):
         wav = _wav(seed)
         v = s1(video, wav)

@@ -13,12 +13,13 @@ from typer.testing import CliRunner
 
 from scoring.embedders import build_embedders
 from scoring.folders import evaluate_folders, match
+from scoring.params import EvalParams
 from scoring.run import ClipPair, run
 from lab.cli import app
 
 REPO = Path(__file__).resolve().parent.parent
 SR = 16000
-TINY = {"model": "tiny", "seed": 0, "gallery": False, "seconds": 1.5}
+TINY = EvalParams(model="tiny", seed=0, gallery=False, seconds=1.5)
 
 
 def _tone(i, seconds=2.0, seed=0):

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from trainer.config import TrainConfig, TrainRuntime
 from v2a.dist import placement
 from v2a.io import atomic_write_json, read_json
+from v2a.schema import with_values
 
 if TYPE_CHECKING:  # annotations only: the runner is not part of a stage's code fingerprint
     from v2a.runner import StageContext
@@ -69,18 +70,19 @@ def _bring_back(out: Path, fingerprint: str) -> None:
 
 def preflight(ctx: StageContext) -> list[tuple[str, str]]:
     """Before the stage starts: the pretrained GPT-2's files, keys and shapes (trainer/mapper.py)."""
-    p = ctx.params
-    if p.get("model", "full") != "full" or not p.get("pretrained", True) or not Path(str(p.get("gpt2"))).exists():
+    p: TrainConfig = ctx.params
+    if p.model != "full" or not p.pretrained or not Path(str(p.gpt2)).exists():
         return []  # tiny, random init, or a hub id / missing path (the generic check's)
     from frozen.gpt2 import preflight_gpt2
 
-    return [("params.gpt2", msg) for msg in preflight_gpt2(p.get("gpt2"), p.get("gpt2_subfolder", "language_model"))]
+    return [("params.gpt2", msg) for msg in preflight_gpt2(p.gpt2, p.gpt2_subfolder)]
 
 
 def run(ctx: StageContext) -> None:
     from trainer import train
 
-    cfg = TrainConfig.from_dict({**ctx.params, **ctx.spec.runtime})  # runtime: device, in_memory (not fingerprinted)
+    cfg: TrainConfig = with_values(ctx.params, **ctx.runtime.model_dump())  # runtime: device, in_memory... (not
+    # fingerprinted) are fields of TrainConfig too
     out = run_dir(ctx)
     rank = placement().rank
     if rank == 0:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from v2a.config import Config, StageSpec
-from v2a.context import Stages, resolved_params, stage_module
+from v2a.context import Stages, stage_module
 from v2a.weights import hub_offline, load_manifest, local_path, weights_dir
 
 log = logging.getLogger(__name__)
@@ -103,8 +103,7 @@ def stage_preflight(runner: Stages, name: str) -> list[Problem]:
     mod = stage_module(spec)
     if not hasattr(mod, "preflight"):
         return []
-    ctx = runner.context(name)
-    ctx._resolved = resolved_params(spec, runner.cfg, strict=False)
+    ctx = runner.context(name, strict=False)
     try:
         return [Problem(name, item, msg) for item, msg in mod.preflight(ctx)]
     except Exception as err:  # an unreadable checkpoint, a broken config: reported with the others

@@ -14,6 +14,7 @@ from v2a.code import code_identity
 from v2a.config import Config, StageSpec
 from v2a.dist import placement
 from v2a.io import sha256_json
+from v2a.schema import with_values
 
 
 
@@ -139,21 +140,28 @@ class StageContext:
     workers: int = 1
     progress: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
-    _resolved: dict[str, Any] | None = field(default=None, repr=False)
+    _resolved: Any = field(default=None, repr=False)
+    strict: bool = True  # a checkpoint name missing from the weights manifest raises (False: the preflight's view)
 
     @property
     def name(self) -> str:
         return self.spec.name
 
     @property
-    def params(self) -> dict[str, Any]:
-        """The stage's params, weights-manifest names resolved to local paths (v2a/weights.yaml)."""
+    def params(self) -> Any:
+        """The stage's validated ``Params`` instance (v2a/schema.py), weights-manifest names of its checkpoint params
+        resolved to local paths (v2a/weights.yaml); the plain mapping for a stage module without a model."""
         if self._resolved is None:
-            self._resolved = resolved_params(self.spec, self.cfg)
+            plain = resolved_params(self.spec, self.cfg, strict=self.strict)
+            changed = {k: plain[k] for k in self.spec.checkpoints if plain.get(k) != self.spec.params.get(k)}
+            typed = self.spec.settings
+            self._resolved = plain if typed is None or isinstance(typed, dict) else with_values(typed, **changed)
         return self._resolved
 
-    def runtime(self, key: str, default: Any = None) -> Any:
-        return self.spec.runtime.get(key, default)
+    @property
+    def runtime(self) -> Any:
+        """The stage's validated ``Runtime`` instance (not fingerprinted: devices, batch sizes, workers)."""
+        return self.spec.options if self.spec.options is not None else self.spec.runtime
 
     def record(self, **extra: Any) -> dict:
         """The record a stage writes with its output when it completes."""

@@ -24,6 +24,7 @@ from typing import Any, Iterable
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
 TOP_LEVEL = ("paths", "targets", "stages", "experiments")
+TYPED = ("settings", "options")  # StageSpec fields the validation fills in (a config may not set them)
 
 
 class ConfigError(ValueError):
@@ -44,6 +45,11 @@ class StageSpec:
     params: dict[str, Any] = field(default_factory=dict)  # fingerprinted: changing them reruns the stage
     runtime: dict[str, Any] = field(default_factory=dict)  # not fingerprinted: workers, batch size, device
     description: str = ""
+    # Set when the configuration is validated, never by the user: the stage module's validated ``Params`` and
+    # ``Runtime`` instances (what its code receives as ``ctx.params`` / ``ctx.runtime``; ``params`` and ``runtime``
+    # above are their plain JSON form, fingerprinted and recorded). A module without a model gets its mapping.
+    settings: Any = field(default=None, repr=False, compare=False)
+    options: Any = field(default=None, repr=False, compare=False)
 
 
 
@@ -125,8 +131,8 @@ def from_known_keys(cls: type, data: dict, where: str, **fixed: Any) -> Any:
     return cls(**fixed, **data)
 
 
-def check(where: str, data: Any, model: type) -> tuple[dict | None, list[str]]:
-    """Validate ``data`` against ``model``: (every field as a plain dict, problems). ``where`` ends with '.'."""
+def validate(where: str, data: Any, model: type) -> tuple[Any, list[str]]:
+    """Validate ``data`` against ``model``: (the model instance, problems). ``where`` ends with '.'."""
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -135,14 +141,32 @@ def check(where: str, data: Any, model: type) -> tuple[dict | None, list[str]]:
     problems = [unknown_key(where, k, valid) for k in data if k not in valid]
     if problems:
         return None, problems
-    adapter = TypeAdapter(model)
     try:
-        value = adapter.validate_python(data)
+        return TypeAdapter(model).validate_python(data), []
     except ValidationError as e:
         return None, [_format(where, err) for err in e.errors()]
     except (TypeError, ValueError) as e:  # raised by a model's own checks outside pydantic
         return None, [f"{where.rstrip('.')}: {e}"]
-    return adapter.dump_python(value, mode="json"), []
+
+
+def as_plain(value: Any) -> dict:
+    """A validated model instance as the plain JSON mapping that is fingerprinted and recorded."""
+    return TypeAdapter(type(value)).dump_python(value, mode="json")
+
+
+def with_values(value: Any, **updates: Any) -> Any:
+    """A copy of a validated model instance (pydantic model or dataclass) with some fields replaced."""
+    if not updates:
+        return value
+    if isinstance(value, BaseModel):
+        return value.model_copy(update=updates)
+    return dataclasses.replace(value, **updates)
+
+
+def check(where: str, data: Any, model: type) -> tuple[dict | None, list[str]]:
+    """Validate ``data`` against ``model``: (every field as a plain dict, problems). ``where`` ends with '.'."""
+    value, problems = validate(where, data, model)
+    return (None if problems else as_plain(value)), problems
 
 
 def stage_models(module_name: str) -> tuple[type | None, type | None]:
@@ -163,6 +187,10 @@ def _check_stage(name: str, body: Any, modules: dict[str, str]) -> tuple[dict | 
             return None, [f"stages.{name}: unknown stage (did you mean {near!r}?)"]
         return None, [f"stages.{name}: 'module' (the python module with run(ctx)) is required for a new stage"]
     rest = {k: v for k, v in body.items() if k not in ("params", "runtime")}
+    reserved = [unknown_key(where, k, [f for f in field_names(StageSpec) if f not in TYPED], "key")
+                for k in rest if k in TYPED]
+    if reserved:
+        return None, reserved
     spec, problems = check(where, {**rest, "name": name, "params": {}, "runtime": {}}, StageSpec)
     if problems:
         return None, problems
@@ -185,14 +213,16 @@ def _check_stage(name: str, body: Any, modules: dict[str, str]) -> tuple[dict | 
                      for k in spec["checkpoints"] if k not in valid]
     if problems:
         return None, problems
-    spec["params"] = {k: v for k, v in params.items() if k not in run_keys}
-    spec["runtime"] = runtime
+    spec["settings"], spec["options"] = params, runtime
+    spec["params"] = {k: v for k, v in (as_plain(params) if params_model else params).items() if k not in run_keys}
+    spec["runtime"] = as_plain(runtime) if runtime_model_ else runtime
     return spec, []
 
 
-def _section(where: str, data: Any, model: type | None) -> tuple[dict | None, list[str]]:
+def _section(where: str, data: Any, model: type | None) -> tuple[Any, list[str]]:
+    """The validated instance of ``model`` (no model: the mapping itself), and the problems."""
     if model is not None:
-        return check(where, data, model)
+        return validate(where, data, model)
     if data is not None and not isinstance(data, dict):
         return None, [f"{where.rstrip('.')}: got {_short(data)}; expected a mapping of keys to values"]
     return dict(data or {}), []
