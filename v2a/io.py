@@ -71,6 +71,11 @@ def read_json(path: str | os.PathLike) -> Any:
         return json.load(f)
 
 
+class InputError(ValueError):
+    """A file the user gave (a labels table, an id list, a lock file) cannot be read as what it should be. The message
+    is one line naming the file, the line and the value; the CLI reports it as a usage mistake (exit code 2)."""
+
+
 class LockedError(RuntimeError):
     """Another process holds the lock of an output folder."""
 
