@@ -1,0 +1,162 @@
+"""One HTTP download into a ``.part`` file: resumed with a ``Range`` request after a dropped connection, and proven
+complete by what the server announced (``Content-Length`` of a 200, ``Content-Range`` of a 206).
+
+A ``.part`` is resumed only when its record (``<file>.part.json``: the URL and the server's ETag or Last-Modified,
+written when the download started) says it came from the same URL; the resume sends ``If-Range`` so that a file
+changed on the server restarts from byte 0. A ``.part`` of unknown origin (no record, another URL) is never appended
+to. What this module cannot trust, it raises as :class:`Refused`; the caller keeps the bytes aside.
+"""
+
+from __future__ import annotations
+
+import http.client
+import logging
+import re
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from v2a.io import atomic_write_json, read_json
+
+log = logging.getLogger(__name__)
+
+CHUNK = 1 << 20
+_RANGE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$")
+_UNSATISFIED = re.compile(r"^\s*bytes\s+\*/(\d+)\s*$")
+
+
+class TransferFailed(RuntimeError):
+    """The server could not be reached or answered with an error; nothing was written. One line."""
+
+
+class Refused(Exception):
+    """The server's answer cannot be trusted; ``reason`` is one line. ``body``: the answer's first bytes, to keep
+    aside instead of the ``.part`` (which then stays as it was); None: the ``.part`` itself is not trustworthy."""
+
+    def __init__(self, reason: str, body: bytes | None = None) -> None:
+        super().__init__(reason)
+        self.reason, self.body = reason, body
+
+
+@dataclass(frozen=True)
+class Sent:
+    size: int  # bytes in the .part now
+    announced: int | None  # the whole file's size as the server announced it; None: not announced
+
+    @property
+    def proof(self) -> str | None:
+        """One line when the transfer is proven complete by the server's own announcement, else None."""
+        if self.announced is None:
+            return None
+        return f"{self.size} bytes, as the server announced"
+
+
+def record_path(part: Path) -> Path:
+    return part.with_name(part.name + ".json")
+
+
+def trusted_start(part: Path, url: str) -> tuple[int, str | None]:
+    """(bytes of ``part`` that may be resumed, its validator). Raises Refused for a .part of unknown origin."""
+    if not part.exists():
+        return 0, None
+    rec_path = record_path(part)
+    try:
+        rec = read_json(rec_path) if rec_path.is_file() else {}
+    except ValueError:
+        rec = {}
+    if not isinstance(rec, dict) or rec.get("url") != url:
+        raise Refused(f"{part.name} was left by an earlier download with no record of its URL in {rec_path.name}")
+    return part.stat().st_size, rec.get("validator")
+
+
+def _open(url: str, start: int, validator: str | None, timeout: float):
+    req = urllib.request.Request(url, headers={"User-Agent": "mfm-mapper-weights/1", "Accept-Encoding": "identity"})
+    if start:
+        req.add_header("Range", f"bytes={start}-")
+        if validator:
+            req.add_header("If-Range", validator)
+    return urllib.request.urlopen(req, timeout=timeout)
+
+
+def _expected(resp, start: int) -> tuple[int, int | None, int | None]:
+    """(first byte of the body, bytes the body should have, the whole file's size) from the answer's headers."""
+    length = resp.headers.get("Content-Length")
+    length = int(length) if length is not None and length.strip().isdigit() else None
+    if resp.status == 206:
+        cr = resp.headers.get("Content-Range") or ""
+        m = _RANGE.match(cr)
+        if not m or int(m.group(1)) != start:
+            raise Refused(f"asked to resume at byte {start}, the server answered 206 with Content-Range "
+                          f"{cr or '(none)'!r}, which does not start there")
+        first, last = int(m.group(1)), int(m.group(2))
+        total = int(m.group(3)) if m.group(3) != "*" else None
+        if length is not None and length != last - first + 1:
+            raise Refused(f"the server's Content-Length {length} contradicts its Content-Range {cr!r}")
+        return first, last - first + 1, total
+    if resp.status != 200:
+        raise Refused(f"the server answered HTTP {resp.status} instead of the file")
+    return 0, length, length
+
+
+def _once(name: str, url: str, part: Path, *, progress: bool, timeout: float) -> Sent:
+    """Append the rest of ``url`` to ``part`` (or restart it when the server sends the whole file)."""
+    from tqdm import tqdm
+
+    start, validator = trusted_start(part, url)
+    try:
+        resp = _open(url, start, validator, timeout)
+    except urllib.error.HTTPError as err:
+        if err.code == 416 and start:
+            m = _UNSATISFIED.match(err.headers.get("Content-Range") or "")
+            if m and int(m.group(1)) == start:
+                return Sent(start, start)  # the server says the file has exactly the bytes the .part has
+            raise Refused(f"the server cannot resume at byte {start} (HTTP 416, Content-Range "
+                          f"{err.headers.get('Content-Range') or '(none)'!r}): the partial file does not fit the "
+                          "file on the server") from None
+        raise TransferFailed(f"HTTP {err.code} {err.reason} for {url}") from None
+    except (urllib.error.URLError, OSError) as err:
+        raise TransferFailed(f"cannot reach {url} ({getattr(err, 'reason', err)})") from None
+    with resp:
+        if resp.headers.get_content_type() == "text/html":
+            raise Refused(f"the server answered with an HTML page (HTTP {resp.status}, Content-Type text/html), "
+                          "not the file", body=resp.read(CHUNK))
+        if start and resp.status == 200:
+            log.info("%s: the server sent the whole file instead of resuming; starting over", name)
+            start = 0
+        first, expect, total = _expected(resp, start)
+        if not start:
+            atomic_write_json(record_path(part), {"url": url, "validator": resp.headers.get("ETag")
+                                                  or resp.headers.get("Last-Modified")})
+        got = 0
+        with open(part, "ab" if start else "wb") as fh, tqdm(total=total, initial=start, unit="B", unit_scale=True,
+                                                              desc=name, disable=not progress, leave=False) as bar:
+            while True:
+                block = resp.read1(CHUNK)  # whatever has arrived: a stall longer than `timeout` raises
+                if not block:
+                    break
+                fh.write(block)
+                got += len(block)
+                bar.update(len(block))
+                if expect is not None and got > expect:
+                    raise Refused(f"the server sent more than the {expect} bytes it announced")
+    if expect is not None and got < expect:
+        raise ConnectionError(f"connection closed after {first + got} of {first + expect} bytes")
+    return Sent(first + got, total)
+
+
+def download(name: str, url: str, part: Path, *, progress: bool = True, retries: int = 3,
+             timeout: float = 60.0) -> Sent:
+    """Download ``url`` into ``part`` (resuming it when it may be); retries resume after a dropped connection or a
+    stall of ``timeout`` seconds. Raises TransferFailed (nothing written), Refused (keep something aside) or
+    ConnectionError (interrupted after ``retries``; the .part may be resumed later)."""
+    for attempt in range(retries + 1):
+        try:
+            return _once(name, url, part, progress=progress, timeout=timeout)
+        except (OSError, http.client.HTTPException) as err:  # a dropped connection, a read timeout
+            have = part.stat().st_size if part.exists() else 0
+            why = f"no data for {timeout:g} s" if "timed out" in str(err) else str(err) or type(err).__name__
+            if attempt == retries:
+                raise ConnectionError(f"download from {url} interrupted at {have} bytes ({why})") from None
+            log.warning("%s: %s; resuming from byte %d", name, why, have)
+    raise AssertionError("unreachable")
