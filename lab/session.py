@@ -11,6 +11,7 @@ import typer
 
 from v2a.config import load_config
 from v2a.defaults import choose_config
+from v2a.io import InputError
 from v2a.runner import Runner
 from v2a.schema import ConfigError
 
@@ -63,5 +64,9 @@ def runner(targets: list[str] | None = None, experiment: str | None = None) -> R
 
 
 def fail(e: Exception) -> NoReturn:
+    """A command that stopped: a user's mistake (a malformed input table or list, a configuration error found late)
+    is a usage error (exit code 2, ``error:`` lines); anything else is a failure (logged, exit code 1)."""
+    if isinstance(e, (InputError, ConfigError)):
+        usage_error(e)
     log.error("%s", e)
     raise typer.Exit(1)

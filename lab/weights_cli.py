@@ -8,7 +8,8 @@ from typing import List, Optional
 
 import typer
 
-from v2a.weights import WeightError, entry_state, fetch, load_manifest, weights_dir
+from v2a.io import InputError
+from v2a.weights import WeightError, entry_state, fetch, load_manifest, read_lock, weights_dir
 
 log = logging.getLogger("v2a")
 
@@ -47,8 +48,15 @@ def list_weights(
     verify: bool = typer.Option(False, "--verify", help="Hash present files against the manifest (slow for GBs)."),
     dir_: Optional[Path] = DIR_OPT,
 ) -> None:
-    """Print every manifest entry: missing, present or verified, its source, size and checksum."""
+    """Print every manifest entry: missing, present (not proven), checked (proven by its format or its transfer; no
+    checksum is published), verified (the published checksum matched) or corrupt; its source, size and checksum."""
+    from lab.session import usage_error
+
     wdir = weights_dir(_config(), dir_)
+    try:
+        read_lock(wdir)
+    except InputError as err:
+        usage_error(err)
     typer.echo(f"weights folder: {wdir}")
     typer.echo(f"{'name':<18} {'state':<9} {'used by':<16} {'size':<12} {'checksum':<42} source")
     bad = 0
@@ -66,16 +74,24 @@ def list_weights(
 def fetch_weights(
     names: List[str] = typer.Argument(None, help="Entries to download (default: every missing one)."),
     dir_: Optional[Path] = DIR_OPT,
-    retries: int = typer.Option(3, "--retries", help="Resume attempts after a dropped connection."),
+    retries: int = typer.Option(3, "--retries", help="Resume attempts after a dropped connection or a stall."),
+    timeout: float = typer.Option(60.0, "--timeout", min=0.1, help="Seconds to wait for the server to answer or to "
+                                  "send the next bytes; longer counts as a dropped connection (resumed, --retries)."),
 ) -> None:
-    """Download what is missing: progress bar, resume (HTTP Range), checksum check, atomic rename."""
-    from lab.session import STATE
+    """Download what is missing: progress bar, resume (HTTP Range), then rename into place only what is proven (the
+    transfer complete, the published checksum, the file opening as the checkpoint it should be); the rest is kept
+    aside as <file>.corrupt. A file already there is proven the same way first."""
+    from lab.session import STATE, usage_error
 
     wdir = weights_dir(_config(), dir_)
+    try:
+        read_lock(wdir)  # a broken lock file: one error line, exit 2, before anything is downloaded
+    except InputError as err:
+        usage_error(err)
     failed = []
     for e in _selected(names or []):
         try:
-            what, path = fetch(e, wdir, progress=STATE.progress, retries=retries)
+            what, path = fetch(e, wdir, progress=STATE.progress, retries=retries, timeout=timeout)
             typer.echo(f"{e.name}: {what} ({path})")
         except WeightError as err:
             log.error("%s", err)

@@ -78,7 +78,8 @@ def test_resume_after_the_connection_drops(server, tmp_path):
     assert (tmp_path / "big.pth.part").stat().st_size == cut
     W.fetch(e, tmp_path, progress=False, retries=0)  # the second call resumes
     assert (tmp_path / "big.pth").read_bytes() == data and not (tmp_path / "big.pth.part").exists()
-    assert server.requests[-1] == ("GET", "/w/big.pth", f"bytes={cut}-")
+    assert server.requests[-1] == ("GET", "/w/big.pth", f"bytes={cut - W.transfer.OVERLAP}-")  # asks again for
+    # the last OVERLAP bytes it has, to check that the answer continues them
 
 
 def test_resume_within_one_call(server, tmp_path):
@@ -87,7 +88,7 @@ def test_resume_within_one_call(server, tmp_path):
     server.drop_after["/c.pth"] = 1000
     W.fetch(e, tmp_path, progress=False, retries=2)
     assert (tmp_path / "c.pth").read_bytes() == data
-    assert [r[2] for r in server.requests] == [None, "bytes=1000-"]
+    assert [r[2] for r in server.requests] == [None, "bytes=0-"]  # 1000 bytes < OVERLAP: all asked again
 
 
 def test_checksum_mismatch_keeps_the_download_aside(server, tmp_path):

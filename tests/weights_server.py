@@ -80,7 +80,7 @@ class FileServer:
         send = data[start:]
         if start and fault == "206_from_zero":
             headers["Content-Range"], send = f"bytes 0-{len(data) - 1}/{len(data)}", data
-        elif start:
+        elif rng:
             headers["Content-Range"] = f"bytes {start}-{len(data) - 1}/{len(data)}"
             if fault == "206_lying":
                 send = data[: len(data) - start]
@@ -90,7 +90,7 @@ class FileServer:
             send = send[: len(data) // 2]
         else:
             headers["Content-Length"] = str(len(send))
-        self._head(h, 206 if start else 200, headers)
+        self._head(h, 206 if rng else 200, headers)
         if not body:
             return
         cut = self.drop_after.pop(path, None) if h.command == "GET" else None

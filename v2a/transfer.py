@@ -22,8 +22,8 @@ from v2a.io import atomic_write_json, read_json
 log = logging.getLogger(__name__)
 
 CHUNK = 1 << 20
+OVERLAP = 1 << 16  # bytes a resume asks for again, to check that the server's answer continues the .part
 _RANGE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$")
-_UNSATISFIED = re.compile(r"^\s*bytes\s+\*/(\d+)\s*$")
 
 
 class TransferFailed(RuntimeError):
@@ -70,24 +70,25 @@ def trusted_start(part: Path, url: str) -> tuple[int, str | None]:
     return part.stat().st_size, rec.get("validator")
 
 
-def _open(url: str, start: int, validator: str | None, timeout: float):
+def _open(url: str, ask: int | None, validator: str | None, timeout: float):
+    """GET ``url``; ``ask``: the first byte wanted (a resume; None: the whole file)."""
     req = urllib.request.Request(url, headers={"User-Agent": "mfm-mapper-weights/1", "Accept-Encoding": "identity"})
-    if start:
-        req.add_header("Range", f"bytes={start}-")
+    if ask is not None:
+        req.add_header("Range", f"bytes={ask}-")
         if validator:
             req.add_header("If-Range", validator)
     return urllib.request.urlopen(req, timeout=timeout)
 
 
-def _expected(resp, start: int) -> tuple[int, int | None, int | None]:
+def _expected(resp, ask: int) -> tuple[int, int | None, int | None]:
     """(first byte of the body, bytes the body should have, the whole file's size) from the answer's headers."""
     length = resp.headers.get("Content-Length")
     length = int(length) if length is not None and length.strip().isdigit() else None
     if resp.status == 206:
         cr = resp.headers.get("Content-Range") or ""
         m = _RANGE.match(cr)
-        if not m or int(m.group(1)) != start:
-            raise Refused(f"asked to resume at byte {start}, the server answered 206 with Content-Range "
+        if not m or int(m.group(1)) != ask:
+            raise Refused(f"asked for the file from byte {ask}, the server answered 206 with Content-Range "
                           f"{cr or '(none)'!r}, which does not start there")
         first, last = int(m.group(1)), int(m.group(2))
         total = int(m.group(3)) if m.group(3) != "*" else None
@@ -99,20 +100,26 @@ def _expected(resp, start: int) -> tuple[int, int | None, int | None]:
     return 0, length, length
 
 
+def _tail(part: Path, n: int) -> bytes:
+    with open(part, "rb") as fh:
+        fh.seek(-n, 2)
+        return fh.read(n)
+
+
 def _once(name: str, url: str, part: Path, *, progress: bool, timeout: float) -> Sent:
-    """Append the rest of ``url`` to ``part`` (or restart it when the server sends the whole file)."""
+    """Append the rest of ``url`` to ``part`` (or restart it when the server sends the whole file). A resume asks
+    for the last ``OVERLAP`` bytes again and compares them with the .part's: a server whose 206 body does not
+    continue the partial file (or a .part that is not a prefix of the file) is caught before anything is written."""
     from tqdm import tqdm
 
     start, validator = trusted_start(part, url)
+    overlap = min(start, OVERLAP)
     try:
-        resp = _open(url, start, validator, timeout)
+        resp = _open(url, start - overlap if start else None, validator, timeout)
     except urllib.error.HTTPError as err:
         if err.code == 416 and start:
-            m = _UNSATISFIED.match(err.headers.get("Content-Range") or "")
-            if m and int(m.group(1)) == start:
-                return Sent(start, start)  # the server says the file has exactly the bytes the .part has
-            raise Refused(f"the server cannot resume at byte {start} (HTTP 416, Content-Range "
-                          f"{err.headers.get('Content-Range') or '(none)'!r}): the partial file does not fit the "
+            raise Refused(f"the server cannot send the file from byte {start - overlap} (HTTP 416, Content-Range "
+                          f"{err.headers.get('Content-Range') or '(none)'!r}): the partial file is longer than the "
                           "file on the server") from None
         raise TransferFailed(f"HTTP {err.code} {err.reason} for {url}") from None
     except (urllib.error.URLError, OSError) as err:
@@ -123,12 +130,19 @@ def _once(name: str, url: str, part: Path, *, progress: bool, timeout: float) ->
                           "not the file", body=resp.read(CHUNK))
         if start and resp.status == 200:
             log.info("%s: the server sent the whole file instead of resuming; starting over", name)
-            start = 0
-        first, expect, total = _expected(resp, start)
-        if not start:
+            start = overlap = 0
+        first, expect, total = _expected(resp, start - overlap)
+        if overlap:
+            again = b""
+            while len(again) < overlap and (block := resp.read1(overlap - len(again))):
+                again += block
+            if again != _tail(part, overlap):
+                raise Refused(f"the server's answer from byte {first} does not repeat the last {overlap} bytes of "
+                              "the partial file: it does not continue it")
+        else:
             atomic_write_json(record_path(part), {"url": url, "validator": resp.headers.get("ETag")
                                                   or resp.headers.get("Last-Modified")})
-        got = 0
+        got = overlap
         with open(part, "ab" if start else "wb") as fh, tqdm(total=total, initial=start, unit="B", unit_scale=True,
                                                               desc=name, disable=not progress, leave=False) as bar:
             while True:
