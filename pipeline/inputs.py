@@ -14,7 +14,7 @@ import tarfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from v2a.io import check_clip_id
+from v2a.io import InputError, check_clip_id
 
 log = logging.getLogger(__name__)
 
@@ -42,24 +42,71 @@ class ClipSource:
         return asdict(self)
 
 
+SPLITS = ("train", "val", "test")
+COLUMNS = "youtube_id,start_seconds,label[,split]"
+
+
+def read_text(path: Path, what: str) -> str:
+    """A user's text file as UTF-8 (a byte-order mark is dropped; any line ending); InputError naming the file, the
+    line and the bytes when it is not UTF-8."""
+    data = Path(path).read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        start = data.rfind(b"\n", 0, err.start) + 1
+        end = data.find(b"\n", err.start)
+        text = data[start:end if end >= 0 else len(data)].rstrip(b"\r")
+        raise InputError(f"{what} {path}:{line}: not UTF-8 text (byte 0x{data[err.start]:02x} in {text[:80]!r}); "
+                         "save the file as UTF-8") from None
+
+
+def _start_seconds(value: str) -> int | None:
+    """A whole, non-negative number of seconds ("30", "30.0"), else None."""
+    try:
+        x = float(value)
+    except ValueError:
+        return None
+    return int(x) if x >= 0 and x == int(x) else None
+
+
 def read_labels(path: Path) -> dict[str, tuple[str, str]]:
-    """VGGSound CSV -> {clip id: (label, split)}; a header line, if any, is skipped."""
+    """VGGSound CSV -> {clip id: (label, split)}, read strictly: UTF-8 (a BOM is fine), CRLF or LF, a header only on
+    the first row; a row that is not ``youtube_id,start_seconds,label[,split]`` (split: train, val or test), a clip
+    listed twice or undecodable text raises InputError naming the file, the line and the value."""
+    path = Path(path)
+    reader = csv.reader(io.StringIO(read_text(path, "labels"), newline=""))
     labels: dict[str, tuple[str, str]] = {}
-    with open(path, newline="", encoding="utf-8") as f:
-        for lineno, row in enumerate(csv.reader(f), 1):
+    first_line: dict[str, int] = {}
+    rows = 0
+    try:
+        for row in reader:
+            line = reader.line_num
             if not row or not "".join(row).strip():
                 continue
-            if len(row) < 3:
-                raise ValueError(f"{path}:{lineno}: expected youtube_id,start_seconds,label[,split], got {row}")
+            rows += 1
+            where = f"labels {path}:{line}"
+            if len(row) not in (3, 4):
+                raise InputError(f"{where}: expected the {len(COLUMNS.split(','))} columns {COLUMNS}, got "
+                                 f"{len(row)}: {row}")
             yid, start, label = row[0].strip(), row[1].strip(), row[2].strip()
-            split = row[3].strip() if len(row) > 3 else ""
-            try:
-                start_i = int(float(start))
-            except ValueError:
-                if lineno == 1:
-                    continue  # header
-                raise ValueError(f"{path}:{lineno}: start_seconds {start!r} is not a number") from None
-            labels[f"{yid}_{start_i:06d}"] = (label, split)
+            split = row[3].strip() if len(row) == 4 else ""
+            start_i = _start_seconds(start)
+            if start_i is None and rows == 1:
+                continue  # the header
+            if start_i is None:
+                raise InputError(f"{where}: start_seconds {start!r} is not a whole number of seconds")
+            if not yid or not label:
+                raise InputError(f"{where}: {'youtube_id' if not yid else 'label'} is empty in {row}")
+            if split not in SPLITS + ("",):
+                raise InputError(f"{where}: split {split!r} is not one of {', '.join(SPLITS)}")
+            cid = f"{yid}_{start_i:06d}"
+            if cid in labels:
+                raise InputError(f"{where}: clip {cid} ({yid!r} at {start!r} s) is already on line {first_line[cid]}; "
+                                 "one row per clip")
+            labels[cid], first_line[cid] = (label, split), line
+    except csv.Error as err:
+        raise InputError(f"labels {path}:{reader.line_num}: not a CSV row ({err})") from None
     return labels
 
 

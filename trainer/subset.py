@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from v2a.io import InputError, check_clip_id
+
 log = logging.getLogger(__name__)
 
 
@@ -50,17 +52,31 @@ def stratified_subset(ids: np.ndarray, labels: np.ndarray, fraction: float, seed
 
 
 def read_id_list(path: str | Path) -> list[str]:
-    """Clip ids from a text file: one per line; blank lines and ``#`` comments ignored; duplicates refused."""
+    """Clip ids from a text file: one per line (UTF-8, a BOM and CRLF are fine); blank lines and ``#`` comments
+    ignored. A missing file, undecodable text, an id that is not a safe clip id or an id listed twice raises
+    InputError naming the file, the line and the value."""
+    from pipeline.inputs import read_text
+
     p = Path(path)
     if not p.is_file():
-        raise ValueError(f"paths.train_ids: {p} is not a file (one clip id per line)")
-    ids = [ln.split("#", 1)[0].strip() for ln in p.read_text(encoding="utf-8").splitlines()]
-    ids = [i for i in ids if i]
-    dup = sorted({i for i in ids if ids.count(i) > 1}) if len(set(ids)) != len(ids) else []
-    if dup:
-        raise ValueError(f"paths.train_ids: {p} lists ids more than once: {dup[:5]}")
+        raise InputError(f"paths.train_ids: {p} is not a file (one clip id per line)")
+    ids: list[str] = []
+    first_line: dict[str, int] = {}
+    for line, text in enumerate(read_text(p, "paths.train_ids").splitlines(), 1):
+        cid = text.split("#", 1)[0].strip()
+        if not cid:
+            continue
+        try:
+            check_clip_id(cid)
+        except ValueError as err:
+            raise InputError(f"paths.train_ids {p}:{line}: {err}") from None
+        if cid in first_line:
+            raise InputError(f"paths.train_ids {p}:{line}: id {cid!r} is listed more than once (first on line "
+                             f"{first_line[cid]})")
+        first_line[cid] = line
+        ids.append(cid)
     if not ids:
-        raise ValueError(f"paths.train_ids: {p} lists no clip ids")
+        raise InputError(f"paths.train_ids: {p} lists no clip ids")
     return ids
 
 
