@@ -6,8 +6,8 @@ here, and ``fetch`` to download what is missing.
 (``<file>.part`` until then): the transfer complete as the server announced it, the manifest's checksum when it
 publishes one, and the file opening as what the entry says it is (v2a/weight_formats.py). Anything unproven is
 kept aside as ``<file>.corrupt`` and the fetch fails; a file already at the final path is proven the same way
-(and against the sha256 that ``weights.lock.json`` recorded) before it is called "already there". ``hub`` entries go through huggingface_hub (its cache, HF_HOME, HF_ENDPOINT and HF_HUB_OFFLINE
-read when the call is made). Nothing here touches the network unless ``fetch`` is called.
+(and against the sha256 that ``weights.lock.json`` recorded) before it is called "already there". ``hub`` entries
+go through huggingface_hub (its cache, HF_HOME, HF_ENDPOINT and HF_HUB_OFFLINE read when the call is made). Nothing here touches the network unless ``fetch`` is called.
 """
 
 from __future__ import annotations
@@ -369,10 +369,10 @@ def fetch(e: Entry, wdir: Path, *, progress: bool = True, retries: int = 3, time
     """Make ``e`` present: ("already there" | "downloaded" | "downloaded, replacing ...", path). A file already at
     the final path is proven first (size, checksum, format, the lock file's sha256). Raises WeightError (one line)
     or InputError (a broken lock file, before anything is downloaded)."""
+    lock = read_lock(wdir)  # a broken lock file stops here, before any download
     if e.kind != "url":
         here = _hub_local(e)
         return ("already there", here) if here is not None else ("downloaded", download_hub(e, wdir, progress=progress))
-    lock = read_lock(wdir)
     final, why = wdir / e.file, None
     if final.is_file():
         rec = lock.get(e.name) or {}
