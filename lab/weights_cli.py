@@ -45,7 +45,8 @@ def _selected(names: list[str]) -> list:
 @weights_app.command("list")
 def list_weights(
     names: List[str] = typer.Argument(None, help="Entries to show (default: all)."),
-    verify: bool = typer.Option(False, "--verify", help="Hash present files against the manifest (slow for GBs)."),
+    verify: bool = typer.Option(False, "--verify", help="Prove present files again: hash, checksum, format, "
+                                "lock record (slow for GBs)."),
     dir_: Optional[Path] = DIR_OPT,
 ) -> None:
     """Print every manifest entry: missing, present (not proven), checked (proven by its format or its transfer; no
