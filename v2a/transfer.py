@@ -136,6 +136,8 @@ def _once(name: str, url: str, part: Path, *, progress: bool, timeout: float) ->
             again = b""
             while len(again) < overlap and (block := resp.read1(overlap - len(again))):
                 again += block
+            if len(again) < overlap:
+                raise ConnectionError(f"connection closed after {first + len(again)} bytes")
             if again != _tail(part, overlap):
                 raise Refused(f"the server's answer from byte {first} does not repeat the last {overlap} bytes of "
                               "the partial file: it does not continue it")
