@@ -27,8 +27,9 @@ Rules (docs/CONTRACTS.md):
   gaps inside the stream are not filled. The offset of the audio stream's start relative to the video stream's
   start is reported as ``audio_offset`` (seconds) and not applied, unless ``align_audio=True``: then sample 0 is at
   video time 0 (a late audio start is zero-padded, an early one cut, at the stream's rate before resampling).
-- Decoding stops once every target frame is known and the audio the clip's samples read is in hand; non-reference frames that
-  no target shows are not decoded at all (pipeline/frameskip.py: same frames, ~40 % less H.264 decoding).
+- Decoding stops once every target frame is known and the audio the clip's samples read is in hand;
+  non-reference frames that no target shows are not decoded at all (pipeline/frameskip.py: same frames, ~40 %
+  less H.264 decoding).
 - Determinism: packets are decoded once in order; the same file gives the same bytes every time on one machine
   (swscale's SIMD paths may differ by a grey level across CPU types).
 """

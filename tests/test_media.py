@@ -290,7 +290,8 @@ def _stream_channel0(path: Path) -> tuple[np.ndarray, int]:
         parts = []
         for f in c.decode(s):
             x = f.to_ndarray()  # planar: (C, n); packed: (1, n * C) interleaved
-            parts.append((x[0] if f.format.is_planar else x.reshape(-1, len(f.layout.channels))[:, 0]).astype(np.float32))
+            x = x[0] if f.format.is_planar else x.reshape(-1, len(f.layout.channels))[:, 0]
+            parts.append(x.astype(np.float32))
         return np.concatenate(parts), s.codec_context.sample_rate
 
 

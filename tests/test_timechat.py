@@ -44,7 +44,8 @@ def normalise(x: torch.Tensor) -> torch.Tensor:
 
 def text_inputs(n: int, fps: int = 4):
     grid = ClipGrid(fps=fps, seconds=n / fps)  # n frames
-    tok = make_tiny_tokenizer()(timestamp_texts(grid), padding="longest", max_length=32, truncation=True, return_tensors="pt")
+    tok = make_tiny_tokenizer()(timestamp_texts(grid), padding="longest", max_length=32, truncation=True,
+                                return_tensors="pt")
     return tok["input_ids"], tok["attention_mask"]
 
 
@@ -329,7 +330,8 @@ def test_the_clip_grid_sets_frames_timestamps_and_windows():
     ids, mask = enc.timestamps()
     words = [" ".join(make_tiny_tokenizer().convert_ids_to_tokens(row[m.bool()].tolist())) for row, m in zip(ids, mask)]
     want = [f"This frame is sampled at {round(i / 8, 1)} second." for i in range(80)]  # TimeChat's own expression
-    assert len(words) == 80 and words == [" ".join(["[CLS]", *make_tiny_tokenizer().tokenize(w), "[SEP]"]) for w in want]
+    tok = make_tiny_tokenizer()
+    assert len(words) == 80 and words == [" ".join(["[CLS]", *tok.tokenize(w), "[SEP]"]) for w in want]
     assert words[1].endswith("0 . 1 second . [SEP]")  # 0.125 s -> '0.1'
     g = torch.Generator().manual_seed(4)
     x = torch.randint(0, 256, (1, 80, 224, 224, 3), dtype=torch.uint8, generator=g)  # (1, 80, 224, 224, 3)
