@@ -132,6 +132,7 @@ def worker(spec: dict) -> dict:
     import torch
 
     from pipeline.encode import _usable, pick_device
+    from frozen.grid import grid_of
     from pipeline.framestore import iter_shard, read_plan
     from v2a.runner import Runner
 
@@ -176,7 +177,7 @@ def worker(spec: dict) -> dict:
 
     frames_dir = cfg.frames_dir
     plan = read_plan(frames_dir)
-    n_clips, n_shards = plan["n_clips"], plan["n_shards"]
+    n_clips, n_shards, grid = plan["n_clips"], plan["n_shards"], grid_of(plan["params"])
     if mode == "stage":
         mod.build = build  # pipeline.encode looks the builder up at call time
         walls, cpus, encodes = [], [], []
@@ -194,7 +195,8 @@ def worker(spec: dict) -> dict:
         kind = enc.info.input_kind
         batches, t = [], time.perf_counter()
         for k in range(n_shards):  # the stage's grouping: per shard, usable clips, batch_size at a time
-            clips = [c for c in iter_shard(frames_dir, k, want_frames=kind == "frames", want_audio=kind == "audio")
+            clips = [c for c in iter_shard(frames_dir, k, want_frames=kind == "frames", want_audio=kind == "audio",
+                                           grid=grid)
                      if _usable(kind, c.meta)]
             for b in range(0, len(clips), args.batch_size):
                 part = clips[b: b + args.batch_size]

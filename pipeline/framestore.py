@@ -212,7 +212,8 @@ def read_plan(frames_dir: Path) -> dict:
 def iter_shard(frames_dir: Path, k: int, *, want_frames: bool = True, want_audio: bool = True,
                grid: ClipGrid | None = None, threads: int = 1):
     """Yield a :class:`ClipRecord` for every clip of shard ``k`` that was not rejected, in row order, its frames
-    and audio padded to the clip grid's (``grid``; default: the grid the stage decoded on, from plan.json).
+    and audio padded to the clip grid's (``grid``; default: the grid the stage decoded on, read from plan.json,
+    which lists every clip: pass it when reading many shards).
 
     ``threads`` > 1 decodes the clips' frames in parallel (PyAV releases the GIL while decoding).
     """
@@ -261,10 +262,11 @@ def iter_shard(frames_dir: Path, k: int, *, want_frames: bool = True, want_audio
 def load_clips(frames_dir: Path, rows: set[int], *, want_frames: bool = False,
                want_audio: bool = True) -> dict[int, ClipRecord]:
     """The stored clips of the given cache rows (rejected rows are absent), reading only the shards they are in."""
-    s = read_plan(frames_dir)["shard_size"]
+    plan = read_plan(frames_dir)  # once: it lists every clip
+    s, grid = plan["shard_size"], grid_of(plan["params"])
     out: dict[int, ClipRecord] = {}
     for k in sorted({r // s for r in rows}):
-        for rec in iter_shard(frames_dir, k, want_frames=want_frames, want_audio=want_audio):
+        for rec in iter_shard(frames_dir, k, want_frames=want_frames, want_audio=want_audio, grid=grid):
             if rec.index in rows:
                 out[rec.index] = rec
     return out
