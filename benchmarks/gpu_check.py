@@ -65,8 +65,9 @@ class Clock:
 
 
 # ------------------------------------------------------------------------------------------------- encoders
-def random_encoder(name: str, size: str, device: torch.device, half: bool):
-    """The stage's encoder wrapper around a randomly initialised network of ``size`` (full | tiny)."""
+def random_encoder(name: str, size: str, device: torch.device, half: bool, grid):
+    """The stage's encoder wrapper around a randomly initialised network of ``size`` (full | tiny) reading the
+    frames of ``grid`` (frozen/grid.py)."""
     from frozen.base import EncoderInfo, freeze
 
     with torch.device(device):
@@ -75,19 +76,20 @@ def random_encoder(name: str, size: str, device: torch.device, half: bool):
 
             cfg = getattr(CAVPConfig, size)()
             model = freeze(CAVPVideoEncoder(cfg))
-            info = EncoderInfo("cavp", "frames", (40, cfg.proj_dim), asdict(cfg))
-            return CAVPEncoder(model.half() if half else model, info, device=str(device), half=half, chunk_frames=40)
+            info = EncoderInfo("cavp", "frames", (grid.n_frames, cfg.proj_dim), asdict(cfg))
+            return CAVPEncoder(model.half() if half else model, info, device=str(device), half=half, chunk_frames=40,
+                               grid=grid)
         if name == "timechat":
             from frozen.timechat import TimeChatConfig, TimeChatEncoder, TimeChatVisual, make_tiny_tokenizer
 
-            cfg = getattr(TimeChatConfig, size)(window=4, stride=4, fps=4.0)
+            cfg = getattr(TimeChatConfig, size)(window=4, stride=4, fps=float(grid.fps))
             cfg.llama_dim = 0
             model = freeze(TimeChatVisual(cfg))
             if half:
                 model.use_fp16_vit()
-            info = EncoderInfo("timechat", "frames", (cfg.n_windows(40), cfg.num_video_query, cfg.out_dim),
+            info = EncoderInfo("timechat", "frames", (cfg.n_windows(grid.n_frames), cfg.num_video_query, cfg.out_dim),
                                asdict(cfg))
-            return TimeChatEncoder(model, make_tiny_tokenizer(), info, device=str(device), frame_batch=40)
+            return TimeChatEncoder(model, make_tiny_tokenizer(), info, device=str(device), frame_batch=40, grid=grid)
         from frozen.audiomae import AudioMAEConfig, AudioMAEEncoder, AudioMAEViT
 
         cfg = getattr(AudioMAEConfig, size)()
@@ -97,18 +99,21 @@ def random_encoder(name: str, size: str, device: torch.device, half: bool):
 
 
 def check_encoders(args, device: torch.device, clock: Clock) -> None:
+    from frozen.grid import grid_of
+
     stages = yaml.safe_load((REPO / "stages.yaml").read_text())["stages"]
+    grid = grid_of(stages["frames"]["params"])  # the paper's: 40 frames of 224 px, 160,000 samples
     size = "tiny" if args.reduced else "full"
     g = torch.Generator().manual_seed(0)
     for name in ("cavp", "timechat", "audiomae"):
         half = bool(stages[name]["params"].get("half")) and device.type == "cuda"
         batch = 1 if args.reduced else int(args.encoder_batch or stages[name]["runtime"]["batch_size"])
-        enc = random_encoder(name, size, device, half)
+        enc = random_encoder(name, size, device, half, grid)
         if name == "audiomae":
-            x, lengths = torch.randn(batch, 160_000, generator=g) * 0.1, torch.full((batch,), 160_000)
+            x, lengths = torch.randn(batch, grid.n_samples, generator=g) * 0.1, torch.full((batch,), grid.n_samples)
         else:
-            x = torch.randint(0, 256, (batch, 40, 224, 224, 3), dtype=torch.uint8, generator=g)
-            lengths = torch.full((batch,), 40)
+            x = torch.randint(0, 256, (batch, *grid.frame_shape), dtype=torch.uint8, generator=g)
+            lengths = torch.full((batch,), grid.n_frames)
         out = enc.encode(x, lengths)  # warm-up (kernels, cuDNN autotuning)
         assert out.shape == (batch, *enc.info.output_shape) and torch.isfinite(out).all(), f"{name}: bad output"
         clock.reset_peak()

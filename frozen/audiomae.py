@@ -38,7 +38,7 @@ from frozen.audio import FbankConfig, fbank
 log = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16000
-CLIP_SAMPLES = 160000  # 10 s, docs/CONTRACTS.md
+CLIP_SAMPLES = names.AUDIOMAE_CLIP_SAMPLES  # 160,000: 10 s, docs/CONTRACTS.md
 SEGMENT_SAMPLES = 163840  # 10.24 s = 1024 hops of 160 samples, AudioLDM-2's segment
 TARGET_FRAMES = 1024  # fbank frames fed to the ViT (1022 computed + 2 zero rows)
 FBANK_MEAN = -4.2677393  # AudioMAE's dataset statistics

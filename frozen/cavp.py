@@ -20,6 +20,7 @@ from torch import nn
 
 from frozen import names
 from frozen.base import EncoderInfo, build_options, empty_on_cpu, freeze, positive_int
+from frozen.grid import ClipGrid
 from frozen.weights import (existing_file, half_problem, init_tiny_, load_checked, meta_state, read_weights,
                             resolve_weights, shape_problems, shapes_of, unwrap)
 
@@ -27,8 +28,8 @@ log = logging.getLogger(__name__)
 
 KEEP_PREFIXES = ("video_encoder.", "video_project_head.")
 HUB_FILENAME = names.CAVP_HUB_FILENAME  # diff_foley_ckpt/cavp_epoch66.ckpt
-N_FRAMES = names.CAVP_N_FRAMES  # frames per clip (docs/CONTRACTS.md)
-IMAGE_SIZE = 224
+IMAGE_SIZE = names.CAVP_IMAGE_SIZE  # 224; the frame count is the clip grid's (frozen/grid.py): no temporal stride
+CHUNK_FRAMES = names.CAVP_CHUNK_FRAMES  # 40: the reference encodes 40-frame chunks independently
 
 
 @dataclass
@@ -191,19 +192,22 @@ def resolve_checkpoint(params: dict) -> tuple[Path, dict]:
 
 
 class CAVPEncoder:
-    """FrozenEncoder for the cache stage: uint8 frames (B, 40, 224, 224, 3) -> (B, 40, D) float32 on CPU."""
+    """FrozenEncoder for the cache stage: uint8 frames (B, T, 224, 224, 3) -> (B, T, D) float32 on CPU, T the
+    clip grid's frame count (40 at 4 FPS over 10 s)."""
 
     def __init__(
-        self, model: CAVPVideoEncoder, info: EncoderInfo, *, device: str, half: bool, chunk_frames: int
+        self, model: CAVPVideoEncoder, info: EncoderInfo, *, device: str, half: bool, chunk_frames: int,
+        grid: ClipGrid,
     ) -> None:
         self.model = model
         self.info = info
+        self.grid = grid
         self.device = torch.device(device)
         self.dtype = torch.float16 if half else torch.float32
         self.chunk_frames = chunk_frames
 
     def check_inputs(self, batch: torch.Tensor, lengths: torch.Tensor) -> None:
-        want = (N_FRAMES, IMAGE_SIZE, IMAGE_SIZE, 3)
+        want = self.grid.frame_shape  # (T, 224, 224, 3)
         if batch.dtype != torch.uint8 or batch.ndim != 5 or tuple(batch.shape[1:]) != want:
             raise ValueError(
                 f"cavp.encode: batch must be uint8 (B, {', '.join(map(str, want))}), "
@@ -213,8 +217,8 @@ class CAVPEncoder:
             raise ValueError(
                 f"cavp.encode: lengths must have shape ({batch.shape[0]},), got {tuple(lengths.shape)}"
             )
-        if bool((lengths < 0).any()) or bool((lengths > N_FRAMES).any()):
-            raise ValueError(f"cavp.encode: lengths must lie in [0, {N_FRAMES}], got {lengths.tolist()}")
+        if bool((lengths < 0).any()) or bool((lengths > want[0]).any()):
+            raise ValueError(f"cavp.encode: lengths must lie in [0, {want[0]}], got {lengths.tolist()}")
 
     def encode(self, batch: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Padded frames are encoded like the reference does (zeros in); ``lengths`` is only validated."""
@@ -225,14 +229,17 @@ class CAVPEncoder:
                 chunk = batch[:, t0 : t0 + self.chunk_frames].to(self.device)  # (B, t, H, W, 3) uint8
                 x = chunk.permute(0, 1, 4, 2, 3).to(self.dtype) / 255.0  # (B, t, 3, H, W) in [0, 1]
                 outs.append(self.model(x).float().cpu())  # (B, t, D)
-        return torch.cat(outs, dim=1)  # (B, 40, D)
+        return torch.cat(outs, dim=1)  # (B, T, D)
 
 
-def build(params: dict, device: str = "cpu") -> CAVPEncoder:
+def build(params: dict, device: str = "cpu", grid: ClipGrid | None = None) -> CAVPEncoder:
     """params: ``model`` full|tiny; ``checkpoint`` (+ ``filename``, ``revision``) for full; ``seed`` for tiny;
-    ``half`` (CUDA only); ``chunk_frames`` (default 40)."""
+    ``half`` (CUDA only); ``chunk_frames`` (default 40). ``grid``: the frames' clip grid (default 4 FPS, 10 s)."""
+    grid = grid or ClipGrid()
+    if grid.size != IMAGE_SIZE:
+        raise ValueError(f"cavp: frames of {grid.size} px; the model reads {IMAGE_SIZE} x {IMAGE_SIZE}")
     kind, half = build_options("cavp", params, device)
-    chunk_frames = positive_int("cavp", params, "chunk_frames", N_FRAMES)
+    chunk_frames = positive_int("cavp", params, "chunk_frames", CHUNK_FRAMES)
     if kind in ("tiny", "random-full"):  # random-full: the released size, seeded random (benchmarks/smoke_full.py)
         cfg = CAVPConfig.tiny() if kind == "tiny" else CAVPConfig.full()
         seed = int(params.get("seed", 0))
@@ -246,10 +253,10 @@ def build(params: dict, device: str = "cpu") -> CAVPEncoder:
     model = freeze(model).to(device)
     if half:
         model = model.half()
-    info = EncoderInfo(name="cavp", input_kind="frames", output_shape=(N_FRAMES, cfg.proj_dim), config=asdict(cfg),
-                       checkpoint=identity)
+    info = EncoderInfo(name="cavp", input_kind="frames", output_shape=(grid.n_frames, cfg.proj_dim),
+                       config=asdict(cfg), checkpoint=identity)
     log.info("cavp: built %s model (D=%d) on %s%s", kind, cfg.proj_dim, device, " fp16" if half else "")
-    return CAVPEncoder(model, info, device=device, half=half, chunk_frames=chunk_frames)
+    return CAVPEncoder(model, info, device=device, half=half, chunk_frames=chunk_frames, grid=grid)
 
 
 def preflight(params: dict, device: str) -> list[str]:

@@ -5,7 +5,8 @@ audio embedding. We use transformers' ``CLIPVisionModelWithProjection`` loaded w
 such as ``openai/clip-vit-large-patch14`` or a local ``save_pretrained`` folder) and CLIP's own preprocessing:
 RGB in [0, 1], normalised with CLIP's mean/std. Our frames are already 224 x 224 (straight resize, no crop: the
 frames stage), which is what ``CLIPImageProcessor`` makes of a square frame (shortest side 224, centre crop 224);
-a model with another input size gets a bicubic resize. Output per clip: (40, projection_dim) image embeddings,
+a model with another input size gets a bicubic resize. Output per clip: (T, projection_dim) image embeddings (T
+the clip grid's frame count, frozen/grid.py: 40 at 4 FPS over 10 s; CLIP reads each frame on its own),
 L2-normalised per frame (``normalize``, default true: CLIP compares embeddings by cosine). Padded frames (zeros,
 clips shorter than 10 s) are encoded like the others, as in the CAVP stage.
 
@@ -22,11 +23,11 @@ import torch.nn.functional as F
 
 from frozen import names
 from frozen.base import EncoderInfo, freeze
+from frozen.grid import ClipGrid
 
 log = logging.getLogger(__name__)
 
-N_FRAMES = names.CLIP_N_FRAMES
-IMAGE_SIZE = 224
+IMAGE_SIZE = 224  # the frames' side that needs no resize for openai/clip-vit-*-patch* models
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)  # OpenAI CLIP (CLIPImageProcessor's image_mean / image_std)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 DEFAULT_CHECKPOINT = names.CLIP_DEFAULT_CHECKPOINT  # openai/clip-vit-large-patch14
@@ -71,16 +72,17 @@ def preprocess(frames: torch.Tensor, size: int) -> torch.Tensor:
 
 
 class CLIPEncoder:
-    """FrozenEncoder: uint8 frames (B, 40, 224, 224, 3) -> (B, 40, projection_dim) float32 on CPU."""
+    """FrozenEncoder: uint8 frames (B, T, S, S, 3) -> (B, T, projection_dim) float32 on CPU (the clip grid's T, S)."""
 
-    def __init__(self, model, info: EncoderInfo, *, device: str, half: bool, normalize: bool, frame_batch: int):
-        self.model, self.info, self.device = model, info, torch.device(device)
+    def __init__(self, model, info: EncoderInfo, *, device: str, half: bool, normalize: bool, frame_batch: int,
+                 grid: ClipGrid):
+        self.model, self.info, self.device, self.grid = model, info, torch.device(device), grid
         self.dtype = torch.float16 if half else torch.float32
         self.normalize, self.frame_batch = normalize, frame_batch
         self.size = int(model.config.image_size)
 
     def check_inputs(self, batch: torch.Tensor, lengths: torch.Tensor) -> None:
-        want = (N_FRAMES, IMAGE_SIZE, IMAGE_SIZE, 3)
+        want = self.grid.frame_shape  # (T, S, S, 3)
         if batch.dtype != torch.uint8 or batch.ndim != 5 or tuple(batch.shape[1:]) != want:
             raise ValueError(f"clip.encode: batch must be uint8 (B, {', '.join(map(str, want))}), "
                              f"got {batch.dtype} {tuple(batch.shape)}")
@@ -90,19 +92,21 @@ class CLIPEncoder:
     def encode(self, batch: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         self.check_inputs(batch, lengths)
         b, t = batch.shape[:2]
-        flat = batch.reshape(b * t, *batch.shape[2:])  # (B*40, 224, 224, 3)
+        flat = batch.reshape(b * t, *batch.shape[2:])  # (B*T, S, S, 3)
         outs = []
         with torch.inference_mode():
             for s in range(0, flat.shape[0], self.frame_batch):
                 px = preprocess(flat[s: s + self.frame_batch], self.size).to(self.device, self.dtype)
                 emb = self.model(pixel_values=px).image_embeds.float()  # (n, projection_dim)
                 outs.append((F.normalize(emb, dim=-1) if self.normalize else emb).cpu())
-        return torch.cat(outs).reshape(b, t, -1)  # (B, 40, projection_dim)
+        return torch.cat(outs).reshape(b, t, -1)  # (B, T, projection_dim)
 
 
-def build(params: dict, device: str = "cpu") -> CLIPEncoder:
+def build(params: dict, device: str = "cpu", grid: ClipGrid | None = None) -> CLIPEncoder:
     """params: ``model`` full|tiny; ``checkpoint`` (hub id or folder) for full; ``seed`` for tiny; ``half`` (CUDA
-    only); ``normalize`` (default true); ``frame_batch`` (frames per forward pass, default 80)."""
+    only); ``normalize`` (default true); ``frame_batch`` (frames per forward pass, default 80). ``grid``: the
+    frames' clip grid (default 4 FPS, 10 s, 224 px)."""
+    grid = grid or ClipGrid()
     kind = params.get("model", "full")
     half = bool(params.get("half", False))
     if half and not str(device).startswith("cuda"):
@@ -119,7 +123,7 @@ def build(params: dict, device: str = "cpu") -> CLIPEncoder:
     if half:
         model = model.half()
     cfg = model.config
-    info = EncoderInfo(name="clip", input_kind="frames", output_shape=(N_FRAMES, int(cfg.projection_dim)),
+    info = EncoderInfo(name="clip", input_kind="frames", output_shape=(grid.n_frames, int(cfg.projection_dim)),
                        config={"class": type(model).__name__, "hidden_size": cfg.hidden_size,
                                "num_hidden_layers": cfg.num_hidden_layers, "patch_size": cfg.patch_size,
                                "image_size": cfg.image_size, "projection_dim": cfg.projection_dim,
@@ -127,4 +131,4 @@ def build(params: dict, device: str = "cpu") -> CLIPEncoder:
                        checkpoint=identity)
     log.info("clip: built %s model (D=%d) on %s", kind, cfg.projection_dim, device)
     return CLIPEncoder(model, info, device=device, half=half, normalize=bool(params.get("normalize", True)),
-                       frame_batch=int(params.get("frame_batch", 80)))
+                       frame_batch=int(params.get("frame_batch", 80)), grid=grid)

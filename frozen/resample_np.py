@@ -25,6 +25,26 @@ def _reduced(orig_freq: int, new_freq: int) -> tuple[int, int]:
     return int(orig_freq) // g, int(new_freq) // g
 
 
+def _width(o: int, n: int, lowpass_filter_width: int, rolloff: float) -> int:
+    """Input samples (at the reduced rate ``o``) each side of an output sample that its filter reaches."""
+    return math.ceil(lowpass_filter_width * o / (min(o, n) * rolloff))
+
+
+def input_needed(n_out: int, orig_freq: int, new_freq: int, *, lowpass_filter_width: int = LOWPASS_FILTER_WIDTH,
+                 rolloff: float = ROLLOFF) -> int:
+    """How many input samples the first ``n_out`` output samples of :func:`resample` read: resampling a longer
+    signal's first ``input_needed(...)`` samples gives the same first ``n_out`` outputs as resampling all of it.
+
+    Output j comes from block b = j // n, which reads the inputs [b * o - width, b * o + width + o).
+    """
+    o, n = _reduced(orig_freq, new_freq)
+    if n_out <= 0:
+        return 0
+    if o == n:
+        return n_out
+    return ((n_out - 1) // n) * o + _width(o, n, lowpass_filter_width, rolloff) + o
+
+
 @lru_cache(maxsize=16)
 def sinc_kernel(orig_freq: int, new_freq: int, lowpass_filter_width: int = LOWPASS_FILTER_WIDTH,
                 rolloff: float = ROLLOFF) -> tuple[np.ndarray, int]:
@@ -32,7 +52,7 @@ def sinc_kernel(orig_freq: int, new_freq: int, lowpass_filter_width: int = LOWPA
     float32 waveform. Read-only (cached)."""
     o, n = _reduced(orig_freq, new_freq)
     cutoff = min(o, n) * rolloff
-    width = math.ceil(lowpass_filter_width * o / cutoff)
+    width = _width(o, n, lowpass_filter_width, rolloff)
     f32 = np.float32
     taps = np.arange(-width, width + o, dtype=f32) / f32(o)  # (K,) i / o
     phases = np.arange(0, -n, -1, dtype=f32)[:, None] / f32(n)  # (n, 1) -j / n

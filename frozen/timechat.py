@@ -5,14 +5,16 @@ Facts: shared/reference/MODELS.md section 3 and TimeChat's ``encode_videoQformer
 the released keys (``visual_encoder.*``, ``ln_vision.*``, ``Qformer.bert.*``, ``query_tokens``,
 ``video_frame_position_embedding.*``, ``video_query_tokens``, ``video_Qformer.bert.*``, ``llama_proj.*``).
 
-Windows: like the reference, window k covers frames [k*stride, k*stride + window); a window starts at every
-multiple of ``stride`` below T, so the last ones may be shorter (partial windows are kept, never padded or
-dropped): W = ceil(T / stride).  Default window 4, stride 4 at 4 FPS: 10 windows of 1 s for 40 frames.
+The frame count, the instruction times and the window layout come from the clip grid (frozen/grid.py): T frames
+at the frames stage's fps. Windows: like the reference, window k covers frames [k*stride, k*stride + window); a
+window starts at every multiple of ``stride`` below T, so the last ones may be shorter (partial windows are kept,
+never padded or dropped): W = ceil(T / stride).  Default window 4, stride 4 at 4 FPS: 10 windows of 1 s for 40
+frames. T is at most the 96 rows of ``video_frame_position_embedding``.
 Padded (black) frames after ``lengths`` are encoded like real ones, as in the paper's zero padding.
 
-    build(params, device) -> TimeChatEncoder     # FrozenEncoder: (B, 40, 224, 224, 3) uint8 -> (B, W, 32, D)
+    build(params, device, grid) -> TimeChatEncoder  # FrozenEncoder: (B, T, 224, 224, 3) uint8 -> (B, W, 32, D)
     TimeChatVisual(cfg)                            # the nn.Module; forward(frames (B,T,3,S,S) normalised, ids, mask)
-    timestamp_texts(n, fps), window_starts(T, window, stride), make_tiny_tokenizer(), load_timechat_weights(...)
+    timestamp_texts(grid), window_starts(T, window, stride), make_tiny_tokenizer(), load_timechat_weights(...)
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from torch import nn
 
 from frozen import names
 from frozen.base import EncoderInfo, build_options, empty_on_cpu, freeze, positive_int
+from frozen.grid import ClipGrid, windows
 from frozen.weights import (check_state, existing_file, half_problem, init_tiny_, load_checked, meta_state,
                             read_weights, resolve_weights, shape_problems, shapes_of, unwrap)
 from frozen.eva_vit import EvaViT, EvaViTConfig, half_matmul_weights_
@@ -33,8 +36,8 @@ from frozen.qformer import QFormer, QFormerConfig
 
 log = logging.getLogger(__name__)
 
-N_FRAMES = names.TIMECHAT_N_FRAMES  # frames per clip (docs/CONTRACTS.md)
-IMAGE_SIZE = 224
+IMAGE_SIZE = names.TIMECHAT_IMAGE_SIZE  # 224: EVA ViT-g's 257 position embeddings
+FRAME_BATCH = names.TIMECHAT_FRAME_BATCH  # frames per ViT call (default)
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 TIMESTAMP_TEMPLATE = "This frame is sampled at {t} second."
@@ -55,11 +58,11 @@ class TimeChatConfig:
     )
     num_query: int = 32
     num_video_query: int = 32
-    max_frame_pos: int = 96
+    max_frame_pos: int = names.TIMECHAT_FRAME_POSITIONS  # 96: the most frames a clip can have
     llama_dim: int = 4096  # 0: no llama_proj (the cache keeps the 768-d video Q-Former output)
     window: int = 4
     stride: int = 4
-    fps: float = 4.0
+    fps: float = 4.0  # of the frames: the clip grid's (recorded with the features)
 
     def __post_init__(self) -> None:
         if isinstance(self.vit, dict):
@@ -79,7 +82,7 @@ class TimeChatConfig:
     def out_dim(self) -> int:
         return self.llama_dim if self.llama_dim > 0 else self.video_qformer.hidden
 
-    def n_windows(self, n_frames: int = N_FRAMES) -> int:
+    def n_windows(self, n_frames: int) -> int:
         return len(window_starts(n_frames, self.window, self.stride))
 
     @classmethod
@@ -96,14 +99,13 @@ class TimeChatConfig:
         return cls(vit=EvaViTConfig.tiny(), qformer=q, video_qformer=vq, max_frame_pos=96, **run)
 
 
-def timestamp_texts(n_frames: int, fps: float) -> list[str]:
-    """One instruction per frame, exactly as TimeChat writes it: ``str(round(i / fps, 1))`` (so 0.25 -> '0.2')."""
-    return [TIMESTAMP_TEMPLATE.format(t=round(i / fps, 1)) for i in range(n_frames)]
+def timestamp_texts(grid: ClipGrid) -> list[str]:
+    """One instruction per frame of the grid, exactly as TimeChat writes it: ``str(round(i / fps, 1))`` (so 0.25
+    -> '0.2')."""
+    return [TIMESTAMP_TEMPLATE.format(t=t) for t in grid.timestamps()]
 
 
-def window_starts(n_frames: int, window: int, stride: int) -> list[tuple[int, int]]:
-    """[(start, end)] like the reference's ``range(0, T, stride)`` with ``frames[i:i + window]``."""
-    return [(s, min(s + window, n_frames)) for s in range(0, n_frames, stride)]
+window_starts = windows  # [(start, end)] like the reference's range(0, T, stride) with frames[i:i + window]
 
 
 def make_tiny_tokenizer():
@@ -232,30 +234,33 @@ def resolve_file(params: dict, key: str, default_filename: str | None) -> tuple[
 
 
 class TimeChatEncoder:
-    """FrozenEncoder for the cache stage: uint8 frames (B, 40, 224, 224, 3) -> (B, W, 32, D) float32 on CPU."""
+    """FrozenEncoder for the cache stage: uint8 frames (B, T, 224, 224, 3) -> (B, W, 32, D) float32 on CPU, T the
+    clip grid's frame count and W its window count."""
 
-    def __init__(self, model: TimeChatVisual, tokenizer, info: EncoderInfo, *, device: str, frame_batch: int) -> None:
+    def __init__(self, model: TimeChatVisual, tokenizer, info: EncoderInfo, *, device: str, frame_batch: int,
+                 grid: ClipGrid) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.info = info
+        self.grid = grid
         self.device = torch.device(device)
         self.frame_batch = frame_batch
         self.mean = torch.tensor(CLIP_MEAN, device=self.device).view(1, 3, 1, 1)
         self.std = torch.tensor(CLIP_STD, device=self.device).view(1, 3, 1, 1)
 
     def check_inputs(self, batch: torch.Tensor, lengths: torch.Tensor) -> None:
-        want = (N_FRAMES, IMAGE_SIZE, IMAGE_SIZE, 3)
+        want = self.grid.frame_shape  # (T, 224, 224, 3)
         if batch.dtype != torch.uint8 or batch.ndim != 5 or tuple(batch.shape[1:]) != want:
             raise ValueError(f"timechat.encode: batch must be uint8 (B, {', '.join(map(str, want))}), got {batch.dtype} {tuple(batch.shape)}")
         if lengths.shape != (batch.shape[0],):
             raise ValueError(f"timechat.encode: lengths must have shape ({batch.shape[0]},), got {tuple(lengths.shape)}")
-        if bool((lengths < 0).any()) or bool((lengths > N_FRAMES).any()):
-            raise ValueError(f"timechat.encode: lengths must lie in [0, {N_FRAMES}], got {lengths.tolist()}")
+        if bool((lengths < 0).any()) or bool((lengths > want[0]).any()):
+            raise ValueError(f"timechat.encode: lengths must lie in [0, {want[0]}], got {lengths.tolist()}")
 
-    def timestamps(self, n_frames: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """input_ids, attention_mask (T, L): one instruction per frame, padding longest, max_length 32."""
+    def timestamps(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """input_ids, attention_mask (T, L): one instruction per frame of the grid, padding longest, max_length 32."""
         tok = self.tokenizer(
-            timestamp_texts(n_frames, self.info.config["fps"]), padding="longest", truncation=True,
+            timestamp_texts(self.grid), padding="longest", truncation=True,
             max_length=MAX_TEXT_LEN, return_tensors="pt",
         )  # fmt: skip
         return tok["input_ids"].to(self.device), tok["attention_mask"].to(self.device)
@@ -270,7 +275,7 @@ class TimeChatEncoder:
         self.check_inputs(batch, lengths)
         b, t = batch.shape[:2]
         with torch.inference_mode():
-            ids, mask = self.timestamps(t)  # (T, L)
+            ids, mask = self.timestamps()  # (T, L)
             flat = batch.flatten(0, 1)  # (B*T, H, W, 3)
             ids_all, mask_all = ids.repeat(b, 1), mask.repeat(b, 1)  # (B*T, L), frame-major per clip
             tokens = []
@@ -290,15 +295,21 @@ def _tokenizer_vocab_check(tokenizer, cfg: TimeChatConfig) -> None:
         )
 
 
-def build(params: dict, device: str = "cpu") -> TimeChatEncoder:
+def build(params: dict, device: str = "cpu", grid: ClipGrid | None = None) -> TimeChatEncoder:
     """params: ``model`` full|tiny; ``eva_vit``, ``instructblip``, ``timechat`` (files or hub refs; for tiny,
     optional: without them the weights are seeded random); ``tokenizer`` (full: folder or hub id, default
-    bert-base-uncased); ``window``/``stride`` (4/4), ``fps`` (4); ``llama_proj`` (bool, default false);
-    ``seed`` (tiny); ``half`` (ViT in fp16, CUDA only); ``frame_batch`` (frames per ViT call, default 40)."""
+    bert-base-uncased); ``window``/``stride`` (4/4); ``llama_proj`` (bool, default false); ``seed`` (tiny);
+    ``half`` (ViT in fp16, CUDA only); ``frame_batch`` (frames per ViT call, default 40). ``grid``: the frames'
+    clip grid (default 4 FPS, 10 s): the frame count and the instruction times."""
+    grid = grid or ClipGrid()
     kind, half = build_options("timechat", params, device)
-    frame_batch = positive_int("timechat", params, "frame_batch", N_FRAMES)
-    run = {"window": int(params.get("window", 4)), "stride": int(params.get("stride", 4)), "fps": float(params.get("fps", 4))}
+    frame_batch = positive_int("timechat", params, "frame_batch", FRAME_BATCH)
+    run = {"window": int(params.get("window", 4)), "stride": int(params.get("stride", 4)), "fps": float(grid.fps)}
     cfg = (TimeChatConfig.tiny if kind == "tiny" else TimeChatConfig.full)(**run)
+    problems = grid.reader_problems("timechat", size=IMAGE_SIZE, max_frames=cfg.max_frame_pos,
+                                    why="video_frame_position_embedding rows")
+    if problems:
+        raise ValueError(problems[0])
     if not params.get("llama_proj", False):
         cfg.llama_dim = 0
     files = [(k, params.get(k), pre) for k, pre in (("eva_vit", "visual_encoder."), ("instructblip", ""), ("timechat", ""))]
@@ -324,11 +335,11 @@ def build(params: dict, device: str = "cpu") -> TimeChatEncoder:
     model = freeze(model).to(device)
     if half:
         model.use_fp16_vit()
-    shape = (cfg.n_windows(N_FRAMES), cfg.num_video_query, cfg.out_dim)
+    shape = (cfg.n_windows(grid.n_frames), cfg.num_video_query, cfg.out_dim)
     info = EncoderInfo(name="timechat", input_kind="frames", output_shape=shape, config={**asdict(cfg), "half": half},
                        checkpoint=identity)
     log.info("timechat: built %s model, %d windows x %d x %d on %s%s", kind, *info.output_shape, device, " (ViT fp16)" if half else "")
-    return TimeChatEncoder(model, tokenizer, info, device=device, frame_batch=frame_batch)
+    return TimeChatEncoder(model, tokenizer, info, device=device, frame_batch=frame_batch, grid=grid)
 
 
 def preflight(params: dict, device: str) -> list[str]:
@@ -337,8 +348,7 @@ def preflight(params: dict, device: str) -> list[str]:
     out = half_problem("timechat", params, device)
     if params.get("model", "full") != "full":
         return out
-    cfg = TimeChatConfig.full(window=int(params.get("window", 4)), stride=int(params.get("stride", 4)),
-                              fps=float(params.get("fps", 4)))
+    cfg = TimeChatConfig.full(window=int(params.get("window", 4)), stride=int(params.get("stride", 4)))
     if not params.get("llama_proj", False):
         cfg.llama_dim = 0
     files = [(k, existing_file(params.get(k)), pre) for k, pre in

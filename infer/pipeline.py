@@ -185,7 +185,7 @@ class MFMMapperPipeline:
             params = {k: v for k, v in self.encoders_record["encoders"][name]["params"].items() if k != "dtype"}
             params["half"] = bool(params.get("half")) and str(self.device).startswith("cuda")
             try:
-                self._built[name] = _encoder_module(name).build(params, str(self.device))
+                self._built[name] = _encoder_module(name).build(params, str(self.device), grid=self.frames.grid)
             except FileNotFoundError as e:
                 raise FileNotFoundError(f"{e}; point the pipeline at the weights on this machine, e.g. "
                                         f"from_pretrained(..., encoders={{'{name}': {{...}}}}) or stages.yaml") from e

@@ -21,6 +21,17 @@ class Params(EncoderParams):
 Runtime = EncoderRuntime
 
 
+def agree(name: str, params: dict) -> list[str]:
+    """AudioLDM-2's AudioMAE target is computed from a 10 s clip at 16 kHz (160,000 samples, padded to 10.24 s)."""
+    frames = params.get("frames")
+    if frames is None or frames.grid.n_samples == names.AUDIOMAE_CLIP_SAMPLES:
+        return []
+    g = frames.grid
+    return [f"stages.frames.params.seconds: {g.seconds:g} s ({g.n_samples} samples at {g.sample_rate} Hz), but the "
+            f"{name} stage's targets are AudioLDM-2's {names.AUDIOMAE_CLIP_SAMPLES} samples (10 s at 16 kHz); "
+            f"set seconds: 10"]
+
+
 def _encoder():
     """frozen/audiomae.py, imported when the stage runs or is checked, not when the configuration is validated (it
     imports torch); the defaults above come from frozen/names.py."""

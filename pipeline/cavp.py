@@ -18,10 +18,16 @@ class Params(EncoderParams):
     checkpoint: str | None = None  # full: hub id (SimianLuo/Diff-Foley) or a local cavp_epoch66.ckpt
     filename: str = names.CAVP_HUB_FILENAME  # the file inside the hub repo
     revision: str | None = None  # hub revision (branch, tag or commit)
-    chunk_frames: Annotated[int, Field(ge=1)] = names.CAVP_N_FRAMES  # frames per encoder call
+    chunk_frames: Annotated[int, Field(ge=1)] = names.CAVP_CHUNK_FRAMES  # frames per encoder call
 
 
 Runtime = EncoderRuntime
+
+
+def agree(name: str, params: dict) -> list[str]:
+    """CAVP reads any number of frames (no temporal stride: one feature per frame) of 224 x 224 px."""
+    frames = params.get("frames")
+    return frames.grid.reader_problems(name, size=names.CAVP_IMAGE_SIZE) if frames is not None else []
 
 
 def _encoder():
@@ -32,5 +38,5 @@ def _encoder():
     return cavp
 
 
-_stage = EncoderStage(_encoder, __name__)
+_stage = EncoderStage(_encoder, __name__, reads_frames=True)
 run, preflight, __getattr__ = _stage.run, _stage.preflight, _stage.module_getattr

@@ -32,5 +32,5 @@ def _encoder():
     return clip
 
 
-_stage = EncoderStage(_encoder, __name__)
+_stage = EncoderStage(_encoder, __name__, reads_frames=True)  # any frame count and size (one frame at a time)
 run, __getattr__ = _stage.run, _stage.module_getattr  # no preflight: nothing to check

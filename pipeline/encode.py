@@ -19,6 +19,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 from tqdm import tqdm
 
+from frozen.grid import grid_of
 from pipeline.framestore import iter_shard, read_plan
 from v2a.dist import pick_device
 from v2a.io import exclusive_lock
@@ -59,11 +60,12 @@ class EncoderStage:
         run, preflight, __getattr__ = _stage.run, _stage.preflight, _stage.module_getattr
     """
 
-    def __init__(self, load: Callable[[], ModuleType], module_name: str):
+    def __init__(self, load: Callable[[], ModuleType], module_name: str, *, reads_frames: bool = False):
         self.load, self.module_name = load, module_name
+        self.reads_frames = reads_frames  # its build() takes the frames' clip grid (frozen/grid.py)
 
     def run(self, ctx: StageContext) -> None:
-        run_encoder_stage(ctx, self.load())
+        run_encoder_stage(ctx, self.load(), reads_frames=self.reads_frames)
 
     def preflight(self, ctx: StageContext) -> list[tuple[str, str]]:
         """Problems found before the stage starts (no weights loaded): the frozen module's ``preflight``."""
@@ -115,26 +117,25 @@ def _usable(enc_kind: str, meta: dict) -> bool:
     return True
 
 
-def run_encoder_stage(ctx: StageContext, encoder_module: ModuleType) -> None:
-    """Run ``encoder_module.build(params, device)`` (a module of frozen/) over every unfinished shard."""
+def run_encoder_stage(ctx: StageContext, encoder_module: ModuleType, *, reads_frames: bool = False) -> None:
+    """Run ``encoder_module.build(params, device)`` (a module of frozen/; ``reads_frames``: with ``grid=``, the
+    clip grid the frames were decoded on) over every unfinished shard."""
     from pipeline import cache  # zarr
 
     plan = read_plan(ctx.cfg.frames_dir)
     n, n_shards, shard_size = plan["n_clips"], plan["n_shards"], plan["shard_size"]
-    fparams = plan["params"]
-    n_frames, n_samples = int(round(fparams["fps"] * fparams["seconds"])), int(round(
-        fparams["sample_rate"] * fparams["seconds"]))
+    grid = grid_of(plan["params"])  # the frames as decoded: frame count, size, audio span
     p, rt = ctx.params, ctx.runtime
     device, batch_size, dtype = pick_device(rt.device), rt.batch_size, p.dtype
     name = ctx.name
     lock_dir = ctx.cfg.cache_dir
     with exclusive_lock(lock_dir / f".lock.{name}.rank{ctx.rank}", what=f"the {name} stage (rank {ctx.rank})"):
-        encoder = encoder_module.build(build_params(p), device=device)
+        encoder = encoder_module.build(build_params(p), device=device, **({"grid": grid} if reads_frames else {}))
         info = encoder.info
         with exclusive_lock(lock_dir / f".lock.{name}.setup", what=f"{name} setup", wait=True):
             root = cache.open_store(ctx.cfg.zarr_path, "a")
             attrs = {"encoder": info.name, "input_kind": info.input_kind, "config": info.config,
-                     "checkpoint": info.checkpoint, "fps": fparams["fps"], "components": ctx.fingerprint.components,
+                     "checkpoint": info.checkpoint, "fps": grid.fps, "components": ctx.fingerprint.components,
                      "params": p.model_dump(mode="json")}
             g, fresh = cache.encoder_group(
                 root, name, fingerprint=ctx.fingerprint.value, n=n, n_shards=n_shards, shard_size=shard_size,
@@ -151,7 +152,7 @@ def run_encoder_stage(ctx: StageContext, encoder_module: ModuleType) -> None:
 
         def load(k: int):
             return list(iter_shard(ctx.cfg.frames_dir, k, want_frames=want_frames, want_audio=want_audio,
-                                   n_frames=n_frames, n_samples=n_samples, threads=decode_threads))
+                                   grid=grid, threads=decode_threads))
 
         bar = tqdm(total=len(todo), unit="shard", desc=name, disable=not ctx.progress)
         with ThreadPoolExecutor(1) as prefetch:  # decode the next shard while this one is encoded
@@ -181,7 +182,7 @@ def _encode_shard(g, k: int, clips, encoder, shard_size: int, n: int, batch_size
     for b in range(0, len(usable), batch_size):
         batch = usable[b: b + batch_size]
         if kind == "frames":
-            x = torch.from_numpy(np.stack([c.frames for c in batch]))  # (B, 40, 224, 224, 3) uint8
+            x = torch.from_numpy(np.stack([c.frames for c in batch]))  # (B, T, 224, 224, 3) uint8
             lengths = torch.tensor([c.meta["n_frames"] for c in batch])
         else:
             x = torch.from_numpy(np.stack([c.audio for c in batch]))  # (B, 160000) float32

@@ -1,4 +1,5 @@
-"""Stage ``frames``: decode every input clip once into 40 frames at 4 FPS (224x224 RGB) and 10 s of 16 kHz audio.
+"""Stage ``frames``: decode every input clip once into the clip grid's frames and audio (frozen/grid.py; by default
+40 frames at 4 FPS, 224x224 RGB, and 10 s of 16 kHz audio).
 
 Work is cut into shards of ``shard_size`` clips (rows of the cache). A shard is committed atomically (tar via
 temp + rename, then its manifest, which marks it complete), so a run killed at any point resumes where it stopped
@@ -27,6 +28,7 @@ import numpy as np
 from pydantic import BaseModel, Field
 from tqdm import tqdm
 
+from frozen.grid import ClipGrid
 from pipeline.framestore import (AUDIO_KEY, JPEG_MAX_SIDE, encode_audio, encode_frames, read_manifest, shard_name,
                                  strip_fits)
 from pipeline.inputs import ClipSource, discover
@@ -77,12 +79,17 @@ class FramesParams:
                              f"({JPEG_MAX_SIDE} rows); use codec h264 or raw")
 
     @property
+    def grid(self) -> ClipGrid:
+        """The clip grid these params decode on: every frame and sample count derives from it."""
+        return ClipGrid(fps=self.fps, seconds=self.seconds, size=self.size, sample_rate=self.sample_rate)
+
+    @property
     def n_frames(self) -> int:
-        return int(round(self.fps * self.seconds))
+        return self.grid.n_frames
 
     @property
     def n_samples(self) -> int:
-        return int(round(self.sample_rate * self.seconds))
+        return self.grid.n_samples
 
 
 class Runtime(BaseModel):
@@ -90,6 +97,12 @@ class Runtime(BaseModel):
 
 
 Params = FramesParams
+
+
+def agree(name: str, params: dict) -> list[str]:
+    """Checked when the configuration loads (v2a/schema.py): the grid's own rules (whole frames and samples a
+    clip, AudioLDM-2's audio rate); what the stages reading the frames need is theirs to say."""
+    return params[name].grid.problems()
 
 
 def read_record(ctx: StageContext) -> dict | None:

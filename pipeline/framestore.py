@@ -8,7 +8,7 @@ Layout of ``cache/frames/``::
     rejects.csv             id,stage,reason of every rejected clip (written when all shards are complete)
     _stage.json             the stage record (fingerprint), written last of all
 
-Frames are kept, by default, as one JPEG film strip per clip (the 40 frames stacked top to bottom, 4:4:4,
+Frames are kept, by default, as one JPEG film strip per clip (the clip grid's frames stacked top to bottom, 4:4:4,
 quality 95: ~25 ms to encode on one core, about a tenth of x264's time, and a file any image viewer opens);
 ``codec: h264`` keeps them as a small 4 FPS video instead (full-range 4:4:4 converted in numpy, constant quality;
 ~3x smaller, ~10x slower to write) and ``codec: raw`` as lossless uint8 ``.npy``. Audio is stored as float32 WAV, bit for bit
@@ -29,6 +29,8 @@ from pathlib import Path
 import av
 import numpy as np
 from PIL import Image
+
+from frozen.grid import ClipGrid, grid_of
 
 SHARD_FMT = "shard-{:06d}"
 
@@ -208,12 +210,16 @@ def read_plan(frames_dir: Path) -> dict:
 
 
 def iter_shard(frames_dir: Path, k: int, *, want_frames: bool = True, want_audio: bool = True,
-               n_frames: int = 40, n_samples: int = 160_000, threads: int = 1):
-    """Yield a :class:`ClipRecord` for every clip of shard ``k`` that was not rejected, in row order.
+               grid: ClipGrid | None = None, threads: int = 1):
+    """Yield a :class:`ClipRecord` for every clip of shard ``k`` that was not rejected, in row order, its frames
+    and audio padded to the clip grid's (``grid``; default: the grid the stage decoded on, read from plan.json,
+    which lists every clip: pass it when reading many shards).
 
     ``threads`` > 1 decodes the clips' frames in parallel (PyAV releases the GIL while decoding).
     """
     frames_dir = Path(frames_dir)
+    grid = grid or grid_of(read_plan(frames_dir)["params"])
+    n_frames, n_samples = grid.n_frames, grid.n_samples
     manifest = read_manifest(frames_dir, k)
     if manifest is None:
         raise RuntimeError(f"shard {k} of {frames_dir} is not complete: rerun the frames stage")
@@ -233,7 +239,7 @@ def iter_shard(frames_dir: Path, k: int, *, want_frames: bool = True, want_audio
         if want_frames:
             ext = rec["frames_ext"]
             got = decode_frames(members[f"{cid}.frames.{ext}"], ext)
-            frames = np.zeros((n_frames, *got.shape[1:]) if got.size else (n_frames, 224, 224, 3), np.uint8)
+            frames = np.zeros(grid.frame_shape, np.uint8)  # (T, S, S, 3), zeros after n_frames
             frames[: len(got)] = got[:n_frames]
         if want_audio:
             audio = np.zeros(n_samples, np.float32)
@@ -256,10 +262,11 @@ def iter_shard(frames_dir: Path, k: int, *, want_frames: bool = True, want_audio
 def load_clips(frames_dir: Path, rows: set[int], *, want_frames: bool = False,
                want_audio: bool = True) -> dict[int, ClipRecord]:
     """The stored clips of the given cache rows (rejected rows are absent), reading only the shards they are in."""
-    s = read_plan(frames_dir)["shard_size"]
+    plan = read_plan(frames_dir)  # once: it lists every clip
+    s, grid = plan["shard_size"], grid_of(plan["params"])
     out: dict[int, ClipRecord] = {}
     for k in sorted({r // s for r in rows}):
-        for rec in iter_shard(frames_dir, k, want_frames=want_frames, want_audio=want_audio):
+        for rec in iter_shard(frames_dir, k, want_frames=want_frames, want_audio=want_audio, grid=grid):
             if rec.index in rows:
                 out[rec.index] = rec
     return out

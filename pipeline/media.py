@@ -1,6 +1,7 @@
-"""Decode one clip into the frames stage's fixed-size arrays: 40 RGB frames at 4 FPS (224x224) and 10 s of 16 kHz audio.
+"""Decode one clip into the frames stage's fixed-size arrays on its clip grid (frozen/grid.py): by default 40 RGB
+frames at 4 FPS (224x224) and 10 s of 16 kHz audio.
 
-Rules (docs/CONTRACTS.md, reference/MODELS.md section 1):
+Rules (docs/CONTRACTS.md):
 
 - **Timestamp rule.** Frame i is the frame *displayed* at t_i = i / fps seconds: the last decoded frame whose
   presentation time (pts relative to the video stream's ``start_time``; the first frame's pts when the stream has
@@ -13,18 +14,22 @@ Rules (docs/CONTRACTS.md, reference/MODELS.md section 1):
   "accurate RGB at native size, then PIL bilinear". ``resize="via_rgb"`` reproduces ``frame.to_image()`` (swscale's
   fast default conversion, ~+1 level brighter) then a bilinear resize: within ~0.3 levels of
   ``to_image().resize((224, 224), BILINEAR)``, at ~3x the conversion cost.
-- **Audio** (as AudioLDM-2 reads its training audio: ``torchaudio.load`` -> ``functional.resample`` -> channel 0).
-  The first audio stream is decoded to float32 at its own rate (no swresample rate conversion, no downmix), the
-  first ``int(rate * seconds)`` samples of the *first channel* are kept and resampled to ``sample_rate`` with
-  torchaudio's windowed-sinc resampler (``functional.resample`` numerics, in numpy: frozen/resample_np.py). Nothing is clipped:
+- **Audio** (as AudioLDM-2's ``read_wav_file`` reads audio: ``torchaudio.load`` -> ``functional.resample`` of the
+  whole file -> channel 0 -> cut or zero-pad to the clip length). The first audio stream is decoded to float32 at
+  its own rate (no swresample rate conversion, no downmix); the *first channel* is resampled to ``sample_rate``
+  with torchaudio's windowed-sinc resampler (``functional.resample`` numerics, in numpy: frozen/resample_np.py),
+  then cut to ``seconds``: the stored samples, the last ones included, are those of the whole stream resampled.
+  Only as much of the stream is decoded as those samples read (the clip plus the filter's reach, a few
+  milliseconds: ``resample_np.input_needed``); zeros only follow the stream's real end. Nothing is clipped:
   decoders overshoot full scale on loud clips and the AudioMAE target normalises by the peak, so samples beyond
   [-1, 1] are kept (``audio_peak_dbfs`` may be above 0). ``audio_silent`` = peak below ``silence_dbfs`` (True
   without audio). The audio stream's first decoded sample is sample 0 (encoder priming removed by the decoder);
   gaps inside the stream are not filled. The offset of the audio stream's start relative to the video stream's
   start is reported as ``audio_offset`` (seconds) and not applied, unless ``align_audio=True``: then sample 0 is at
   video time 0 (a late audio start is zero-padded, an early one cut, at the stream's rate before resampling).
-- Decoding stops once every target frame is known and ``seconds`` of audio are in hand; non-reference frames that
-  no target shows are not decoded at all (pipeline/frameskip.py: same frames, ~40 % less H.264 decoding).
+- Decoding stops once every target frame is known and the audio the clip's samples read is in hand;
+  non-reference frames that no target shows are not decoded at all (pipeline/frameskip.py: same frames, ~40 %
+  less H.264 decoding).
 - Determinism: packets are decoded once in order; the same file gives the same bytes every time on one machine
   (swscale's SIMD paths may differ by a grey level across CPU types).
 """
@@ -42,7 +47,8 @@ import av
 import numpy as np
 from av.video.reformatter import Interpolation, VideoReformatter
 
-from frozen.resample_np import resample
+from frozen.grid import ClipGrid
+from frozen.resample_np import input_needed, resample
 from pipeline.frameskip import SkipPlanner
 
 log = logging.getLogger(__name__)
@@ -288,13 +294,12 @@ class _VideoClock:
 
 
 class _AudioCollector:
-    """Decoded audio -> the first channel as float32 at the stream's own rate; keeps the first ``seconds`` (plus
-    ``margin_seconds``) of it. Resampling happens once, on the whole kept signal (:meth:`finish`)."""
+    """Decoded audio -> the first channel as float32 at the stream's own rate, until ``need(rate)`` samples are in
+    hand. Resampling happens once, on the whole kept signal (:func:`_to_rate`)."""
 
-    def __init__(self, stream, seconds: float, margin_seconds: float = 0.0):
+    def __init__(self, stream, need):
         self.stream = stream
-        self.seconds = seconds
-        self.margin = margin_seconds
+        self.need = need  # rate -> samples at that rate to decode
         self.resampler = av.AudioResampler(format="fltp", layout=None, rate=None)  # planar float, rate and layout kept
         self.chunks: list[np.ndarray] = []
         self.count = 0
@@ -303,7 +308,7 @@ class _AudioCollector:
 
     @property
     def done(self) -> bool:
-        return self.rate > 0 and self.count >= int(self.rate * (self.seconds + self.margin)) + 1
+        return self.rate > 0 and self.count >= self.need(self.rate)
 
     def _add(self, frames) -> None:
         for rf in frames:
@@ -327,15 +332,15 @@ class _AudioCollector:
         return x, self.rate or int(self.stream.codec_context.sample_rate or 0)
 
 
-def _to_rate(x: np.ndarray, rate: int, sample_rate: int, seconds: float, shift_s: float | None) -> np.ndarray:
-    """Stream-rate channel 0 -> the first ``seconds`` at ``sample_rate`` (optionally shifted by ``shift_s``)."""
+def _to_rate(x: np.ndarray, rate: int, sample_rate: int, n_samples: int, shift_s: float | None) -> np.ndarray:
+    """Stream-rate channel 0 -> its first ``n_samples`` at ``sample_rate`` (optionally shifted by ``shift_s``):
+    the stream resampled, then cut (AudioLDM-2's order), so the last samples see the audio after the cut."""
     if shift_s is not None and x.size:
         shift = int(round(shift_s * rate))
         x = np.concatenate([np.zeros(shift, np.float32), x]) if shift > 0 else x[-shift:]
-    x = x[: int(rate * seconds)]  # AudioLDM-2 cuts at the source rate, then resamples
-    if not x.size or rate == sample_rate:
-        return x
-    return resample(x, rate, sample_rate)
+    if x.size and rate != sample_rate:
+        x = resample(x[: input_needed(n_samples, rate, sample_rate)], rate, sample_rate)  # all the clip reads
+    return x[:n_samples]
 
 
 def _decode_packet(packet, errors: list[str]) -> list:
@@ -360,9 +365,15 @@ def decode_clip(src: Source, *, fps: int = 4, seconds: float = 10.0, size: int =
     """
     if resize not in ("direct", "via_rgb"):
         raise ValueError(f"resize must be 'direct' or 'via_rgb', got {resize!r}")
-    n_target = int(round(fps * seconds))
-    targets = [i / fps for i in range(n_target)]  # t_i = i / fps
-    n_samples = int(round(sample_rate * seconds))
+    grid = ClipGrid(fps=fps, seconds=seconds, size=size, sample_rate=sample_rate)
+    n_target, n_samples = grid.n_frames, grid.n_samples
+    targets = grid.frame_times()  # t_i = i / fps
+    margin = 1.0 if align_audio else 0.0  # seconds of audio that a shift may bring into the clip
+
+    def audio_needed(rate: int) -> int:
+        """Samples at the stream's rate that the clip's n_samples read once resampled (+ the shift margin)."""
+        return input_needed(n_samples, rate, sample_rate) + int(math.ceil(margin * rate))
+
     with _open(src) as c:
         # 1. streams and cheap checks
         if not c.streams.video:
@@ -379,7 +390,7 @@ def decode_clip(src: Source, *, fps: int = 4, seconds: float = 10.0, size: int =
 
         # 2. demux once, in order; decode until every target frame and enough audio are known
         picker = _FramePicker(targets, size, resize)
-        audio = _AudioCollector(a_s, seconds, 1.0 if align_audio else 0.0) if a_s is not None else None  # margin: shift
+        audio = _AudioCollector(a_s, audio_needed) if a_s is not None else None
         clock = _VideoClock(vs, native_fps or fps)
         errors: list[str] = []
         n_decoded = 0
@@ -441,7 +452,7 @@ def decode_clip(src: Source, *, fps: int = 4, seconds: float = 10.0, size: int =
                 a_start = audio.first_time
             if a_start is not None and v_start is not None:
                 offset = a_start - v_start
-            x = _to_rate(x, rate, sample_rate, seconds, offset if align_audio else None)
+            x = _to_rate(x, rate, sample_rate, n_samples, offset if align_audio else None)
             audio_len = min(int(x.size), n_samples)
             wave[:audio_len] = x[:audio_len]  # not clipped: the gain beyond full scale is kept
         peak = float(np.abs(wave[:audio_len]).max()) if audio_len else 0.0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from frozen import names
 from pipeline.encode import EncoderParams, EncoderRuntime, EncoderStage, read_record
@@ -26,12 +26,30 @@ class Params(EncoderParams):
     tokenizer: str | None = "bert-base-uncased"  # full: folder or hub id of the BERT tokenizer
     window: Positive = 4  # frames per video Q-Former window
     stride: Positive = 4  # frames between windows
-    fps: Annotated[float, Field(gt=0)] = 4.0  # of the frames (timestamps in the instruction)
     llama_proj: bool = False  # also cache the 4096-d LLaMA projection
-    frame_batch: Positive = names.TIMECHAT_N_FRAMES  # frames per ViT call
+    frame_batch: Positive = names.TIMECHAT_FRAME_BATCH  # frames per ViT call
+    fps: Annotated[None, Field(exclude=True)] = None  # retired: the timestamps follow stages.frames.params.fps
+
+    @field_validator("fps", mode="before")
+    @classmethod
+    def _fps_retired(cls, value):
+        if value is not None:
+            raise ValueError("the frame rate is set once, in stages.frames.params.fps (TimeChat's timestamps and "
+                             "windows follow the frames' clip grid); remove this key")
+        return value
 
 
 Runtime = EncoderRuntime
+
+
+def agree(name: str, params: dict) -> list[str]:
+    """TimeChat reads 224 x 224 frames (EVA ViT-g's position embeddings), at most 96 a clip (its frame position
+    embeddings); the instruction times and windows follow the grid's fps."""
+    frames = params.get("frames")
+    if frames is None:
+        return []
+    return frames.grid.reader_problems(name, size=names.TIMECHAT_IMAGE_SIZE, max_frames=names.TIMECHAT_FRAME_POSITIONS,
+                                       why="rows of video_frame_position_embedding")
 
 
 def _encoder():
@@ -42,5 +60,5 @@ def _encoder():
     return timechat
 
 
-_stage = EncoderStage(_encoder, __name__)
+_stage = EncoderStage(_encoder, __name__, reads_frames=True)
 run, preflight, __getattr__ = _stage.run, _stage.preflight, _stage.module_getattr

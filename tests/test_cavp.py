@@ -130,6 +130,25 @@ def test_chunks_are_encoded_independently():
     assert not torch.allclose(whole[:, 19:21], chunked[:, 19:21])  # the chunk border cuts temporal mixing
 
 
+def test_the_clip_grid_sets_the_frame_count():
+    """CAVP has no temporal stride: an 8-FPS grid (80 frames) gives 80 features, the reference's 40-frame chunks
+    each encoded on their own; frames of another size than the released model's are refused at build."""
+    from frozen.grid import ClipGrid
+
+    g = torch.Generator().manual_seed(2)
+    x = torch.randint(0, 256, (1, 80, 224, 224, 3), dtype=torch.uint8, generator=g)  # (1, 80, 224, 224, 3)
+    enc = build({"model": "tiny"}, grid=ClipGrid(fps=8, seconds=10.0))
+    out = enc.encode(x, torch.tensor([80]))
+    assert out.shape == (1, 80, 32) and enc.info.output_shape == (80, 32)
+    with torch.no_grad():
+        halves = [enc.model(x[:, s:s + 40].permute(0, 1, 4, 2, 3) / 255.0) for s in (0, 40)]  # (1, 40, D) each
+    torch.testing.assert_close(out, torch.cat(halves, dim=1))
+    with pytest.raises(ValueError, match="uint8"):
+        enc.encode(clips(1), torch.tensor([40]))
+    with pytest.raises(ValueError, match="224"):
+        build({"model": "tiny"}, grid=ClipGrid(size=256))
+
+
 # (d) determinism
 def test_seed_determinism():
     a, b, c = (build({"model": "tiny", "seed": s}) for s in (0, 0, 1))

@@ -226,9 +226,10 @@ def _loud_surround_clip(path: Path, seconds: float = 10.5, rate: int = 44_100) -
 
 
 def test_loud_surround_44k_clip_is_stored_as_audioldm2_reads_it(tmp_path):
-    """AudioLDM-2 (the AudioMAE targets): torchaudio.load -> first 10 s at 44.1 kHz -> functional.resample to
-    16 kHz -> channel 0, never clipped. The stored audio equals that formula (evaluated independently, output sample
-    by output sample) and keeps the peak beyond full scale."""
+    """AudioLDM-2 (the AudioMAE targets, ``read_wav_file``): torchaudio.load -> functional.resample of the whole
+    10.5 s stream to 16 kHz -> channel 0 -> the first 10 s, never clipped. The stored audio equals that formula
+    (evaluated independently, output sample by output sample, the last ones included: they read the stream past
+    10 s) and keeps the peak beyond full scale."""
     from audio_reference import windowed_sinc
 
     videos = tmp_path / "videos"
@@ -237,12 +238,14 @@ def test_loud_surround_44k_clip_is_stored_as_audioldm2_reads_it(tmp_path):
     Runner(load_config([project(tmp_path / "p", videos, codec="raw")])).run(["frames"])
     rec = next(iter_shard(tmp_path / "p" / "cache" / "frames", 0))
     assert rec.meta["audio_len"] == 160_000 and rec.audio.shape == (160_000,) and rec.audio.dtype == np.float32
-    x0 = src[0, :441_000]  # int(44100 * 10) samples, channel 0
+    x0 = src[0]  # the whole stream's channel 0 (10.5 s)
     js = np.r_[0:40, 15_990:16_100, 80_000:80_040, 159_960:160_000]  # edges, the loud burst, the middle
     want = windowed_sinc(x0, 44_100, 16_000, js)
     np.testing.assert_allclose(rec.audio[js], want, atol=1e-4, rtol=0)  # float32 kernel, as torchaudio's
     assert np.abs(rec.audio).max() > 1.4  # nothing clipped
-    mixed = windowed_sinc(src[:, :441_000].mean(0), 44_100, 16_000, js)
+    mixed = windowed_sinc(src.mean(0), 44_100, 16_000, js)
+    cut_first = windowed_sinc(src[0, :441_000], 44_100, 16_000, js[-4:])  # 10 s at 44.1 kHz, then resampled
+    assert np.abs(rec.audio[js[-4:]] - cut_first).max() > 1e-3  # the order matters at the end
     assert np.abs(rec.audio[js] - mixed).max() > 0.1  # channel 0, not a mixdown
     assert not rec.meta["audio_silent"]
 

@@ -57,11 +57,14 @@ def test_validating_the_packaged_config_imports_no_heavy_library(overlays, tmp_p
 def test_frozen_names_are_the_frozen_modules_constants():
     from frozen import audiomae, cavp, clap, clip, names, timechat
 
-    assert cavp.HUB_FILENAME == names.CAVP_HUB_FILENAME and cavp.N_FRAMES == names.CAVP_N_FRAMES
-    assert timechat.N_FRAMES == names.TIMECHAT_N_FRAMES
+    assert cavp.HUB_FILENAME == names.CAVP_HUB_FILENAME and cavp.IMAGE_SIZE == names.CAVP_IMAGE_SIZE
+    assert cavp.CHUNK_FRAMES == names.CAVP_CHUNK_FRAMES
+    assert (timechat.IMAGE_SIZE, timechat.FRAME_BATCH) == (names.TIMECHAT_IMAGE_SIZE, names.TIMECHAT_FRAME_BATCH)
+    assert timechat.TimeChatConfig().max_frame_pos == names.TIMECHAT_FRAME_POSITIONS
+    assert audiomae.CLIP_SAMPLES == names.AUDIOMAE_CLIP_SAMPLES
     assert (audiomae.HUB_REPO, audiomae.HUB_FILENAME, audiomae.FULL_PREFIX) == (
         names.AUDIOMAE_HUB_REPO, names.AUDIOMAE_HUB_FILENAME, names.AUDIOMAE_FULL_PREFIX)
-    assert clip.DEFAULT_CHECKPOINT == names.CLIP_DEFAULT_CHECKPOINT and clip.N_FRAMES == names.CLIP_N_FRAMES
+    assert clip.DEFAULT_CHECKPOINT == names.CLIP_DEFAULT_CHECKPOINT
     assert clap.DEFAULT_CHECKPOINT == names.CLAP_DEFAULT_CHECKPOINT
 
 
@@ -74,8 +77,8 @@ def test_stage_defaults_are_the_frozen_modules_constants():
     from frozen import audiomae, cavp, clap, clip, timechat
 
     p = pipeline.cavp.Params()
-    assert (p.filename, p.chunk_frames) == (cavp.HUB_FILENAME, cavp.N_FRAMES)
-    assert pipeline.timechat.Params().frame_batch == timechat.N_FRAMES
+    assert (p.filename, p.chunk_frames) == (cavp.HUB_FILENAME, cavp.CHUNK_FRAMES)
+    assert pipeline.timechat.Params().frame_batch == timechat.FRAME_BATCH
     p = pipeline.audiomae.Params()
     assert (p.filename, p.prefix) == (audiomae.HUB_FILENAME, audiomae.FULL_PREFIX)
     assert pipeline.clip.Params().checkpoint == clip.DEFAULT_CHECKPOINT

@@ -252,3 +252,71 @@ def test_audio_offset_is_reported_and_optionally_applied(tmp_path, ext):
     assert onset(own) == pytest.approx(0.5, abs=0.03)  # stream-relative: the audio's first sample is sample 0
     assert onset(aligned) == pytest.approx(1.0, abs=0.005)  # video timeline: burst under the flash
     assert aligned.audio_len == own.audio_len + round(own.audio_offset * 16_000)
+
+
+def _loud_clip(path: Path, rate: int, seconds: float, seed: int = 0) -> np.ndarray:
+    """A 4-FPS mkv whose stereo audio is lossless float PCM at ``rate``; channel 0 loud (peak ~1.7, beyond full
+    scale) and broadband up to the last sample. Returns channel 0 as written (float32)."""
+    rng = np.random.default_rng(seed)
+    n = int(round(rate * seconds))
+    t = np.arange(n) / rate
+    left = (1.2 * np.sin(2 * np.pi * 997 * t) + 0.5 * rng.standard_normal(n)).astype(np.float32)  # (n,)
+    right = (0.1 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
+    with av.open(str(path), "w") as c:
+        vs = c.add_stream("mpeg4", rate=4)
+        vs.width, vs.height, vs.pix_fmt = 32, 32, "yuv420p"
+        a_s = c.add_stream("pcm_f32le", rate=rate, layout="stereo")
+        for i in range(int(math.ceil(seconds * 4))):
+            img = np.full((32, 32, 3), (i * 7) % 256, np.uint8)
+            for p in vs.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                c.mux(p)
+        for p in vs.encode():
+            c.mux(p)
+        data = np.stack([left, right])  # (2, n)
+        for i in range(0, n, 1000):
+            fr = av.AudioFrame.from_ndarray(np.ascontiguousarray(data[:, i:i + 1000]), format="fltp", layout="stereo")
+            fr.sample_rate, fr.pts = rate, i
+            for p in a_s.encode(fr):
+                c.mux(p)
+        for p in a_s.encode():
+            c.mux(p)
+    return left
+
+
+def _stream_channel0(path: Path) -> tuple[np.ndarray, int]:
+    """The whole first audio stream's channel 0 as PyAV decodes it (independent of pipeline.media)."""
+    with av.open(str(path)) as c:
+        s = c.streams.audio[0]
+        parts = []
+        for f in c.decode(s):
+            x = f.to_ndarray()  # planar: (C, n); packed: (1, n * C) interleaved
+            x = x[0] if f.format.is_planar else x.reshape(-1, len(f.layout.channels))[:, 0]
+            parts.append(x.astype(np.float32))
+        return np.concatenate(parts), s.codec_context.sample_rate
+
+
+@pytest.mark.parametrize("rate, seconds", [(32_000, 12.5), (44_100, 10.7), (44_100, 7.3), (48_000, 10.0)])
+def test_audio_is_the_resampled_stream_cut_last_samples_included(tmp_path, rate, seconds):
+    """AudioLDM-2's reading: load the whole stream, resample it to 16 kHz (torchaudio's functional.resample:
+    frozen/resample.py, torch), channel 0, cut or zero-pad to 10 s. Every stored sample equals it to float32
+    rounding, the last ones too (cutting at the source rate first left zeros in the filter's reach there)."""
+    import torch
+
+    from frozen.resample import resample
+
+    written = _loud_clip(tmp_path / "loud.mkv", rate, seconds)
+    stream, got_rate = _stream_channel0(tmp_path / "loud.mkv")
+    assert got_rate == rate and np.array_equal(stream[: written.size], written)  # lossless: the stream is what we wrote
+    whole = resample(torch.from_numpy(stream), rate, 16_000).numpy()  # (ceil(16000 n / rate),)
+    want = np.zeros(160_000, np.float32)
+    want[: min(whole.size, 160_000)] = whole[:160_000]
+
+    d = decode_clip(str(tmp_path / "loud.mkv"))
+    assert d.audio_len == min(whole.size, 160_000) and d.audio_peak_dbfs > 3.0  # loud: beyond full scale, kept
+    np.testing.assert_allclose(d.audio, want, atol=2e-6, rtol=0)
+    np.testing.assert_allclose(d.audio[-8:], want[-8:], atol=2e-6, rtol=0)
+    if whole.size > 160_000:  # the old order (cut at the source rate, then resample) is off at the end
+        old = resample(torch.from_numpy(stream[: int(rate * 10)]), rate, 16_000).numpy()[:160_000]
+        assert np.abs(old[-4:] - want[-4:]).max() > 1e-3
+    else:  # zeros only after the stream's real end
+        assert not d.audio[d.audio_len:].any() and d.audio_len == math.ceil(16_000 * stream.size / rate)

@@ -113,3 +113,24 @@ def test_numpy_resampler_matches_torch(orig, new):
     np.testing.assert_allclose(resample_np(x, orig, new), _formula(x, orig, new), atol=1e-4, rtol=0)
     with pytest.raises(ValueError, match="positive integers"):
         resample_np(x, 0, 16000)
+
+
+@pytest.mark.parametrize("orig, new", [(44100, 16000), (32000, 16000), (48000, 16000), (22050, 16000),
+                                       (8000, 16000), (16000, 16000)])
+def test_input_needed_is_all_the_first_outputs_read(orig, new):
+    """The first N outputs of a long signal's resampling come from its first input_needed(N) samples: the frames
+    stage decodes only that much of a stream and still stores what resampling the whole stream gives."""
+    from frozen.resample_np import input_needed, resample as resample_np
+
+    x = _noise(orig * 3 + 11, seed=orig)  # 3 s of noise
+    whole = resample(torch.from_numpy(x), orig, new).numpy()  # the torch resampler, independent of the numpy one
+    for n_out in (new * 2, new * 2 - 1, 1, 17):
+        m = input_needed(n_out, orig, new)
+        assert n_out * orig / new <= m < n_out * orig / new + 2 * orig  # the clip plus the filter's reach
+        got = resample_np(x[:m], orig, new)
+        assert got.shape[0] >= n_out
+        np.testing.assert_allclose(got[:n_out], whole[:n_out], atol=1e-6, rtol=0)
+        if orig != new:  # cutting at the clip's length in input samples (the old order) changes the last outputs
+            cut = resample_np(x[: math.ceil(n_out * orig / new)], orig, new)
+            assert np.abs(cut[:n_out] - whole[:n_out]).max() > 1e-3
+    assert input_needed(0, orig, new) == 0

@@ -12,6 +12,7 @@ import torch
 
 from frozen.blocks import Attention
 from frozen.eva_vit import EvaViT, EvaViTConfig
+from frozen.grid import ClipGrid
 from frozen.qformer import QFormer
 from frozen.timechat import (
     TimeChatConfig,
@@ -41,8 +42,10 @@ def normalise(x: torch.Tensor) -> torch.Tensor:
     return (x.permute(0, 1, 4, 2, 3).float() / 255.0 - mean) / std
 
 
-def text_inputs(n: int, fps: float = 4.0):
-    tok = make_tiny_tokenizer()(timestamp_texts(n, fps), padding="longest", max_length=32, truncation=True, return_tensors="pt")
+def text_inputs(n: int, fps: int = 4):
+    grid = ClipGrid(fps=fps, seconds=n / fps)  # n frames
+    tok = make_tiny_tokenizer()(timestamp_texts(grid), padding="longest", max_length=32, truncation=True,
+                                return_tensors="pt")
     return tok["input_ids"], tok["attention_mask"]
 
 
@@ -136,7 +139,7 @@ def test_frame_qformer_matches_transformers_instructblip():
     assert [k for k in missing if "position_ids" not in k] == []  # every HF weight came from ours
     g = torch.Generator().manual_seed(0)
     image = torch.randn(3, 257, 32, generator=g)  # (N, 257, vit width)
-    ids, mask = text_inputs(40, fps=1.0)  # frames >= 10 s tokenise longer: real padding
+    ids, mask = text_inputs(40, fps=1)  # frames >= 10 s tokenise longer: real padding
     ids, mask = ids[[0, 15, 39]], mask[[0, 15, 39]]
     assert mask[0].sum() < mask.shape[1]
     queries = model.query_tokens.expand(3, -1, -1)
@@ -166,7 +169,7 @@ def test_video_qformer_matches_transformers_without_text():
 def test_text_padding_is_masked():
     """Token ids at padded positions must change neither the queries nor the real text rows."""
     model = tiny_model(seed=7)
-    ids, mask = text_inputs(40, fps=1.0)
+    ids, mask = text_inputs(40, fps=1)
     ids, mask = ids[:2], mask[:2]  # both padded by one token
     image = torch.randn(2, 257, 32)
     q = model.query_tokens.expand(2, -1, -1)
@@ -257,7 +260,8 @@ def test_windows_are_independent_video_qformer_calls():
 
 
 def test_timestamp_texts_follow_timechat():
-    texts = timestamp_texts(40, 4)
+    texts = timestamp_texts(ClipGrid(fps=4, seconds=10.0))
+    assert len(texts) == 40
     assert texts[0] == "This frame is sampled at 0.0 second."
     assert texts[1] == "This frame is sampled at 0.2 second."  # str(round(0.25, 1))
     assert texts[3] == "This frame is sampled at 0.8 second."
@@ -316,3 +320,24 @@ def test_hub_reference_failure_names_both_readings(tmp_path):
     files = write_released_files(tiny_model(seed=11), tmp_path)
     with pytest.raises(FileNotFoundError, match="not a local file"):  # HF_HUB_OFFLINE=1 (conftest): no network
         build({"model": "tiny", **files, "eva_vit": "nobody/no-such-repo/eva_vit_g.pth"})
+
+
+def test_the_clip_grid_sets_frames_timestamps_and_windows():
+    """8 FPS over 10 s: 80 frames, TimeChat's instruction times at 1/8 s (round(i / 8, 1)), 20 windows of 4."""
+    grid = ClipGrid(fps=8, seconds=10.0)
+    enc = build({"model": "tiny", "seed": 1}, grid=grid)
+    assert enc.info.output_shape == (20, 32, 32) and enc.info.config["fps"] == 8
+    ids, mask = enc.timestamps()
+    words = [" ".join(make_tiny_tokenizer().convert_ids_to_tokens(row[m.bool()].tolist())) for row, m in zip(ids, mask)]
+    want = [f"This frame is sampled at {round(i / 8, 1)} second." for i in range(80)]  # TimeChat's own expression
+    tok = make_tiny_tokenizer()
+    assert len(words) == 80 and words == [" ".join(["[CLS]", *tok.tokenize(w), "[SEP]"]) for w in want]
+    assert words[1].endswith("0 . 1 second . [SEP]")  # 0.125 s -> '0.1'
+    g = torch.Generator().manual_seed(4)
+    x = torch.randint(0, 256, (1, 80, 224, 224, 3), dtype=torch.uint8, generator=g)  # (1, 80, 224, 224, 3)
+    out = enc.encode(x, torch.tensor([80]))
+    assert out.shape == (1, 20, 32, 32) and torch.isfinite(out).all()
+    with pytest.raises(ValueError, match="uint8"):  # the 4-FPS clip does not fit the 8-FPS grid
+        enc.encode(clips(1), torch.tensor([40]))
+    with pytest.raises(ValueError, match="96"):  # more frames than frame position embeddings
+        build({"model": "tiny"}, grid=ClipGrid(fps=10, seconds=10.0))

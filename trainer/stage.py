@@ -26,6 +26,17 @@ log = logging.getLogger(__name__)
 Params, Runtime = TrainConfig, TrainRuntime
 
 
+def agree(name: str, params: dict) -> list[str]:
+    """``cavp_steps`` (the visual steps a clip gives the mapper: CAVP's or CLIP's frames, TimeChat upsampled to
+    them) is the frames' clip grid's frame count; checked when the configuration loads, before any stage runs."""
+    frames, steps = params.get("frames"), params[name].cavp_steps
+    if frames is None or frames.grid.n_frames == steps:
+        return []
+    g = frames.grid
+    return [f"stages.{name}.params.cavp_steps: {steps}, but the frames' clip grid gives {g.n_frames} frames a clip "
+            f"(stages.frames.params: {g.fps} fps x {g.seconds:g} s); set cavp_steps: {g.n_frames}"]
+
+
 def run_dir(ctx: StageContext) -> Path:
     return ctx.cfg.mapper_dir
 

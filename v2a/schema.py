@@ -11,6 +11,10 @@ Every problem is one line naming the key: an unknown key with the closest valid 
 value with the value and what is allowed. All problems are collected and raised together as a
 :class:`ConfigError`. After validation ``params``/``runtime`` hold every field, defaults filled in; a key that a
 stage's ``Runtime`` declares is never part of its (fingerprinted) ``params``.
+
+Settings that must agree across stages (the frames' clip grid and what each encoder, the trainer... can read) are
+checked last, once every stage is valid: a stage module may define ``agree(name, params) -> list[str]``, called
+with its stage's name and every stage's validated ``Params`` by stage name; each string is one problem line.
 """
 
 from __future__ import annotations
@@ -241,6 +245,17 @@ def _check_refs(stages: dict, targets: dict) -> list[str]:
     return problems
 
 
+def _check_agreement(stages: dict) -> list[str]:
+    """Every stage module's optional ``agree(name, params)`` hook, given each stage's validated ``Params``."""
+    validated, hooks = {}, []
+    for name, spec in stages.items():
+        validated[name] = spec["settings"]
+        hook = getattr(importlib.import_module(spec["module"]), "agree", None)
+        if hook is not None:
+            hooks.append((name, hook))
+    return [line for name, hook in hooks for line in hook(name, validated)]
+
+
 def validate_config(raw: dict) -> dict:
     """The merged raw configuration, checked and normalised; raises :class:`ConfigError` listing every problem."""
     problems = [unknown_key("", k, list(TOP_LEVEL), "top-level key") for k in raw if k not in TOP_LEVEL]
@@ -264,6 +279,8 @@ def validate_config(raw: dict) -> dict:
             stages[str(name)] = spec
     if not problems:
         problems += _check_refs(stages, targets)
+    if not problems:
+        problems += _check_agreement(stages)
     if problems:
         raise ConfigError(problems)
     return {"paths": paths, "targets": targets, "stages": stages}
