@@ -241,18 +241,35 @@ def process_clip_to_part(frames_dir: str, k: int, src: dict, index: int, params:
     return rec, (write_part(Path(frames_dir), k, rec, members) if members is not None else None)
 
 
+def preflight(ctx: StageContext) -> list[tuple[str, str]]:
+    """Before any stage starts: the labels table reads cleanly (a duplicate id, a bad split... is one line here,
+    not an error after other stages ran)."""
+    from pipeline.inputs import read_labels
+    from v2a.io import InputError
+
+    labels = ctx.cfg.optional_path("labels")
+    if labels is None or not labels.is_file():
+        return []  # unset, or a missing file: the generic input check reports it
+    try:
+        read_labels(labels)
+    except InputError as e:
+        return [("paths.labels", str(e))]
+    return []
+
+
 def run(ctx: StageContext) -> None:
     p: FramesParams = ctx.params
     out = ctx.cfg.frames_dir
     out.mkdir(parents=True, exist_ok=True)
     fp = ctx.fingerprint.value
     with exclusive_lock(out / f".lock.rank{ctx.rank}", what=f"the frames stage output {out} (rank {ctx.rank})"):
-        (out / "_stage.json").unlink(missing_ok=True)  # stale or forced: this run writes a new record
-        for tmp in _stale_temps(out, ctx.rank, ctx.world_size):
-            tmp.unlink(missing_ok=True)
+        # the inputs first: a mistake in them (a labels CSV with a duplicate id...) leaves the previous output whole
         clips = discover(ctx.cfg.path("videos"), ctx.cfg.optional_path("labels"))
         if not clips:
             raise RuntimeError(f"no input clips found in {ctx.cfg.path('videos')}")
+        (out / "_stage.json").unlink(missing_ok=True)  # stale or forced: this run writes a new record
+        for tmp in _stale_temps(out, ctx.rank, ctx.world_size):
+            tmp.unlink(missing_ok=True)
         rows = [c.to_dict() for c in clips]
         n_shards = (len(rows) + p.shard_size - 1) // p.shard_size
         plan = {"fingerprint": fp, "components": ctx.fingerprint.components, "n_clips": len(rows),
