@@ -172,8 +172,10 @@ def write_identity(r: Runner, preset: Preset, files: list[str | Path], overrides
            "overrides": list(overrides), "stages": stages,
            "train_params": dict(r.cfg.stage("train").params) if train else None}
     for folder in (r.cfg.path("runs"), r.cfg.path("outputs")):
-        folder.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(folder / "experiment.json", rec)
+        path = folder / "experiment.json"
+        if not path.exists() or read_json(path) != rec:  # a rerun that changed nothing leaves it as it was
+            folder.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(path, rec)
     return rec
 
 
