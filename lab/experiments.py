@@ -225,28 +225,44 @@ def collect(files: list[str | Path], overrides: list[str] | None, name: str, *, 
         status, st = chain_status(r, cfg.closure([target]))
     except (RuntimeError, ValueError, FileNotFoundError) as e:
         status, st = f"cannot tell: {e}", {}
-    _compare_identity(r, preset, status)
+    identity = _compare_identity(r, preset, list(st), status)
     ev, summary = cfg.evaluation_dir / "metrics.json", cfg.mapper_dir / "summary.json"
     trained = st.get("train", (False,))[0]
     return {"name": preset.name, "description": preset.description, "paper": preset.paper, "status": status,
             "metrics": read_json(ev) if status == "done" and ev.exists() else None,
             "train": read_json(summary) if trained and summary.exists() else None,
             "epochs": cfg.stage("train").params.get("epochs"), "evaluation": str(ev.parent),
-            "dynamics": read_curve(cfg.mapper_dir) if trained else None}
+            "dynamics": read_curve(cfg.mapper_dir) if trained else None, "identity": identity}
 
 
-def _compare_identity(r: Runner, preset: Preset, status: str) -> None:
-    """Warn when a done experiment's experiment.json describes other outputs than those its stages record."""
+def _compare_identity(r: Runner, preset: Preset, stages: list[str], status: str) -> str:
+    """'ok', or how a done experiment's experiment.json disagrees with what its stages record (then also a warning:
+    the numbers are still this preset's, proven by the stages' own fingerprints)."""
     path = r.cfg.path("outputs") / "experiment.json"
     if status != "done":
-        return
+        return "not checked (not done)"
     rec = read_json(path) if path.exists() else {}
     said = rec.get("stages") or {}
-    differ = [n for n in r.cfg.used_stages() if said.get(n) != r.fingerprint(n).value]
-    if rec.get("experiment") != preset.name or differ:
-        log.warning("experiment %s: %s does not describe its outputs (%s); the next `v2a run evaluate --experiment "
-                    "%s` rewrites it", preset.name, path, f"stages {', '.join(differ)}" if differ else "other preset",
-                    preset.name)
+    differ = [n for n in stages if said.get(n) != r.fingerprint(n).value]
+    if rec.get("experiment") == preset.name and not differ:
+        return "ok"
+    note = (f"{path} does not describe its outputs ({'stages ' + ', '.join(differ) if differ else 'other preset'}); "
+            f"the next `v2a run evaluate --experiment {preset.name}` rewrites it")
+    log.warning("experiment %s: %s", preset.name, note)
+    return note
+
+
+def check_not_an_experiment(cfg: Config) -> None:
+    """Refuse a plain run (no --experiment) whose paths.runs or paths.outputs is an experiment's folder: only that
+    experiment, with its settings, writes there."""
+    if cfg.experiment is not None:
+        return
+    for key in ("runs", "outputs"):
+        path = cfg.path(key) / "experiment.json"
+        if path.is_file():
+            name = read_json(path).get("experiment", "?")
+            raise ValueError(f"paths.{key} {cfg.path(key)} is experiment {name}'s folder: run it as "
+                             f"`--experiment {name}`, or set paths.{key} to another folder")
 
 
 def distinct(files: list[str | Path], overrides: list[str] | None = None) -> list[str]:

@@ -55,6 +55,10 @@ def runner(targets: list[str] | None = None, experiment: str | None = None) -> R
         else:
             r = Runner(load_config(choice.files, STATE.overrides, root=choice.root))
         r.cfg.closure(targets or [])
+        if targets:  # a command that runs stages: not a plain run into an experiment's folders
+            from lab.experiments import check_not_an_experiment
+
+            check_not_an_experiment(r.cfg)
     except (ConfigError, FileNotFoundError, ValueError) as e:
         usage_error(e)
     return r

@@ -198,6 +198,13 @@ def test_cli_run_of_a_finished_experiment_reuses_it_and_lookups_write_nothing(pr
     res = CliRunner().invoke(app, args + ["run", "evaluate", "--experiment", "cavp-only"])
     assert res.exit_code == 0 and "ran: nothing (all up to date)" in res.output, res.output
     assert {**_mtimes(runs), **_mtimes(outs)} == before  # experiment.json too: it describes the same outputs
+    # a plain run pointed at the experiment's folders (the old `make demo-mappers`) is refused: one line, exit 2
+    res = CliRunner().invoke(app, args + ["--set", f"paths.runs={runs}", "--set", f"paths.outputs={outs}",
+                                          "run", "train"])
+    assert res.exit_code == 2 and res.output.strip() == (f"error: paths.runs {runs} is experiment cavp-only's folder: "
+                                                         "run it as `--experiment cavp-only`, or set paths.runs to "
+                                                         "another folder")
+    assert {**_mtimes(runs), **_mtimes(outs)} == before
     rec = json.loads((outs / "experiment.json").read_text())
     cfg, _ = experiment_config(FILES, sets(root), "cavp-only")
     r = Runner(cfg)
@@ -237,6 +244,7 @@ def test_a_folder_written_with_other_params_is_stale_not_the_preset(project):
     assert rec["stages"]["train"] == preset_fp
     e = ablations(FILES, sets(root), ["cavp-only"], run=False)["entries"][0]
     assert e["status"] == "done" and e["metrics"]["fingerprint"] == Runner(cfg).fingerprint("evaluate").value
+    assert e["identity"] == "ok"
 
 
 def test_experiment_names_cannot_be_run_folders(tmp_path):
