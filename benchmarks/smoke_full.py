@@ -36,28 +36,29 @@ def run_stage(cli: list[str], name: str, log: Path) -> tuple[int, float, float]:
     return proc.returncode, time.time() - t0, usage.ru_maxrss / 2**20  # ru_maxrss: KiB on Linux
 
 
-def check_dims(out: Path) -> list[str]:
-    """Dimension lines (and problems, prefixed '!') from the cache, the mapper and the generated audio."""
+def check_dims(cfg) -> list[str]:
+    """Dimension lines (and problems, prefixed '!') from the cache, the mapper and the generated audio (the folders
+    of the run-folder layout of ``cfg``, v2a/config.py)."""
     import soundfile as sf
     import zarr
 
     lines = []
-    root = zarr.open_group(str(out / "cache" / "features.zarr"), mode="r")
+    root = zarr.open_group(str(cfg.zarr_path), mode="r")
     for name, want in WANT.items():
         got = tuple(root[f"{name}/emb"].shape[1:])
         lines.append(f"{'' if got == want else '! '}{name}/emb per clip {got} (paper {want})")
-    cfg_file = next((out / "runs" / "mapper").rglob("config.json"), None)
+    cfg_file = next(cfg.mapper_dir.rglob("config.json"), None)
     if cfg_file is not None:
         gcfg = json.loads(cfg_file.read_text())
         width = (gcfg.get("gpt2_config") or gcfg.get("spec", {}).get("gpt2_config") or {}).get("n_embd")
         lines.append(f"{'' if width == 768 else '! '}mapper GPT-2 width {width} (AudioLDM-2's 768)")
-    wavs = sorted((out / "outputs" / "generated").glob("*.wav"))
+    wavs = sorted(cfg.generated_dir.glob("*.wav"))
     for w in wavs[:2]:
         info = sf.info(str(w))
         lines.append(f"generated {w.name}: {info.frames} samples at {info.samplerate} Hz ({info.duration:.2f} s)")
     if not wavs:
         lines.append("! no generated audio")
-    metrics = out / "outputs" / "evaluation" / "metrics.json"
+    metrics = cfg.evaluation_dir / "metrics.json"
     if metrics.exists():
         m = json.loads(metrics.read_text())["metrics"]
         lines.append("metrics: " + ", ".join(f"{k}={v.get('status')}" for k, v in m.items()))
@@ -79,8 +80,9 @@ def main() -> int:
     make_demo_clips(out / "videos", n=args.clips, seed=0)
     sets = [f"paths.{k}={out / v}" for k, v in (("videos", "videos"), ("labels", "videos/labels.csv"),
                                                  ("cache", "cache"), ("runs", "runs"), ("outputs", "outputs"))]
-    cli = [sys.executable, "-m", "lab.cli", "-c", str(REPO / "stages.yaml"), "-c",
-           str(REPO / "configs" / "smoke-full.yaml"), "--no-progress"] + [a for s in sets for a in ("--set", s)]
+    files = [REPO / "stages.yaml", REPO / "configs" / "smoke-full.yaml"]
+    cli = [sys.executable, "-m", "lab.cli", "-c", str(files[0]), "-c", str(files[1]), "--no-progress"] + \
+        [a for s in sets for a in ("--set", s)]
     print(f"{'stage':<10} {'seconds':>8} {'peak GB':>8}  log")
     failed, peak = None, 0.0
     for name in args.stages.split(","):
@@ -92,7 +94,9 @@ def main() -> int:
             failed = name
             break
     if failed is None and args.stages == ",".join(STAGES):
-        dims = check_dims(out)
+        from v2a.config import load_config
+
+        dims = check_dims(load_config(files, sets))
         print("\n".join(dims))
         failed = "dimensions" if any(d.startswith("!") for d in dims) else None
     print(f"peak RSS of any stage: {peak:.2f} GB (limit {args.max_gb:g} GB)")

@@ -8,7 +8,7 @@ from typing import List, Optional
 
 import typer
 
-from lab.session import STATE, fail, runner, setup_logging
+from lab.session import STATE, fail, run_stages, runner, setup_logging
 from lab.weights_cli import check_command, weights_app
 
 app = typer.Typer(
@@ -45,19 +45,25 @@ EXPERIMENT_HELP = ("A named experiment (configs/experiments/NAME.yaml; `v2a expe
 
 @app.command()
 def status(experiment: Optional[str] = typer.Option(None, "--experiment", "-e", help=EXPERIMENT_HELP)) -> None:
-    """Print every stage as fresh or stale, and why; then each missing input and weight (exit code 1 when one is)."""
+    """Print every stage as fresh, stale (and why) or not used; then each missing input and weight of the stages
+    used (exit code 1 when one is). A stage is used when the chain's last stages need it (Config.used_stages)."""
     from v2a.check import missing_weights
 
     r = runner(experiment=experiment)
+    used = r.cfg.used_stages()
+    ends = ", ".join(n for n in used if not any(n in r.cfg.stage(m).needs for m in used))
     for name in r.cfg.order():
+        if name not in used:
+            typer.echo(f"{name:<10} {'not used':<8} {'-':<16}  {ends} does not need it")
+            continue
         try:
             fresh, reasons = r.status(name)
         except (RuntimeError, FileNotFoundError, ValueError) as e:
             fresh, reasons = False, [f"cannot tell: {e}"]
         state = "fresh" if fresh else "stale"
-        typer.echo(f"{name:<10} {state:<6} {r.fingerprint(name).value}  {'' if fresh else '; '.join(reasons)}")
-    problems = r.problems()
-    problems += [f"{name}: {p}" for name in r.cfg.order() for p in missing_weights(r.cfg, name)]
+        typer.echo(f"{name:<10} {state:<8} {r.fingerprint(name).value}  {'' if fresh else '; '.join(reasons)}")
+    problems = r.problems(used)
+    problems += [f"{name}: {p}" for name in used for p in missing_weights(r.cfg, name)]
     for line in problems:
         typer.echo(f"problem: {line}")
     if problems:
@@ -75,7 +81,7 @@ def run_targets(
     """Run the targets and every stale stage upstream of them, in order; fresh stages are skipped."""
     r = runner(targets, experiment)
     try:
-        ran = r.run(targets, force=force, workers=workers, progress=STATE.progress)
+        ran = run_stages(r, targets, force=force, workers=workers, progress=STATE.progress)
     except (RuntimeError, ValueError, FileNotFoundError) as e:
         fail(e)
     typer.echo(f"ran: {', '.join(ran) if ran else 'nothing (all up to date)'}")

@@ -22,27 +22,29 @@ def _fail(e: Exception) -> None:
     raise typer.Exit(1)
 
 
-def _files(state) -> list:
-    """The configuration files the CLI uses (v2a/defaults.py: the packaged ones outside the repo)."""
+def _choice(state):
+    """The configuration files the CLI uses and their root (v2a/defaults.py: the packaged ones outside the repo)."""
     from v2a.defaults import choose_config
 
-    return choose_config(state.config_files).files
+    return choose_config(state.config_files)
 
 
 def register(app: typer.Typer, state) -> None:
     @app.command("experiments")
     def list_experiments() -> None:
-        """List the named experiments (configs/experiments/NAME.yaml) and whether each has been evaluated."""
+        """List the named experiments (configs/experiments/NAME.yaml): done (every stage fresh), not run, or stale
+        and why (the first stale stage)."""
         from lab.experiments import collect, presets, read_preset
 
+        choice = _choice(state)
         try:
-            known = presets(_files(state), state.overrides)
+            known = presets(choice.files, state.overrides)
             for name in known:
                 pre = read_preset(name, known)
                 if pre.name != name:
                     typer.echo(f"{name:<16} = {pre.name}")
                     continue
-                e = collect(_files(state), state.overrides, name)
+                e = collect(choice.files, state.overrides, name, root=choice.root)
                 typer.echo(f"{name:<16} {e['status']:<8} {pre.description}")
         except ERRORS as e:
             _fail(e)
@@ -54,12 +56,14 @@ def register(app: typer.Typer, state) -> None:
         workers: int = typer.Option(1, "--workers", "-w", help="Local worker processes (frames stage)."),
     ) -> None:
         """Run every experiment up to evaluate (finished ones are reused) and write one combined report
-        (<outputs>/ablations/report.md, .csv, .json): rows = experiments, the paper's rows beside ours."""
+        (<outputs>/ablations/report.md, .csv, .json): rows = experiments, the paper's rows beside ours. A row has
+        numbers only when its experiment is done (every stage fresh); a stale one is reported as stale."""
         from lab.experiments import ablations as run_all
 
         try:
-            res = run_all(_files(state), state.overrides, list(names or []) or None, run=not report_only,
-                          workers=workers, progress=state.progress)
+            choice = _choice(state)
+            res = run_all(choice.files, state.overrides, list(names or []) or None, run=not report_only,
+                          root=choice.root, workers=workers, progress=state.progress)
         except ERRORS as e:
             _fail(e)
         typer.echo(f"report: {res['files']['report']}")
@@ -83,7 +87,7 @@ def register(app: typer.Typer, state) -> None:
 
         try:
             cfg = load_chosen(state.config_files, state.overrides)
-            dest = out or cfg.path("outputs") / f"evaluate-{Path(pred).resolve().name}"
+            dest = out or cfg.folder_evaluation_dir(pred)
             res = evaluate_folders(cfg.stage("evaluate").settings, pred, gt, dest, video)
         except ERRORS as e:
             _fail(e)

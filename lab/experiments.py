@@ -10,6 +10,11 @@ Nothing else changes, so the frames and encoder stages keep their fingerprints a
 train, generate and evaluate are per experiment: experiments never overwrite each other, and a finished one is
 fresh when run again (same fingerprint: nothing recomputed). A preset whose ``experiment:`` block says
 ``alias: OTHER`` is OTHER (the paper quotes one run as a row of several tables).
+
+Bookkeeping: an experiment is *done* only when every stage of its chain is fresh (v2a/runner.py; a stale stage
+upstream makes the ones below stale), so a folder another command wrote with other settings is reported as stale,
+never as this preset's. After every run, ``experiment.json`` in both folders records the preset and, per stage, the
+fingerprint of the output actually there; the report compares it with the stages' own records.
 """
 
 from __future__ import annotations
@@ -22,8 +27,9 @@ from pathlib import Path
 from typing import Any
 
 
-from v2a.config import DEFAULT_CONFIG, Config, apply_override, deep_merge, load_config
+from v2a.config import DEFAULT_CONFIG, RUN_FOLDERS, Config, apply_override, deep_merge, load_config
 from v2a.io import atomic_write_json, read_json, safe_load, sha256_bytes
+from v2a.runner import Runner
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +87,9 @@ def presets(files: list[str | Path], overrides: list[str] | None = None) -> dict
 def read_preset(name: str, known: dict[str, Path], _seen: tuple[str, ...] = ()) -> Preset:
     if not NAME_RE.match(name or ""):
         raise ValueError(f"experiment name {name!r}: use letters, digits, '.', '_' and '-' (64 at most)")
+    if name.split(".")[0] in RUN_FOLDERS or name.startswith("evaluate-"):
+        raise ValueError(f"experiment name {name!r}: <runs>/{name}, <outputs>/{name} would lie in the plain run's "
+                         f"folders ({', '.join(RUN_FOLDERS)}, evaluate-*); choose another name")
     if name not in known:
         raise ValueError(f"unknown experiment {name!r}; presets: {', '.join(known) or '(none)'}")
     data = safe_load(known[name].read_text(encoding="utf-8")) or {}
@@ -142,45 +151,118 @@ def experiment_config(files: list[str | Path], overrides: list[str] | None, name
     return cfg, preset
 
 
-def write_identity(cfg: Config, preset: Preset, files: list[str | Path], overrides: list[str]) -> None:
-    """``experiment.json`` in the experiment's runs and outputs folders: what it is and how it was configured."""
+def folder_identity(r: Runner) -> dict[str, str | None]:
+    """{stage: the fingerprint recorded with its complete output on disk, None when there is none} for every stage
+    the experiment's chain uses (Config.used_stages): what its folders (and the shared cache) actually hold."""
+    out: dict[str, str | None] = {}
+    for name in r.cfg.used_stages():
+        rec = r.recorded(name)
+        out[name] = rec.get("fingerprint") if rec and rec.get("complete") else None
+    return out
+
+
+def write_identity(r: Runner, preset: Preset, files: list[str | Path], overrides: list[str]) -> dict:
+    """``experiment.json`` in the experiment's runs and outputs folders, written after every run (failed ones too):
+    the preset, how it was configured and, per stage, the fingerprint of the output actually there (``stages``);
+    ``train_params`` only when the run folder holds this configuration's train stage."""
+    stages = folder_identity(r)
+    train = "train" in stages and stages["train"] == r.fingerprint("train").value
     rec = {"experiment": preset.name, "description": preset.description, "paper": preset.paper,
            "preset": str(preset.path), "preset_sha256": preset.sha256, "config_files": [str(f) for f in files],
-           "overrides": list(overrides), "train_params": cfg.stage("train").params}
-    for key in ("runs", "outputs"):
-        folder = cfg.path(key)
-        folder.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(folder / "experiment.json", rec)
+           "overrides": list(overrides), "stages": stages,
+           "train_params": dict(r.cfg.stage("train").params) if train else None}
+    for folder in (r.cfg.path("runs"), r.cfg.path("outputs")):
+        path = folder / "experiment.json"
+        if not path.exists() or read_json(path) != rec:  # a rerun that changed nothing leaves it as it was
+            folder.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(path, rec)
+    return rec
 
 
-def run_experiment(files: list[str | Path], overrides: list[str] | None, name: str, targets: list[str],
-                   **kw: Any) -> list[str]:
+def run_in(r: Runner, files: list[str | Path], overrides: list[str] | None, targets: list[str],
+           **kw: Any) -> list[str]:
+    """``r.run(targets)`` for the experiment ``r.cfg`` is (experiment_config), then its ``experiment.json``."""
+    preset = read_preset(str(r.cfg.experiment), presets(files, overrides))
+    log.info("experiment %s: runs in %s, outputs in %s, cache %s", preset.name, r.cfg.path("runs"),
+             r.cfg.path("outputs"), r.cfg.cache_dir)
+    try:
+        return r.run(targets, **kw)
+    finally:
+        write_identity(r, preset, files, list(overrides or []))
+
+
+def run_experiment(files: list[str | Path], overrides: list[str] | None, name: str, targets: list[str], *,
+                   root: str | Path | None = None, **kw: Any) -> list[str]:
     """Run ``targets`` (and what is stale upstream of them) for experiment ``name``; returns the stages run."""
-    from v2a.runner import Runner
-
-    cfg, preset = experiment_config(files, overrides, name)
-    write_identity(cfg, preset, files, list(overrides or []))
-    log.info("experiment %s: runs in %s, outputs in %s, cache %s", preset.name, cfg.path("runs"),
-             cfg.path("outputs"), cfg.cache_dir)
-    return Runner(cfg).run(targets, **kw)
+    cfg, _ = experiment_config(files, overrides, name, root=root)
+    return run_in(Runner(cfg), files, overrides, targets, **kw)
 
 
-def collect(files: list[str | Path], overrides: list[str] | None, name: str) -> dict:
-    """What the combined report needs of one experiment: its preset, metrics and training summary (or why not)."""
+def chain_status(r: Runner, stages: list[str]) -> tuple[str, dict[str, tuple[bool, list[str]]]]:
+    """('done' | 'not run' | 'stale (STAGE: why)', each stage's status): done only when every stage is fresh; not
+    run when the last never ran and neither did the first stale one; else the first stale stage and why."""
+    st = r.statuses(stages)
+    stale = [n for n in stages if not st[n][0]]
+    if not stale:
+        return "done", st
+    if st[stale[0]][1] == ["never run"] and st[stages[-1]][1] == ["never run"]:
+        return "not run", st
+    return f"stale ({stale[0]}: {'; '.join(st[stale[0]][1])})", st
+
+
+def collect(files: list[str | Path], overrides: list[str] | None, name: str, *, root: str | Path | None = None,
+            target: str = "evaluate") -> dict:
+    """What the combined report needs of one experiment: its preset, status and, only when they are this preset's
+    current run (fresh: the recorded fingerprints equal the ones computed now), its metrics and training summary."""
     from trainer.dynamics import read_curve
 
     try:
-        cfg, preset = experiment_config(files, overrides, name)
+        cfg, preset = experiment_config(files, overrides, name, root=root)
     except (ValueError, FileNotFoundError) as e:
         return {"name": name, "status": f"invalid: {e}", "paper": [], "metrics": None, "train": None}
-    ev = cfg.evaluation_dir / "metrics.json"
-    summary = cfg.mapper_dir / "summary.json"
-    metrics = read_json(ev) if ev.exists() else None
-    return {"name": preset.name, "description": preset.description, "paper": preset.paper,
-            "status": "done" if metrics and metrics.get("complete") else "not run",
-            "metrics": metrics, "train": read_json(summary) if summary.exists() else None,
+    r = Runner(cfg)
+    try:
+        status, st = chain_status(r, cfg.closure([target]))
+    except (RuntimeError, ValueError, FileNotFoundError) as e:
+        status, st = f"cannot tell: {e}", {}
+    identity = _compare_identity(r, preset, list(st), status)
+    ev, summary = cfg.evaluation_dir / "metrics.json", cfg.mapper_dir / "summary.json"
+    trained = st.get("train", (False,))[0]
+    return {"name": preset.name, "description": preset.description, "paper": preset.paper, "status": status,
+            "metrics": read_json(ev) if status == "done" and ev.exists() else None,
+            "train": read_json(summary) if trained and summary.exists() else None,
             "epochs": cfg.stage("train").params.get("epochs"), "evaluation": str(ev.parent),
-            "dynamics": read_curve(cfg.mapper_dir)}
+            "dynamics": read_curve(cfg.mapper_dir) if trained else None, "identity": identity}
+
+
+def _compare_identity(r: Runner, preset: Preset, stages: list[str], status: str) -> str:
+    """'ok', or how a done experiment's experiment.json disagrees with what its stages record (then also a warning:
+    the numbers are still this preset's, proven by the stages' own fingerprints)."""
+    path = r.cfg.path("outputs") / "experiment.json"
+    if status != "done":
+        return "not checked (not done)"
+    rec = read_json(path) if path.exists() else {}
+    said = rec.get("stages") or {}
+    differ = [n for n in stages if said.get(n) != r.fingerprint(n).value]
+    if rec.get("experiment") == preset.name and not differ:
+        return "ok"
+    note = (f"{path} does not describe its outputs ({'stages ' + ', '.join(differ) if differ else 'other preset'}); "
+            f"the next `v2a run evaluate --experiment {preset.name}` rewrites it")
+    log.warning("experiment %s: %s", preset.name, note)
+    return note
+
+
+def check_not_an_experiment(cfg: Config) -> None:
+    """Refuse a plain run (no --experiment) whose paths.runs or paths.outputs is an experiment's folder: only that
+    experiment, with its settings, writes there."""
+    if cfg.experiment is not None:
+        return
+    for key in ("runs", "outputs"):
+        path = cfg.path(key) / "experiment.json"
+        if path.is_file():
+            name = read_json(path).get("experiment", "?")
+            raise ValueError(f"paths.{key} {cfg.path(key)} is experiment {name}'s folder: run it as "
+                             f"`--experiment {name}`, or set paths.{key} to another folder")
 
 
 def distinct(files: list[str | Path], overrides: list[str] | None = None) -> list[str]:
@@ -206,9 +288,10 @@ def _paper_position(ref: dict) -> tuple[int, int]:
 
 
 def ablations(files: list[str | Path], overrides: list[str] | None = None, names: list[str] | None = None, *,
-              run: bool = True, target: str = "evaluate", **kw: Any) -> dict:
+              run: bool = True, target: str = "evaluate", root: str | Path | None = None, **kw: Any) -> dict:
     """Run every experiment (or ``names``) up to ``target`` and write one combined report to
-    ``<outputs>/ablations/``; an experiment that fails is reported with its error and the others go on."""
+    ``<outputs>/ablations/``; an experiment that fails is reported with its error and the others go on. A row's
+    numbers are reported only when the experiment is fresh (its folders hold this preset's current run)."""
     from scoring.report import write_combined
 
     overrides = list(overrides or [])
@@ -218,18 +301,18 @@ def ablations(files: list[str | Path], overrides: list[str] | None = None, names
         if not run:
             break
         try:
-            ran = run_experiment(files, overrides, name, [target], **kw)
+            ran = run_experiment(files, overrides, name, [target], root=root, **kw)
             log.info("experiment %s: %s", name, f"ran {', '.join(ran)}" if ran else "up to date (nothing recomputed)")
         except (RuntimeError, ValueError, FileNotFoundError) as e:
             log.error("experiment %s failed: %s", name, e)
             errors[name] = str(e)
     entries = []
     for name in names:
-        e = collect(files, overrides, name)
+        e = collect(files, overrides, name, root=root, target=target)
         if name in errors:
             e["status"] = f"failed: {errors[name]}"
         entries.append(e)
-    cfg = load_config(files, overrides)
+    cfg = load_config(files, overrides, root=root)
     paths = write_combined(cfg.ablations_dir, entries)
     curves = {e["name"]: e["dynamics"] for e in entries if e.get("dynamics")}
     if curves:  # Fig. 3: the training dynamics of every experiment that computed them, in one figure

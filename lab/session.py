@@ -49,18 +49,29 @@ def runner(targets: list[str] | None = None, experiment: str | None = None) -> R
     choice = choose_config(STATE.config_files)
     STATE.configured = choice.configured
     try:
-        if experiment:
-            from lab.experiments import experiment_config, write_identity
+        if experiment:  # nothing is written here: experiment.json comes after a run (run_targets)
+            from lab.experiments import experiment_config
 
-            cfg, preset = experiment_config(choice.files, STATE.overrides, experiment, root=choice.root)
-            write_identity(cfg, preset, choice.files, STATE.overrides)
-            r = Runner(cfg)
+            r = Runner(experiment_config(choice.files, STATE.overrides, experiment, root=choice.root)[0])
         else:
             r = Runner(load_config(choice.files, STATE.overrides, root=choice.root))
         r.cfg.closure(targets or [])
+        if targets:  # a command that runs stages: not a plain run into an experiment's folders
+            from lab.experiments import check_not_an_experiment
+
+            check_not_an_experiment(r.cfg)
     except (ConfigError, FileNotFoundError, ValueError) as e:
         usage_error(e)
     return r
+
+
+def run_stages(r: Runner, targets: list[str], **kw) -> list[str]:
+    """``r.run(targets)``; for an experiment's runner, then its experiment.json (lab/experiments.py: run_in)."""
+    if r.cfg.experiment is None:
+        return r.run(targets, **kw)
+    from lab.experiments import run_in
+
+    return run_in(r, choose_config(STATE.config_files).files, STATE.overrides, targets, **kw)
 
 
 def fail(e: Exception) -> NoReturn:

@@ -44,3 +44,22 @@ def test_v2a_runs_from_an_empty_folder(tmp_path, monkeypatch):
     assert "never run" in res.output
     # the packaged demo overlay, its paths resolved here: the inputs it names are missing, and said so
     assert res.exit_code == 1 and f"paths.videos: {tmp_path.resolve() / 'demo' / 'videos'} does not exist" in res.output
+
+
+def test_status_shows_stages_the_chain_never_uses_as_not_used(tmp_path, monkeypatch):
+    """V2A-Mapper's chain (clip -> clap -> train ...) never uses cavp/timechat/audiomae: `not used`, and their missing
+    weights are not problems of this run; the MFM-Mapper chain never uses clip/clap."""
+    monkeypatch.chdir(tmp_path)
+    base = ["-c", str(REPO / "stages.yaml")]
+    res = CliRunner().invoke(app, base + ["-c", str(REPO / "configs" / "v2a-mapper.yaml"), "status"])
+    rows = {ln.split()[0]: ln.split()[1:] for ln in res.output.splitlines() if not ln.startswith("problem")}
+    assert {n for n, r in rows.items() if r[:2] == ["not", "used"]} == {"cavp", "timechat", "audiomae"}
+    assert rows["cavp"][2:] == ["-", "evaluate", "does", "not", "need", "it"]
+    problems = [ln for ln in res.output.splitlines() if ln.startswith("problem: ")]
+    assert any(p.startswith("problem: clip: ") for p in problems)  # the full run's weights are not here
+    assert not any(p.startswith(f"problem: {n}: ") for p in problems for n in ("cavp", "timechat", "audiomae"))
+    res = CliRunner().invoke(app, base + ["status"])
+    rows = {ln.split()[0]: ln.split()[1:] for ln in res.output.splitlines() if not ln.startswith("problem")}
+    assert {n for n, r in rows.items() if r[:2] == ["not", "used"]} == {"clip", "clap"}
+    assert not any(ln.startswith(("problem: clip: ", "problem: clap: ")) for ln in res.output.splitlines())
+    assert any(ln.startswith("problem: cavp: ") for ln in res.output.splitlines())

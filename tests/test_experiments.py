@@ -166,3 +166,103 @@ def test_switching_back_brings_the_kept_run_back(project):
     assert run_experiment(FILES, sets(root), "cavp-only", ["evaluate"], progress=False) == ["train"]  # no retraining
     assert next((run / "last").glob("model-*.safetensors")).read_bytes() == before
     assert Runner(experiment_config(FILES, sets(root), "cavp-only")[0]).status("evaluate") == (True, [])
+
+
+def _mtimes(folder: Path) -> dict[str, int]:
+    return {str(p.relative_to(folder)): p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file()}
+
+
+def test_cli_run_of_a_finished_experiment_reuses_it_and_lookups_write_nothing(project):
+    """`make demo-mappers` (v2a run evaluate --experiment NAME) after `make demo-ablations` (run_experiment): the same
+    experiment with the same settings is the same folder and fingerprints: nothing is recomputed or rewritten;
+    `v2a status --experiment` and `v2a experiments` write nothing."""
+    from typer.testing import CliRunner
+
+    from lab.cli import app
+
+    root = project
+    args = [a for f in FILES for a in ("-c", str(f))] + [a for s in sets(root) for a in ("--set", s)]
+    runs, outs = root / "runs" / "cavp-only", root / "out" / "cavp-only"
+    before = {**_mtimes(runs), **_mtimes(outs)}
+    res = CliRunner().invoke(app, args + ["status", "--experiment", "cavp-only"])
+    lines = {ln.split()[0]: ln.split()[1:] for ln in res.output.splitlines() if not ln.startswith("problem")}
+    assert res.exit_code == 0, res.output
+    assert lines["clip"][:2] == lines["clap"][:2] == ["not", "used"]
+    assert all(lines[n][0] == "fresh" for n in ("frames", "cavp", "timechat", "audiomae", "train", "generate",
+                                                   "evaluate"))
+    res = CliRunner().invoke(app, args + ["experiments"])
+    listed = {ln.split()[0]: ln.split()[1:] for ln in res.output.splitlines()}
+    assert res.exit_code == 0 and listed["cavp-only"][0] == "done" and listed["mfm-mapper"][0] == "done"
+    assert listed["fusion-add"][:2] == ["not", "run"] and listed["fusion-concat"] == ["=", "mfm-mapper"]
+    assert {**_mtimes(runs), **_mtimes(outs)} == before  # lookups write nothing
+    res = CliRunner().invoke(app, args + ["run", "evaluate", "--experiment", "cavp-only"])
+    assert res.exit_code == 0 and "ran: nothing (all up to date)" in res.output, res.output
+    assert {**_mtimes(runs), **_mtimes(outs)} == before  # experiment.json too: it describes the same outputs
+    # a plain run pointed at the experiment's folders (the old `make demo-mappers`) is refused: one line, exit 2
+    res = CliRunner().invoke(app, args + ["--set", f"paths.runs={runs}", "--set", f"paths.outputs={outs}",
+                                          "run", "train"])
+    assert res.exit_code == 2 and res.output.strip() == (f"error: paths.runs {runs} is experiment cavp-only's folder: "
+                                                         "run it as `--experiment cavp-only`, or set paths.runs to "
+                                                         "another folder")
+    assert {**_mtimes(runs), **_mtimes(outs)} == before
+    rec = json.loads((outs / "experiment.json").read_text())
+    cfg, _ = experiment_config(FILES, sets(root), "cavp-only")
+    r = Runner(cfg)
+    assert rec["experiment"] == "cavp-only" and rec["train_params"]["encoders"] == "cavp"
+    assert rec["stages"] == {n: r.fingerprint(n).value for n in cfg.used_stages()}
+    assert json.loads((runs / "experiment.json").read_text()) == rec
+
+
+def test_a_folder_written_with_other_params_is_stale_not_the_preset(project):
+    """Another command trains other params into an experiment's run folder (the old `make demo-mappers`): the
+    experiment is not done, its stages below train are stale (`upstream train stale`), and the report shows the row
+    as stale without the other run's numbers; running the experiment again brings its own run back."""
+    root = project
+    cfg, _ = experiment_config(FILES, sets(root), "cavp-only")
+    preset_fp = Runner(cfg).fingerprint("train").value
+    other = load_config(FILES, sets(root) + [f"paths.runs={root / 'runs' / 'cavp-only'}",
+                                              f"paths.outputs={root / 'out' / 'cavp-only'}",
+                                              "stages.train.params.encoders=cavp", "stages.train.params.epochs=1"])
+    assert Runner(other).run(["train"], progress=False) == ["train"]  # not through the experiment
+    r = Runner(cfg)
+    assert r.own_status("generate") == (True, []) and r.own_status("evaluate") == (True, [])  # their own records
+    assert r.status("train") == (False, ["params changed"])
+    assert r.status("generate") == (False, ["upstream train stale"])
+    assert r.status("evaluate") == (False, ["upstream generate stale"])
+    res = ablations(FILES, sets(root), ["cavp-only", "mfm-mapper"], run=False)
+    entries = {e["name"]: e for e in res["entries"]}
+    assert entries["cavp-only"]["status"] == "stale (train: params changed)"
+    assert entries["cavp-only"]["metrics"] is None and entries["cavp-only"]["train"] is None
+    assert entries["mfm-mapper"]["status"] == "done" and entries["mfm-mapper"]["metrics"]["complete"]
+    rows = {r["experiment"]: r for r in csv.DictReader(open(res["files"]["csv"]))}
+    assert rows["cavp-only"]["status"] == "stale (train: params changed)" and rows["cavp-only"]["fd_passt"] == ""
+    assert rows["cavp-only"]["epochs"] == "2" and rows["cavp-only"]["train_clips"] == ""  # not the 1-epoch run's
+    assert "| **cavp-only** (ours) | stale (train: params changed) |" in Path(res["files"]["report"]).read_text()
+    # the experiment again: its own run comes back (kept aside), generate and evaluate were never replaced
+    assert run_experiment(FILES, sets(root), "cavp-only", ["evaluate"], progress=False) == ["train"]
+    rec = json.loads((root / "out" / "cavp-only" / "experiment.json").read_text())
+    assert rec["stages"]["train"] == preset_fp
+    e = ablations(FILES, sets(root), ["cavp-only"], run=False)["entries"][0]
+    assert e["status"] == "done" and e["metrics"]["fingerprint"] == Runner(cfg).fingerprint("evaluate").value
+    assert e["identity"] == "ok"
+
+
+def test_experiment_names_cannot_be_run_folders(tmp_path):
+    folder = tmp_path / "presets"
+    folder.mkdir()
+    for name in ("mapper", "evaluation", "mapper.1234", "evaluate-x"):
+        (folder / f"{name}.yaml").write_text("experiment: {description: x}\n")
+        with pytest.raises(ValueError, match="would lie in the plain run's folders"):
+            experiment_config(FILES, [f"experiments.presets={folder}"], name)
+
+
+def test_make_writes_runs_and_outputs_only_through_the_layout():
+    """No Makefile command hand-builds a runs/outputs folder: the demo's extra mappers are experiments, so the
+    same experiment with the same settings is the only thing that shares a folder with `make demo-ablations`."""
+    make = (REPO / "Makefile").read_text()
+    assert "paths.runs" not in make and "paths.outputs" not in make
+    recipe = make.split("\ndemo-mappers:")[1].split("\n\n")[0]
+    assert [ln.split("--experiment ")[1] for ln in recipe.splitlines() if "--experiment" in ln] == \
+        ["mfm-mapper", "diff-mapper", "v2a-mapper"]
+    assert all("$(DEMO) run evaluate" in ln for ln in recipe.splitlines() if "--experiment" in ln)
+    assert "$(V2A) $(DEMO) ablations" in make.split("\ndemo-ablations:")[1].split("\n\n")[0]

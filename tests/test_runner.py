@@ -97,3 +97,55 @@ def test_set_override_and_bad_config(project):
         load_config([write(project, bad, "bad.yaml")])
     with pytest.raises(ValueError, match="KEY=VALUE"):
         load_config([project / "stages.yaml"], ["novalue"])
+
+
+def test_stale_upstream_makes_every_stage_below_stale(project):
+    """A stage whose own record matches is still stale while a stage it needs is: its output was made from
+    upstream outputs no longer on disk (another run wrote over them). The reason names the stale upstream."""
+    Runner(load_config([write(project, BASE)])).run(["c"])
+    over = write(project, {"stages": {"a": {"params": {"x": 2}}}}, "over.yaml")
+    Runner(load_config([project / "stages.yaml", over])).run(["a"], only=True)  # other params written over a
+    r = Runner(load_config([project / "stages.yaml"]))
+    assert r.own_status("b1") == (True, []) and r.own_status("c") == (True, [])  # their records match
+    assert r.status("a") == (False, ["params changed"])
+    assert r.status("b1") == (False, ["upstream a stale"])
+    assert r.status("c") == (False, ["upstream b1 stale", "upstream b2 stale"])
+    assert r.statuses(["a", "c"]) == {"a": r.status("a"), "c": r.status("c")}
+    with pytest.raises(RuntimeError, match=r"needs b1, which is stale \(upstream a stale\)"):
+        r.run(["c"], only=True)  # alone it refuses; with its upstream, only `a` is recomputed
+    assert Runner(load_config([project / "stages.yaml"])).run(["c"]) == ["a"]
+    assert [runs(project, n) for n in ("a", "b1", "b2", "c")] == [3, 1, 1, 1]
+    r = Runner(load_config([project / "stages.yaml"]))
+    assert all(r.status(n) == (True, []) for n in ("a", "b1", "b2", "c"))
+
+
+def test_incomplete_upstream_makes_downstream_stale(project):
+    Runner(load_config([write(project, BASE)])).run(["c"])
+    rec = project / "cache" / "b2.record.json"
+    rec.write_text(rec.read_text().replace('"complete": true', '"complete": false'))
+    r = Runner(load_config([project / "stages.yaml"]))
+    assert r.status("b2") == (False, ["incomplete"]) and r.status("b1") == (True, [])
+    assert r.status("c") == (False, ["upstream b2 stale"])
+
+
+def test_used_stages_are_what_the_last_stages_need(project):
+    side = dict(BASE, stages={**BASE["stages"], "side": {"module": "toy_stages", "needs": ["a"], "params": {}}})
+    cfg = load_config([write(project, side)])
+    assert cfg.used_stages() == ["a", "b1", "b2", "c"]  # `side` (needed by none, one step from a) is not used
+    repo = Path(__file__).resolve().parent.parent
+    mfm = load_config([repo / "stages.yaml"])
+    assert mfm.used_stages() == ["frames", "cavp", "timechat", "audiomae", "train", "generate", "evaluate"]
+    v2a = load_config([repo / "stages.yaml", repo / "configs" / "v2a-mapper.yaml"])
+    assert v2a.used_stages() == ["frames", "clip", "clap", "train", "generate", "evaluate"]
+    only_extract = dict(BASE, stages={k: v for k, v in BASE["stages"].items() if k != "c"})
+    assert load_config([write(project, only_extract, "x.yaml")]).used_stages() == ["a", "b1", "b2"]
+
+
+def test_run_folders_are_built_in_one_place(project):
+    from v2a.config import RUN_FOLDERS
+
+    cfg = load_config([write(project, dict(BASE, paths={**BASE["paths"], "runs": "r", "outputs": "o"}))])
+    dirs = [cfg.mapper_dir, cfg.generated_dir, cfg.evaluation_dir, cfg.ablations_dir, cfg.videos_dir]
+    assert [d.name for d in dirs] == list(RUN_FOLDERS)
+    assert [d.parent for d in dirs] == [project / "r"] + [project / "o"] * 4
+    assert cfg.folder_evaluation_dir(project / "theirs") == project / "o" / "evaluate-theirs"

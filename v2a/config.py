@@ -18,6 +18,10 @@ from v2a.io import safe_load
 from v2a.schema import ConfigError, StageSpec, closest, validate_config  # noqa: F401 (StageSpec: v2a.config.StageSpec)
 
 DEFAULT_CONFIG = "stages.yaml"
+# The folder names of the run-folder layout (Config.mapper_dir ... videos_dir, evaluate-*: folder_evaluation_dir)
+# under paths.runs / paths.outputs: no experiment may take one, or its <runs>/NAME, <outputs>/NAME would lie inside
+# the plain run's folders (lab/experiments.py refuses such names).
+RUN_FOLDERS = ("mapper", "generated", "evaluation", "ablations", "videos")
 
 
 @dataclass
@@ -82,6 +86,10 @@ class Config:
         """``v2a generate VIDEO...`` without --out."""
         return self.path("outputs") / "videos"
 
+    def folder_evaluation_dir(self, pred: Path) -> Path:
+        """``v2a evaluate --pred DIR`` without --out: <outputs>/evaluate-<DIR's name>."""
+        return self.path("outputs") / f"evaluate-{Path(pred).resolve().name}"
+
     def stage(self, name: str) -> StageSpec:
         if name not in self.stages:
             near = closest(name, list(self.stages) + list(self.targets))
@@ -122,6 +130,18 @@ class Config:
             for s in self.targets.get(n, [n]):
                 add(s)
         return [n for n in self.order() if n in wanted]
+
+    def used_stages(self) -> list[str]:
+        """The stages this configuration's chain uses, in dependency order: its last stages (those no stage needs,
+        at the end of the longest ``needs`` path: evaluate) and everything they need. The others are not used by
+        this run: the clip/clap encoders in the MFM-Mapper chain, cavp/timechat/audiomae in V2A-Mapper's."""
+        depth: dict[str, int] = {}
+        for n in self.order():
+            depth[n] = 1 + max((depth[u] for u in self.stage(n).needs), default=-1)
+        needed = {u for n in depth for u in self.stage(n).needs}
+        ends = [n for n in depth if n not in needed]
+        last = max((depth[n] for n in ends), default=0)
+        return self.closure([n for n in ends if depth[n] == last])
 
     def downstream(self, name: str) -> list[str]:
         out = [n for n in self.order() if name in self.stage(n).needs]

@@ -7,6 +7,10 @@ A stage is *fresh* when the fingerprint recorded with its output equals the fing
   - its inputs: raw input files for the frames stage, the *current* fingerprints of its upstream stages.
 Changing one encoder's params therefore makes that encoder and what reads it (train, generate) stale,
 and nothing else.
+
+A stage is also stale while any stage it needs is stale or incomplete (``upstream train stale``), transitively: its
+recorded output was made from upstream outputs that are no longer those on disk (another mapper trained into
+the same run folder, a cache half rewritten), so it cannot be shown as fresh.
 """
 
 from __future__ import annotations
@@ -23,16 +27,38 @@ log = logging.getLogger(__name__)
 
 
 class Runner(Stages):
-    def status(self, name: str) -> tuple[bool, list[str]]:
+    def own_status(self, name: str) -> tuple[bool, list[str]]:
+        """(fresh, reasons) judged by this stage's record alone: its fingerprint and completeness."""
         rec = self.recorded(name)
+        fp = self.fingerprint(name)
         if rec and not rec.get("complete", False):
             reasons = [rec.get("progress") or "incomplete"]
-            fp = self.fingerprint(name)
             if rec.get("fingerprint") not in (None, fp.value):
                 reasons = fp.diff(rec) + reasons
             return False, reasons
-        reasons = self.fingerprint(name).diff(rec)
+        reasons = fp.diff(rec)
         return not reasons, reasons
+
+    def status(self, name: str) -> tuple[bool, list[str]]:
+        """(fresh, reasons): the stage's own status, plus ``upstream X stale`` for each stage X it needs that is
+        stale or incomplete, itself or further up (left out when ``input X changed`` already names X, and for a
+        stage that never ran: that says it all)."""
+        return self._status(name, {})
+
+    def statuses(self, names: list[str]) -> dict[str, tuple[bool, list[str]]]:
+        """``status`` of several stages, each record read once."""
+        seen: dict[str, tuple[bool, list[str]]] = {}
+        return {n: self._status(n, seen) for n in names}
+
+    def _status(self, name: str, seen: dict[str, tuple[bool, list[str]]]) -> tuple[bool, list[str]]:
+        if name not in seen:  # each stage's record is read once per question
+            reasons = list(self.own_status(name)[1])
+            for up in self.cfg.stage(name).needs:
+                if not self._status(up, seen)[0] and f"input {up} changed" not in reasons \
+                        and reasons != ["never run"]:
+                    reasons.append(f"upstream {up} stale")
+            seen[name] = (not reasons, reasons)
+        return seen[name]
 
     def problems(self, names: list[str] | None = None) -> list[str]:
         """What stops the stages (default: all) from running, one line each, without running anything.
@@ -68,8 +94,8 @@ class Runner(Stages):
         ``check``: first the preflight (v2a/check.py) of every stage that will run; any problem stops it all."""
         order = [n for n in names] if only else self.cfg.closure(names)
         self._fp.clear()  # inputs may have changed since this runner last looked
-        if check:
-            self.preflight([n for n in order if (force and (only or n in names)) or not self.status(n)[0]])
+        if check:  # what will run: a stage whose own record is stale (a stale upstream in `order` runs first)
+            self.preflight([n for n in order if (force and (only or n in names)) or not self.own_status(n)[0]])
         ran = []
         for name in order:
             fresh, reasons = self.status(name)
