@@ -167,7 +167,7 @@ def run_experiment(files: list[str | Path], overrides: list[str] | None, name: s
 
 def collect(files: list[str | Path], overrides: list[str] | None, name: str) -> dict:
     """What the combined report needs of one experiment: its preset, metrics and training summary (or why not)."""
-    from trainer.dynamics import read_curve
+    from lab.dynamics import read_curve
 
     try:
         cfg, preset = experiment_config(files, overrides, name)
@@ -233,7 +233,7 @@ def ablations(files: list[str | Path], overrides: list[str] | None = None, names
     paths = write_combined(cfg.ablations_dir, entries)
     curves = {e["name"]: e["dynamics"] for e in entries if e.get("dynamics")}
     if curves:  # Fig. 3: the training dynamics of every experiment that computed them, in one figure
-        from trainer.dynamics import plot_curve
+        from lab.dynamics import plot_curve
 
         paths["dynamics"] = cfg.ablations_dir / "dynamics.png"
         plot_curve(curves, paths["dynamics"])

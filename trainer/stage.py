@@ -3,7 +3,11 @@
 An interrupted run resumes from ``last/``. When the stage's fingerprint changes (new params, new features), the
 previous run is kept aside as ``<runs>/mapper.<old fingerprint>`` and training starts afresh: nothing trained is
 deleted. Switching back to params whose run was kept brings that run back (finished: nothing is retrained).
-The ids trained on and validated on are written to ``train_ids.txt`` / ``val_ids.txt`` in the run.
+The ids trained on and validated on are written to ``train_ids.txt`` / ``val_ids.txt`` in the run; with
+``save_every: k`` the per-epoch weights to ``epochs/epoch-NNNN/`` (read by the ``dynamics`` stage, lab/dynamics.py).
+
+The stage's identity is what computes these outputs: the mapper, the training loop, the GPT-2 it starts from
+(frozen/gpt2.py) and the features. Generation and scoring (the Fig. 3 curve) are the ``dynamics`` stage's.
 """
 
 from __future__ import annotations
@@ -91,18 +95,7 @@ def run(ctx: StageContext) -> None:
         atomic_write_json(out / "_started.json", {"fingerprint": ctx.fingerprint.value,
                                                   "components": ctx.fingerprint.components})
     upstream = {n: ctx.fingerprint.components["inputs"][n] for n in ctx.spec.needs}
-    dynamics = None
-    if cfg.dynamics_every:
-        from trainer.dynamics import Dynamics
-
-        dynamics = Dynamics(ctx.cfg, every=cfg.dynamics_every, clips=cfg.dynamics_clips, epochs=cfg.epochs, out=out,
-                            seed=cfg.seed)
     summary = train.run(cfg, cache=str(ctx.cfg.zarr_path), out_dir=str(out), resume=True, progress=ctx.progress,
-                        upstream_fingerprints=upstream, train_ids=ctx.cfg.optional_path("train_ids"),
-                        on_epoch=dynamics)
-    if dynamics is not None and rank == 0:
-        from trainer.dynamics import write_curve
-
-        summary["dynamics"] = write_curve(out)
+                        upstream_fingerprints=upstream, train_ids=ctx.cfg.optional_path("train_ids"))
     if rank == 0:
         atomic_write_json(out / "_stage.json", ctx.record(summary=summary))
