@@ -120,16 +120,16 @@ def read_record(ctx: StageContext) -> dict | None:
 
 
 def preflight(ctx: StageContext) -> list[tuple[str, str]]:
-    """Before the stage starts: per-epoch weights asked of train, and both sections' weights (present, and the
-    AudioLDM-2 folder's and the scorers' keys and shapes, as the generate and evaluate stages check them)."""
+    """Before the stage starts: both sections' weights (present, and the AudioLDM-2 folder's and the scorers' keys
+    and shapes, as the generate and evaluate stages check them). Nothing while train keeps no per-epoch weights
+    (``save_every: 0``, the default): the stage is off, and ``v2a check`` of every stage must not fail for a figure
+    nobody asked for; ``run`` then says what to set."""
     from v2a.check import check_checkpoints
     from v2a.weights import load_manifest, weights_dir
 
-    out = []
     if not ctx.cfg.stage("train").params.get("save_every"):
-        out.append(("stages.train.params.save_every", "is 0: the train run keeps no per-epoch weights to draw the "
-                                                      "curve from; set it to k > 0 (train then runs again)"))
-    p, manifest, wdir = params(ctx), load_manifest(), weights_dir(ctx.cfg)
+        return []
+    out, p, manifest, wdir = [], params(ctx), load_manifest(), weights_dir(ctx.cfg)
     for name, section, keys in (("generate", p.generate, GENERATE_CHECKPOINTS),
                                 ("evaluate", p.evaluate, EVALUATE_CHECKPOINTS)):
         out += [(f"params.{name}.{pr.item.removeprefix('params.')}", pr.problem)
@@ -167,12 +167,13 @@ def run(ctx: StageContext) -> None:
     if ctx.rank != 0:
         log.info("dynamics: rank %d has nothing to do (one process scores every point)", ctx.rank)
         return
-    p = settings(ctx)
     run_dir, out, fp = ctx.cfg.mapper_dir, out_dir(ctx), ctx.fingerprint.value
     epochs = saved_epochs(run_dir)
     if not epochs:
         raise RuntimeError(f"the train run {run_dir} kept no per-epoch weights (epochs/): set "
-                           "stages.train.params.save_every to k > 0 and run train again")
+                           "stages.train.params.save_every to k > 0 (a new train run; e.g. --set "
+                           "stages.train.params.save_every=5)")
+    p = settings(ctx)
     ids = chosen_ids(run_dir / "val_ids.txt", p.clips, p.seed)
     out.mkdir(parents=True, exist_ok=True)
     with exclusive_lock(out / ".lock", what=f"the training dynamics {out}"):
