@@ -236,7 +236,8 @@ class Points:
         row_of = {str(c): i for i, c in enumerate(meta["id"])}
         missing = [c for c in self.ids if c not in row_of]
         if missing:
-            raise RuntimeError(f"validation clips {missing[:3]} of the train run are not in the cache {self.cfg.zarr_path}")
+            raise RuntimeError(f"validation clips {missing[:3]} of the train run are not in the cache "
+                               f"{self.cfg.zarr_path}")
         rows = [row_of[c] for c in self.ids]
         first, second = streams(gen.spec, {n: root[f"{n}/emb"] for n in feature_names(gen.spec)})  # zarr arrays
         gen.check_features(None if first is None else first.shape[1:], None if second is None else second.shape[1:],
