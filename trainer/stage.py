@@ -71,20 +71,26 @@ def _bring_back(out: Path, fingerprint: str) -> None:
         os.replace(kept, out)
 
 
+def train_config(ctx: StageContext) -> TrainConfig:
+    """The stage's params and runtime (device, in_memory: not fingerprinted) as one TrainConfig: the one place this
+    module reads ``ctx.params``."""
+    return TrainConfig.from_dict({**ctx.params, **ctx.spec.runtime})
+
+
 def preflight(ctx: StageContext) -> list[tuple[str, str]]:
-    """Before the stage starts: the pretrained GPT-2's files, keys and shapes (trainer/mapper.py)."""
-    p = ctx.params
-    if p.get("model", "full") != "full" or not p.get("pretrained", True) or not Path(str(p.get("gpt2"))).exists():
+    """Before the stage starts: the pretrained GPT-2's files, keys and shapes (frozen/gpt2.py)."""
+    cfg = train_config(ctx)
+    if cfg.model != "full" or not cfg.pretrained or not Path(str(cfg.gpt2)).exists():
         return []  # tiny, random init, or a hub id / missing path (the generic check's)
     from frozen.gpt2 import preflight_gpt2
 
-    return [("params.gpt2", msg) for msg in preflight_gpt2(p.get("gpt2"), p.get("gpt2_subfolder", "language_model"))]
+    return [("params.gpt2", msg) for msg in preflight_gpt2(cfg.gpt2, cfg.gpt2_subfolder)]
 
 
 def run(ctx: StageContext) -> None:
     from trainer import train
 
-    cfg = TrainConfig.from_dict({**ctx.params, **ctx.spec.runtime})  # runtime: device, in_memory (not fingerprinted)
+    cfg = train_config(ctx)
     out = run_dir(ctx)
     rank = placement().rank
     if rank == 0:
