@@ -214,7 +214,7 @@ def collect(files: list[str | Path], overrides: list[str] | None, name: str, *, 
             target: str = "evaluate") -> dict:
     """What the combined report needs of one experiment: its preset, status and, only when they are this preset's
     current run (fresh: the recorded fingerprints equal the ones computed now), its metrics and training summary."""
-    from trainer.dynamics import read_curve
+    from lab.dynamics import read_curve
 
     try:
         cfg, preset = experiment_config(files, overrides, name, root=root)
@@ -316,7 +316,7 @@ def ablations(files: list[str | Path], overrides: list[str] | None = None, names
     paths = write_combined(cfg.ablations_dir, entries)
     curves = {e["name"]: e["dynamics"] for e in entries if e.get("dynamics")}
     if curves:  # Fig. 3: the training dynamics of every experiment that computed them, in one figure
-        from trainer.dynamics import plot_curve
+        from lab.dynamics import plot_curve
 
         paths["dynamics"] = cfg.ablations_dir / "dynamics.png"
         plot_curve(curves, paths["dynamics"])

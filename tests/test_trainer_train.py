@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from trainer.checkpoint import read_checkpoint
+from trainer.checkpoint import read_checkpoint, saved_epochs
 from trainer.config import TrainConfig
 from trainer.mapper import load_mapper
 from trainer.synthetic import write_synthetic_cache
@@ -69,6 +69,26 @@ def test_resume_refuses_changed_params(small_cache, tmp_path):
     s = run(TrainConfig(model="tiny", epochs=1, global_batch=8, lr=5e-4), cache=small_cache, out_dir=str(tmp_path),
             progress=False, resume=False)  # starting over is allowed
     assert s["epochs_done"] == 1
+
+
+def test_save_every_keeps_epoch_weights_and_changes_nothing_else(small_cache, tmp_path):
+    """save_every: k keeps <run>/epochs/epoch-NNNN/ after epochs k, 2k, ... and the last (weights only); the run's
+    weights are those of a run without it; starting over clears them."""
+    base = dict(model="tiny", epochs=5, global_batch=8, lr=2e-3, dropout=0.1)
+    run(TrainConfig(**base, save_every=2), cache=small_cache, out_dir=str(tmp_path / "a"), progress=False)
+    run(TrainConfig(**base), cache=small_cache, out_dir=str(tmp_path / "b"), progress=False)
+    kept = saved_epochs(tmp_path / "a")
+    assert list(kept) == [2, 4, 5] and saved_epochs(tmp_path / "b") == {}
+    for e, folder in kept.items():
+        ck = read_checkpoint(folder)
+        assert ck["manifest"]["epoch"] == e and ck["train_state"] is None
+    last, other = weights(tmp_path / "a" / "last"), weights(tmp_path / "b" / "last")
+    assert all(torch.equal(last[k], other[k]) for k in last) and all(torch.equal(last[k], v)
+                                                                      for k, v in weights(kept[5]).items())
+    assert not all(torch.equal(last[k], v) for k, v in weights(kept[2]).items())
+    run(TrainConfig(**{**base, "epochs": 1}, save_every=2), cache=small_cache, out_dir=str(tmp_path / "a"),
+        progress=False, resume=False)
+    assert list(saved_epochs(tmp_path / "a")) == [1]  # the last epoch; the older run's epochs are gone
 
 
 KILL_SCRIPT = """

@@ -7,6 +7,9 @@
 
 Every file is written atomically (temp file + rename); the step-suffixed names mean a kill at any point leaves
 the previous manifest pointing at complete files. Files no manifest names are removed after the commit.
+
+With ``save_every: k`` a run also keeps ``<run>/epochs/epoch-NNNN/`` (weights only) after epochs k, 2k, ... and the
+last: what the ``dynamics`` stage (lab/dynamics.py, paper Fig. 3) reads.
 """
 
 from __future__ import annotations
@@ -20,6 +23,27 @@ from safetensors.torch import load_file, save_file
 from v2a.io import atomic_path, atomic_write_json, read_json
 
 MANIFEST = "manifest.json"
+EPOCHS = "epochs"  # <run>/epochs/epoch-NNNN/: the per-epoch weights of save_every
+
+
+def epoch_folder(epoch: int) -> str:
+    """The folder, relative to the run, of the weights saved after ``epoch``."""
+    return f"{EPOCHS}/epoch-{epoch:04d}"
+
+
+def saves_epoch(epoch: int, every: int, last: int) -> bool:
+    """Whether ``save_every: every`` keeps the weights after ``epoch`` (of ``last``): epochs k, 2k, ... and the last."""
+    return every > 0 and (epoch % every == 0 or epoch == last)
+
+
+def saved_epochs(run: str | Path) -> dict[int, Path]:
+    """{epoch: folder} of the complete per-epoch checkpoints of a run, by epoch."""
+    found = {}
+    for folder in Path(run, EPOCHS).glob("epoch-*"):
+        tail = folder.name.removeprefix("epoch-")
+        if tail.isdigit() and has_checkpoint(folder):
+            found[int(tail)] = folder
+    return dict(sorted(found.items()))
 
 
 def rng_state() -> dict:

@@ -82,8 +82,7 @@ class TrainConfig:
     in_memory: Literal["auto", "yes", "no"] = "auto"  # auto | yes | no: load the needed rows once instead of reading zarr per batch
     max_memory_gb: float = 32.0  # auto: in memory when the selected rows take less than this
     val_max_clips: int | None = None  # cap validation (AR rollout is 8 forward passes)
-    dynamics_every: int = 0  # > 0: generate + score validation clips every k epochs (Fig. 3; trainer/dynamics.py)
-    dynamics_clips: int = 32  # the fixed, seeded validation subset those points use
+    save_every: int = 0  # > 0: also keep the weights after epochs k, 2k, ... and the last in <run>/epochs/ (Fig. 3)
     # --- runtime ---------------------------------------------------------------------------------------
     device: str = "auto"
     bf16: bool = True  # autocast on GPU only
@@ -109,8 +108,8 @@ class TrainConfig:
             raise ValueError(f"train params: fusion={self.fusion!r} needs encoders='both' (got {self.encoders!r})")
         if self.global_batch < 1 or self.epochs < 0 or self.lr <= 0:
             raise ValueError("train params: global_batch >= 1, epochs >= 0 and lr > 0 are required")
-        if self.dynamics_every < 0 or self.dynamics_clips < 1:
-            raise ValueError("train params: dynamics_every >= 0 (0 = off) and dynamics_clips >= 1 are required")
+        if self.save_every < 0:
+            raise ValueError(f"train params: save_every={self.save_every} must be >= 0 (0 = no per-epoch weights)")
         if not 0.0 < self.subset_fraction <= 1.0:
             raise ValueError(f"train params: subset_fraction={self.subset_fraction} must be in (0, 1]")
         if self.diffusion_steps < 2 or not 1 <= self.sample_steps <= self.diffusion_steps:

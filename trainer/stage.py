@@ -3,7 +3,11 @@
 An interrupted run resumes from ``last/``. When the stage's fingerprint changes (new params, new features), the
 previous run is kept aside as ``<runs>/mapper.<old fingerprint>`` and training starts afresh: nothing trained is
 deleted. Switching back to params whose run was kept brings that run back (finished: nothing is retrained).
-The ids trained on and validated on are written to ``train_ids.txt`` / ``val_ids.txt`` in the run.
+The ids trained on and validated on are written to ``train_ids.txt`` / ``val_ids.txt`` in the run; with
+``save_every: k`` the per-epoch weights to ``epochs/epoch-NNNN/`` (read by the ``dynamics`` stage, lab/dynamics.py).
+
+The stage's identity is what computes these outputs: the mapper, the training loop, the GPT-2 it starts from
+(frozen/gpt2.py) and the features. Generation and scoring (the Fig. 3 curve) are the ``dynamics`` stage's.
 """
 
 from __future__ import annotations
@@ -79,21 +83,26 @@ def _bring_back(out: Path, fingerprint: str) -> None:
         os.replace(kept, out)
 
 
+def train_config(ctx: StageContext) -> TrainConfig:
+    """The stage's params and runtime (device, in_memory: not fingerprinted) as one TrainConfig: the one place this
+    module reads ``ctx.params``."""
+    return with_values(ctx.params, **ctx.runtime.model_dump())
+
+
 def preflight(ctx: StageContext) -> list[tuple[str, str]]:
-    """Before the stage starts: the pretrained GPT-2's files, keys and shapes (trainer/mapper.py)."""
-    p: TrainConfig = ctx.params
-    if p.model != "full" or not p.pretrained or not Path(str(p.gpt2)).exists():
+    """Before the stage starts: the pretrained GPT-2's files, keys and shapes (frozen/gpt2.py)."""
+    cfg = train_config(ctx)
+    if cfg.model != "full" or not cfg.pretrained or not Path(str(cfg.gpt2)).exists():
         return []  # tiny, random init, or a hub id / missing path (the generic check's)
     from frozen.gpt2 import preflight_gpt2
 
-    return [("params.gpt2", msg) for msg in preflight_gpt2(p.gpt2, p.gpt2_subfolder)]
+    return [("params.gpt2", msg) for msg in preflight_gpt2(cfg.gpt2, cfg.gpt2_subfolder)]
 
 
 def run(ctx: StageContext) -> None:
     from trainer import train
 
-    cfg: TrainConfig = with_values(ctx.params, **ctx.runtime.model_dump())  # runtime: device, in_memory... (not
-    # fingerprinted) are fields of TrainConfig too
+    cfg = train_config(ctx)
     out = run_dir(ctx)
     rank = placement().rank
     if rank == 0:
@@ -104,18 +113,7 @@ def run(ctx: StageContext) -> None:
         atomic_write_json(out / "_started.json", {"fingerprint": ctx.fingerprint.value,
                                                   "components": ctx.fingerprint.components})
     upstream = {n: ctx.fingerprint.components["inputs"][n] for n in ctx.spec.needs}
-    dynamics = None
-    if cfg.dynamics_every:
-        from trainer.dynamics import Dynamics
-
-        dynamics = Dynamics(ctx.cfg, every=cfg.dynamics_every, clips=cfg.dynamics_clips, epochs=cfg.epochs, out=out,
-                            seed=cfg.seed)
     summary = train.run(cfg, cache=str(ctx.cfg.zarr_path), out_dir=str(out), resume=True, progress=ctx.progress,
-                        upstream_fingerprints=upstream, train_ids=ctx.cfg.optional_path("train_ids"),
-                        on_epoch=dynamics)
-    if dynamics is not None and rank == 0:
-        from trainer.dynamics import write_curve
-
-        summary["dynamics"] = write_curve(out)
+                        upstream_fingerprints=upstream, train_ids=ctx.cfg.optional_path("train_ids"))
     if rank == 0:
         atomic_write_json(out / "_stage.json", ctx.record(summary=summary))

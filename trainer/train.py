@@ -23,7 +23,8 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from trainer import logs
-from trainer.checkpoint import has_checkpoint, read_checkpoint, rng_state, set_rng_state, write_checkpoint
+from trainer.checkpoint import (EPOCHS, epoch_folder, has_checkpoint, read_checkpoint, rng_state, saves_epoch,
+                                set_rng_state, write_checkpoint)
 from trainer.config import TrainConfig
 from trainer.data import check_cache, describe_rows, load_features, open_cache, select_rows
 from trainer.mapper import build_mapper, objective
@@ -119,12 +120,12 @@ def _check_resume(ck: dict, cfg: TrainConfig, run_id: dict) -> None:
 
 
 def run(cfg: TrainConfig, *, cache: str, out_dir: str, resume: bool = True, progress: bool = True,
-        upstream_fingerprints: dict | None = None, train_ids: str | Path | None = None, on_epoch=None) -> dict:
+        upstream_fingerprints: dict | None = None, train_ids: str | Path | None = None) -> dict:
     """Train the mapper on the cache at ``cache``; write checkpoints and logs under ``out_dir``; return a summary.
 
     ``train_ids``: a file of clip ids to train on (trainer/subset.py); else ``cfg.subset_fraction`` decides.
-    ``on_epoch(epoch, save)``: called on rank 0 after each epoch, before ``last/`` is written (training dynamics);
-    ``save(folder)`` writes the current weights to ``<out_dir>/<folder>``. A kill inside it redoes the epoch.
+    ``cfg.save_every: k`` also keeps ``<out_dir>/epochs/epoch-NNNN/`` (weights only) after epochs k, 2k, ... and the
+    last, written before that epoch's ``last/`` (a kill in between redoes the epoch: the same weights again).
     """
     rank, world, local_rank, own_group = setup_distributed()
     out = Path(out_dir)
@@ -132,14 +133,13 @@ def run(cfg: TrainConfig, *, cache: str, out_dir: str, resume: bool = True, prog
     try:
         with lock:
             return _train(cfg, cache, out, resume, progress, upstream_fingerprints, rank, world, local_rank,
-                          train_ids, on_epoch)
+                          train_ids)
     finally:
         if own_group:
             dist.destroy_process_group()
 
 
-def _train(cfg, cache, out, resume, progress, upstream, rank, world, local_rank, train_ids=None,
-           on_epoch=None) -> dict:
+def _train(cfg, cache, out, resume, progress, upstream, rank, world, local_rank, train_ids=None) -> dict:
     t_start = time.perf_counter()
     # 1. check the cache and select rows (the training subset's ids are written with the run)
     root = open_cache(cache)
@@ -189,7 +189,7 @@ def _train(cfg, cache, out, resume, progress, upstream, rank, world, local_rank,
             from trainer.diffusion_mapper import target_stats
             mapper.set_data_stats(*[s.to(device) if torch.is_tensor(s) else s for s in target_stats(train_set)])
         if rank == 0:
-            for d in ("last", "best"):
+            for d in ("last", "best", EPOCHS):
                 shutil.rmtree(out / d, ignore_errors=True)
     model = mapper
     if world > 1:
@@ -254,8 +254,8 @@ def _train(cfg, cache, out, resume, progress, upstream, rank, world, local_rank,
             if improved:
                 save("best", False)
             log.info("%s", logs.epoch_line(row, cfg.epochs))
-            if on_epoch is not None:
-                on_epoch(epoch + 1, lambda folder: save(folder, False))
+            if saves_epoch(epoch + 1, cfg.save_every, cfg.epochs):
+                save(epoch_folder(epoch + 1), False)
             save("last", True)
         if world > 1:
             dist.barrier()

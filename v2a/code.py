@@ -4,6 +4,8 @@ Imports are read from the source (``ast``), not executed: ``import a.b``, ``from
 name), relative imports, and imports inside functions all count; imports under ``if TYPE_CHECKING:`` do not (they
 only serve type checkers). A file is a project file when its top-level package (or module) lies in one of the
 search roots: the repository, and the folder of the stage's own top-level package. Third-party packages never count.
+``root`` (module_files, code_identity) reads the project from another folder instead (a copy of the repository:
+tests/test_stage_identity.py), without importing anything from it.
 """
 
 from __future__ import annotations
@@ -78,10 +80,10 @@ def _roots(module: str) -> tuple[Path, ...]:
     return tuple(dict.fromkeys((REPO_ROOT, top)))
 
 
-def module_files(module: str) -> dict[str, Path]:
+def module_files(module: str, root: Path | None = None) -> dict[str, Path]:
     """Every project file ``module`` imports, transitively (the module itself and its packages' ``__init__``s
-    included), keyed by its path relative to its search root."""
-    roots = _roots(module)
+    included), keyed by its path relative to its search root (``root``: the only one)."""
+    roots = (Path(root).resolve(),) if root is not None else _roots(module)
     if _locate(module, roots) is None:
         raise ModuleNotFoundError(f"stage module {module!r} is not a project file under {', '.join(map(str, roots))}")
     found: dict[str, Path] = {}
@@ -108,10 +110,10 @@ def _file_hash(path: Path, mtime_ns: int, size: int) -> str:
     return sha256_bytes(path.read_bytes())[:16]
 
 
-def code_identity(module: str) -> dict[str, str]:
-    """``{relative path: content hash}`` of every project file the stage module imports."""
+def code_identity(module: str, root: Path | None = None) -> dict[str, str]:
+    """``{relative path: content hash}`` of every project file the stage module imports (read under ``root``)."""
     out = {}
-    for rel, path in module_files(module).items():
+    for rel, path in module_files(module, root).items():
         st = path.stat()
         out[rel] = _file_hash(path, st.st_mtime_ns, st.st_size)
     return out
