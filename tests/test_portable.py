@@ -105,6 +105,22 @@ def test_save_load_round_trip(pipe, exported, tmp_path):
     assert other.settings == pipe.settings and other.encoders_record == pipe.encoders_record
 
 
+def test_a_format_1_folder_still_loads(pipe, exported, tmp_path):
+    """Folders written before V2A-Mapper exports: format 1, the settings under "defaults" (no scheduler)."""
+    old = tmp_path / "old"
+    shutil.copytree(exported[2], old)
+    gen = json.loads((old / hub.FILES["generation"]).read_text())
+    defaults = {k: v for k, v in gen.pop("settings").items() if k != "scheduler"}
+    (old / hub.FILES["generation"]).write_text(json.dumps({**gen, "defaults": defaults}))
+    index = json.loads((old / hub.INDEX).read_text())
+    (old / hub.INDEX).write_text(json.dumps({**index, "format": 1}))
+    loaded = MFMMapperPipeline.from_pretrained(old)
+    assert loaded.settings == pipe.settings and loaded.model_params == pipe.model_params
+    (old / hub.INDEX).write_text(json.dumps({**index, "format": hub.FORMAT + 1}))
+    with pytest.raises(ValueError, match=f"up to format {hub.FORMAT}"):
+        MFMMapperPipeline.from_pretrained(old)
+
+
 def test_loads_a_hub_repo_from_the_local_hub_cache(exported, tmp_path, monkeypatch):
     """The hub path: a repo id resolved by huggingface_hub.snapshot_download from its cache layout, offline."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
