@@ -45,8 +45,8 @@ def generate_one(pipe: MFMMapperPipeline, video: str | None, prompt: str, negati
     except (MediaError, ValueError, RuntimeError) as e:
         raise gr.Error(f"Cannot generate for this file: {e}") from e
     clip = res.clips[0]
-    rec = write_clip(out, clip.id, res.audios[0], video=video, ground_truth=clip.ground_truth,
-                     prompt=prompt.strip() or None, info={"seed": int(seed), "windows": len(clip.starts)})
+    rec = write_clip(out, clip.id, res.audios[0], video=video, ground_truth=clip.ground_truth, prompt=clip.prompt,
+                     info={"seed": clip.seed, "windows": len(clip.starts)})
     log.info("app: %s -> %s", video, out)
     muxed = str(out / rec["video"]) if "video" in rec else None
     return muxed, str(out / rec["wav"]), str(out / rec["png"])
@@ -56,12 +56,14 @@ def build_app(pipe: MFMMapperPipeline, examples: list[str] | None = None, out_ro
     """The ``gradio.Blocks`` page; ``launch()`` it (``v2a app`` binds 127.0.0.1:7860)."""
     import gradio as gr
 
-    d = pipe.defaults
+    d = pipe.settings
+    what = ("CLIP features, a V2A-Mapper, AudioLDM" if pipe.generator == "audioldm" else
+            "CAVP + TimeChat features, a GPT-2 mapper, AudioLDM-2")
     out_root = Path(out_root or tempfile.mkdtemp(prefix="mfm-app-"))
     out_root.mkdir(parents=True, exist_ok=True)
     with gr.Blocks(title="MFM-Mapper: sound for silent videos", analytics_enabled=False) as demo:
-        gr.Markdown("# MFM-Mapper\nSound for a video: CAVP + TimeChat features, a GPT-2 mapper, AudioLDM-2. "
-                    f"Without *whole video*, the first {d.audio_seconds:g} s.")
+        gr.Markdown(f"# MFM-Mapper\nSound for a video: {what}. Without *whole video*, the first "
+                    f"{d.audio_seconds:g} s.")
         with gr.Row():
             with gr.Column():
                 video = gr.Video(label="Video", sources=["upload"], elem_id="in-video")

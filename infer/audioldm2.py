@@ -33,8 +33,10 @@ import torch
 from frozen.audioldm2 import (N_TOKENS, PIPELINE_PARTS, SAMPLE_RATE, build_pipeline, generated_stream_width, preflight_pipeline,  # noqa: F401
                               save_tiny_pipeline, set_scheduler, tiny_components, tiny_tokenizers)
 from frozen.names import DEFAULT_NEGATIVE_PROMPT, NEGATIVE_GENERATED, SCHEDULERS  # noqa: F401 (re-exported here)
+from infer.params import GenerationSettings
 
 log = logging.getLogger(__name__)
+_DEFAULT = GenerationSettings()  # the defaults of every generation setting (infer/params.py)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -46,12 +48,12 @@ def generate_audio(
     prompts: Sequence[str | None],
     *,
     seed: int | Sequence[int],
-    negative_prompt: str | None = DEFAULT_NEGATIVE_PROMPT,
-    negative_generated: str = "zeros",
-    steps: int = 100,
-    guidance: float = 3.5,
-    audio_seconds: float = 10.24,
-    eta: float = 0.0,
+    negative_prompt: str | None = _DEFAULT.negative_prompt,
+    negative_generated: str = _DEFAULT.negative_generated,
+    steps: int = _DEFAULT.steps,
+    guidance: float = _DEFAULT.guidance,
+    audio_seconds: float = _DEFAULT.audio_seconds,
+    eta: float = _DEFAULT.eta,
     batch_size: int | None = None,
 ) -> np.ndarray:
     """Generate one waveform per clip from the mapper's tokens; returns float32 (B, samples) at 16 kHz.
@@ -88,9 +90,9 @@ def conditioning(
     tokens: torch.Tensor,
     prompts: Sequence[str | None],
     *,
-    negative_prompt: str | None = DEFAULT_NEGATIVE_PROMPT,
-    negative_generated: str = "zeros",
-    guidance: float = 3.5,
+    negative_prompt: str | None = _DEFAULT.negative_prompt,
+    negative_generated: str = _DEFAULT.negative_generated,
+    guidance: float = _DEFAULT.guidance,
 ) -> dict:
     """The keyword arguments of ``AudioLDM2Pipeline.__call__`` that carry every conditioning tensor.
 

@@ -13,36 +13,28 @@ import logging
 from pathlib import Path
 
 from infer import hub
+from infer.core import feature_names, generator_for
 from infer.generate import GenerateParams, mapper_checkpoint
-from infer.pipeline import GenerationDefaults, MFMMapperPipeline, save_folder
+from infer.pipeline import MFMMapperPipeline, save_folder
 from v2a.config import Config
 from v2a.io import read_json
 
 log = logging.getLogger(__name__)
 
 
-def configured_encoders(cfg: Config, names: list[str]) -> dict:
-    """The ``encoders.json`` record of the encoders ``cfg`` configures (frames params, ``names``, the target)."""
+def configured_encoders(cfg: Config, names: list[str], target: str = "audiomae") -> dict:
+    """The ``encoders.json`` record of the encoders ``cfg`` configures (frames params, ``names``, the ``target``:
+    AudioMAE, or CLAP for a V2A-Mapper)."""
     from pipeline.frames import FramesParams
 
     frames = dataclasses.asdict(FramesParams.from_dict(cfg.stage("frames").params))
     rec = {"frames": frames, "encoders": {}, "target": {}}
     for n in names:
         rec["encoders"][n] = hub.encoder_record(cfg.stage(n).params, cfg.stage(n).checkpoints)
-    if "audiomae" in cfg.stages:
-        spec = cfg.stage("audiomae")
-        rec["target"]["audiomae"] = hub.encoder_record(spec.params, spec.checkpoints)
+    if target in cfg.stages:
+        spec = cfg.stage(target)
+        rec["target"][target] = hub.encoder_record(spec.params, spec.checkpoints)
     return rec
-
-
-def generation_parts(p: GenerateParams) -> tuple[dict, GenerationDefaults]:
-    """The AudioLDM-2 params (only those of its kind) and the generation defaults of the generate stage."""
-    a = p.pipeline_params()
-    keep = ("model", "checkpoint", "half") if p.model == "full" else ("model", "seed", "gpt_dim", "t5_dim")
-    defaults = GenerationDefaults(steps=p.steps, guidance=p.guidance, negative_prompt=p.negative_prompt,
-                                  negative_generated=p.negative_generated, eta=p.eta, audio_seconds=p.audio_seconds,
-                                  seed=p.seed)
-    return {k: a[k] for k in keep}, defaults
 
 
 def training_facts(cfg: Config, ckpt: Path, which: str) -> dict:
@@ -78,6 +70,9 @@ def _data_summary(cfg: Config) -> str | None:
 
 
 def _mapper_summary(spec: dict) -> str:
+    if spec.get("kind", "").startswith("v2a_"):
+        return (f"V2A-Mapper {spec['kind'][4:]}, {spec['layers']} x {spec['width']}, CLIP {spec['clip_steps']} x "
+                f"{spec['clip_dim']} -> {spec['n_tokens']} x {spec['target_dim']} CLAP")
     g = spec["gpt2_config"]
     return (f"GPT-2 {g['n_layer']} x {g['n_embd']}, encoders {spec['encoders']}, fusion {spec['fusion']}, "
             f"{spec['n_tokens']} x {spec['target_dim']} tokens")
@@ -106,10 +101,11 @@ def pipeline_parts(cfg: Config, which: str = "best", device: str = "cpu") -> dic
     p = GenerateParams.from_dict(cfg.stage("generate").params)
     ckpt = mapper_checkpoint(cfg.mapper_dir, which)
     mapper = load_mapper(ckpt, device=device)
-    names = {"both": ["cavp", "timechat"], "cavp": ["cavp"], "timechat": ["timechat"]}[mapper.spec.encoders]
-    audioldm2, defaults = generation_parts(p)
-    return {"mapper": mapper, "encoders": configured_encoders(cfg, names), "audioldm2_params": audioldm2,
-            "defaults": defaults, "training": training_facts(cfg, ckpt, which)}
+    generator = generator_for(mapper.spec.kind)
+    target = "clap" if generator == "audioldm" else "audiomae"
+    return {"mapper": mapper, "encoders": configured_encoders(cfg, feature_names(mapper.spec), target),
+            "model_params": p.model_params(generator), "settings": p.settings(),
+            "training": training_facts(cfg, ckpt, which)}
 
 
 def check_trained(cfg: Config) -> None:
@@ -136,10 +132,10 @@ def export_run(cfg: Config, out: Path, which: str = "best") -> Path:
 
 def pipeline_from_run(cfg: Config, which: str = "best", device: str = "cpu") -> MFMMapperPipeline:
     """The pipeline of the trained run itself (what ``v2a generate`` without ``--mapper`` uses)."""
-    from infer.audioldm2 import build_pipeline
+    from infer.core import build_generator
 
     check_trained(cfg)
     parts = pipeline_parts(cfg, which, device)
-    pipe = build_pipeline(parts["audioldm2_params"], device=device)
-    return MFMMapperPipeline(parts.pop("mapper"), pipe, device=device, **parts)
+    model = build_generator(generator_for(parts["mapper"].spec.kind), parts["model_params"], device=device)
+    return MFMMapperPipeline(parts.pop("mapper"), model, device=device, **parts)
 

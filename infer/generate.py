@@ -1,27 +1,23 @@
-"""Generation: the trained mapper turns visual features into pooled AudioMAE tokens, AudioLDM-2 into sound; or,
-for a V2A-Mapper checkpoint (its ``kind``), CLIP features into a CLAP embedding and AudioLDM into sound.
+"""The generate stage's clip writer: the trained mapper and AudioLDM-2 (V2A-Mapper: AudioLDM) over clips of the
+feature cache, through the one generation core (infer/core.py), each clip's outputs written by :func:`write_clip`.
 
-Two entry points share one core (:class:`Generator`):
-  - the ``generate`` stage: every clip of a split of the feature cache (``make generate``);
-  - ``v2a generate VIDEO...``: any video files or folders; features are computed with the same frames/encoder
-    code as the cache (or taken from the cache when it holds that file's clip and is fresh).
-Per clip: ``<id>.wav`` (16 kHz), ``<id>.<ext>`` (the source video, its video stream copied, with the new
-soundtrack), ``<id>.png`` (generated and, when known, ground-truth log-mel spectrograms) and ``<id>.json``
-(what was done; written last, so an interrupted run resumes at the first clip without it).
+``write_clip`` serves every entry point (the stage, ``v2a generate``, the web page). Per clip: ``<id>.wav``
+(16 kHz), ``<id>.<ext>`` (the source video, its video stream copied, with the new soundtrack), ``<id>.png``
+(generated and, when known, ground-truth log-mel spectrograms) and ``<id>.json`` (what was done, the prompt and seed
+used; written last, so an interrupted run resumes at the first clip without it).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from infer.audioldm2 import build_pipeline, clip_seed, generate_audio, generated_stream_width
-from infer.audioldm import build_audioldm_pipeline, clap_width, generate_from_clap
-from infer.media_out import crop_audio, mux_audio, write_wav
+from infer.audioldm2 import clip_seed
+from infer.core import Clip, GenerationCore, feature_names, generator_for  # noqa: F401 (feature_names re-exported)
+from infer.media_out import mux_audio, write_wav
 from infer.params import GenerateParams  # defined there (light, for the config check); infer.generate.GenerateParams
 from pipeline.spectrogram import write_spectrogram_png
 from v2a.io import atomic_write_json
@@ -31,27 +27,12 @@ log = logging.getLogger(__name__)
 MUX_EXTS = {".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi"}
 
 
-def feature_names(spec) -> list[str]:
-    """The cache groups a mapper reads: CAVP and/or TimeChat, or CLIP for a V2A-Mapper."""
-    return {"both": ["cavp", "timechat"], "cavp": ["cavp"], "timechat": ["timechat"], "clip": ["clip"]}[spec.encoders]
-
-
-def streams(spec, feats: dict) -> tuple:
-    """(first, second) visual inputs of the mapper: (cavp, timechat), or (clip, None) for a V2A-Mapper."""
-    if spec.encoders == "clip":
-        return feats.get("clip"), None
-    return feats.get("cavp"), feats.get("timechat")
-
-
-@dataclass
-class ClipJob:
-    id: str
-    cavp: np.ndarray | None  # (40, D_cavp): the first visual stream (CLIP (40, D_clip) for a V2A-Mapper)
-    timechat: np.ndarray | None  # (W, 32, D_tc)
-    prompt: str | None
-    video: str | None  # a path to mux into (None: no video written)
-    ground_truth: np.ndarray | None = None  # 16 kHz, for the PNG
-    info: dict = field(default_factory=dict)
+def ClipJob(*, id: str, cavp: np.ndarray | None, timechat: np.ndarray | None, prompt: str | None,  # noqa: N802
+            video: str | None, ground_truth: np.ndarray | None = None, info: dict | None = None) -> Clip:
+    """A one-window cache clip of CAVP/TimeChat features as a :class:`~infer.core.Clip` (the keyword form
+    trainer/dynamics.py uses); ``prompt``: the clip's label."""
+    feats = {n: np.asarray(a)[None] for n, a in (("cavp", cavp), ("timechat", timechat)) if a is not None}
+    return Clip(id=id, features=feats, prompt=prompt, source=video, ground_truth=ground_truth, info=dict(info or {}))
 
 
 def mapper_checkpoint(run_dir: Path, which: str) -> Path:
@@ -63,85 +44,48 @@ def mapper_checkpoint(run_dir: Path, which: str) -> Path:
 
 
 class Generator:
-    """Mapper + AudioLDM-2 on one device; writes each clip's outputs."""
+    """The generate stage's params, the trained mapper and its AudioLDM(-2) on one device; writes each clip."""
 
     def __init__(self, params: GenerateParams, mapper_dir: Path, device: str = "cpu", batch_size: int = 4):
         from trainer.mapper import load_mapper
 
         self.p, self.device, self.batch_size = params, device, batch_size
-        self.mapper = load_mapper(mapper_dir, device=device)
-        self.spec = self.mapper.spec
-        self.v2a = self.spec.kind.startswith("v2a_")  # V2A-Mapper: a CLAP embedding for AudioLDM
-        if self.v2a:
-            self.pipe = build_audioldm_pipeline(params.pipeline_params(), device=device)
-            width, what = clap_width(self.pipe), "AudioLDM"
-        else:
-            self.pipe = build_pipeline(params.pipeline_params(), device=device)
-            width, what = generated_stream_width(self.pipe), "AudioLDM-2"
-        self.pipe.set_progress_bar_config(disable=True)  # one bar over clips instead of one per call
-        if self.spec.target_dim != width:
-            raise RuntimeError(f"the mapper predicts {self.spec.target_dim}-d tokens but this {what} expects "
-                               f"{width}-d: the mapper and the generate config do not belong together")
+        mapper = load_mapper(mapper_dir, device=device)
+        self.core = GenerationCore.build(mapper, params.model_params(generator_for(mapper.spec.kind)), device)
+        self.settings = params.settings()
 
-    def check_features(self, cavp_shape: tuple | None, tc_shape: tuple | None, source: str) -> None:
-        """Refuse features that do not match what the mapper was trained on (other encoders or settings)."""
-        s = self.spec
-        if s.encoders == "clip":
-            want = (s.clip_steps, s.clip_dim)
-            if cavp_shape is None or tuple(cavp_shape) != want:
-                raise RuntimeError(f"{source}: CLIP features {cavp_shape} do not match the V2A-Mapper's {want}: "
-                                   "retrain (make train) or fix stages.yaml")
-            return
-        if s.encoders in ("cavp", "both"):
-            want = (s.cavp_steps, s.cavp_dim)
-            if cavp_shape is None or tuple(cavp_shape) != want:
-                raise RuntimeError(f"{source}: CAVP features {cavp_shape} do not match the mapper's {want}; the mapper "
-                                   "was trained for other encoders or settings: retrain (make train) or fix stages.yaml")
-        if s.encoders in ("timechat", "both"):
-            want = (s.timechat_windows, s.timechat_queries, s.timechat_dim)
-            if tc_shape is None or tuple(tc_shape) != want:
-                raise RuntimeError(f"{source}: TimeChat features {tc_shape} do not match the mapper's {want}; the "
-                                   "mapper was trained for other encoders or settings: retrain or fix stages.yaml")
+    @property
+    def mapper(self):
+        return self.core.mapper
 
-    def tokens(self, cavp: list, timechat: list, seeds: list[int] | None = None) -> torch.Tensor:
-        """The mapper's tokens (B, 8, D). ``seeds``: one per clip for a diffusion mapper's initial noise (its own
-        stream, not AudioLDM-2's); the autoregressive mapper ignores them."""
-        def stack(arrs):
-            if arrs[0] is None:
-                return None
-            return torch.from_numpy(np.stack(arrs).astype(np.float32)).to(self.device)
+    @mapper.setter
+    def mapper(self, mapper) -> None:  # another checkpoint of the same run (trainer/dynamics.py)
+        self.core.mapper = mapper.eval()
 
-        gens = None if seeds is None else [torch.Generator().manual_seed(s) for s in seeds]
-        with torch.inference_mode():
-            return self.mapper.generate(stack(cavp), stack(timechat), generator=gens).float().cpu()  # (B, 8, D)
+    @property
+    def spec(self):
+        return self.core.spec
 
-    def run(self, jobs: list[ClipJob], out_dir: Path, *, progress: bool = True) -> list[dict]:
-        """Generate every job (batched across clips) and write each clip's outputs."""
-        from tqdm import tqdm
+    def check_features(self, shapes: dict[str, tuple | None], source: str) -> None:
+        self.core.check_features(shapes, source)
 
+    def clip(self, clip: Clip) -> Clip:
+        """The clip as the stage generates it: seeded ``clip_seed(seed, id)``, its label as prompt when
+        ``use_label`` (and the generator takes text), cut to ``crop_seconds``."""
+        prompt = clip.prompt if self.p.use_label and self.core.uses_text else None
+        samples = int(round(self.p.crop_seconds * 16000)) if self.p.crop_seconds else None
+        return dataclasses.replace(clip, prompt=prompt, seed=clip_seed(self.p.seed, clip.id), samples=samples)
+
+    def run(self, clips: list[Clip], out_dir: Path, *, progress: bool = True) -> list[dict]:
+        """Generate every clip (batched, ``batch_size`` at a time, in order) and write each clip's outputs."""
         out_dir.mkdir(parents=True, exist_ok=True)
-        written = []
-        bar = tqdm(total=len(jobs), unit="clip", desc="generate", disable=not progress)
-        for b in range(0, len(jobs), self.batch_size):
-            batch = jobs[b: b + self.batch_size]
-            seeds = [clip_seed(self.p.seed, j.id) for j in batch]
-            toks = self.tokens([j.cavp for j in batch], [j.timechat for j in batch],
-                               [clip_seed(self.p.seed, f"{j.id}:mapper") for j in batch])
-            prompts = [j.prompt if self.p.use_label else None for j in batch]
-            if self.v2a:  # AudioLDM sees the CLAP embedding only (V2A-Mapper uses no text)
-                audio = generate_from_clap(self.pipe, toks, seed=seeds, steps=self.p.steps, guidance=self.p.guidance,
-                                           audio_seconds=self.p.audio_seconds, eta=self.p.eta)
-            else:
-                audio = generate_audio(self.pipe, toks, prompts, seed=seeds, negative_prompt=self.p.negative_prompt,
-                                       negative_generated=self.p.negative_generated, steps=self.p.steps,
-                                       guidance=self.p.guidance, audio_seconds=self.p.audio_seconds, eta=self.p.eta)
-            for job, a, s in zip(batch, audio, seeds):
-                a = crop_audio(a, self.p.crop_seconds) if self.p.crop_seconds else a
-                written.append(write_clip(out_dir, job.id, a, video=job.video, ground_truth=job.ground_truth,
-                                          prompt=job.prompt, info={"seed": s, **job.info}))
-            bar.update(len(batch))
-        bar.close()
-        return written
+        if self.p.crop_seconds is not None and self.p.crop_seconds <= 0:
+            raise ValueError(f"crop seconds={self.p.crop_seconds}: must be positive (or None for no crop)")
+        todo = [self.clip(c) for c in clips]
+        return [write_clip(out_dir, c.id, a, video=c.source, ground_truth=c.ground_truth, prompt=c.prompt,
+                           info={"seed": c.seed, **c.info})
+                for c, a in self.core.generate_iter(todo, self.settings, batch_size=self.batch_size,
+                                                    progress=progress)]
 
 
 def write_clip(out_dir: Path, cid: str, audio: np.ndarray, *, video: str | None, ground_truth: np.ndarray | None,

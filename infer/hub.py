@@ -3,16 +3,21 @@
 Layout (``save_pretrained`` writes it, ``from_pretrained`` reads it, a hub repo holds the same files)::
 
     model_index.json          class name, format version, the files below
-    mapper/config.json        MapperSpec: rebuilds the GPT-2 mapper without the cache or the hub
+    mapper/config.json        the mapper's spec (its family: ``kind``): rebuilds it without the cache or the hub
     mapper/model.safetensors  the mapper's weights
     encoders.json             the frames params and, per visual encoder, its params and weight identities
-                              (the encoders the mapper was trained on; the AudioMAE target for the record)
-    generation_config.json    AudioLDM-2 (which one) and the generation defaults (steps, guidance, seed, ...)
+                              (the encoders the mapper was trained on; the AudioMAE or CLAP target for the record)
+    generation_config.json    the generator and its build params, ``{"audioldm2": {...}}`` (MFM-Mapper,
+                              Diff-Mapper) or ``{"audioldm": {...}}`` (V2A-Mapper), and ``"settings"``: the
+                              GenerationSettings a call uses by default (infer/params.py: steps, guidance, seed, ...)
     training.json             data, epochs, validation MSE, evaluation metrics (when evaluated)
     README.md                 the model card (from training.json)
 
 Weight identities are compared by file name (and size when both sides know it), never by absolute path or
 mtime, so that the same checkpoint downloaded from the hub or copied to another machine counts as the same.
+
+Format 2 (V2A-Mapper folders, ``settings``); format 1 folders (AudioLDM-2 only, their settings under ``defaults``)
+are still read.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-FORMAT = 1
+FORMAT = 2
 CLASS_NAME = "MFMMapperPipeline"
 INDEX = "model_index.json"
 FILES = {"mapper_config": "mapper/config.json", "mapper_weights": "mapper/model.safetensors",
@@ -133,18 +138,40 @@ def resolve_folder(name_or_path: str | Path, *, revision: str | None = None, tok
     return folder
 
 
+def generation_record(generator: str, model_params: dict, settings) -> dict:
+    """``generation_config.json``: ``{generator: its build params, "settings": the generation settings}``."""
+    import dataclasses
+
+    return {generator: dict(model_params), "settings": dataclasses.asdict(settings)}
+
+
+def read_generation(record: dict) -> tuple[str, dict, Any]:
+    """(generator, its build params, GenerationSettings) of a ``generation_config.json`` (format 1 or 2)."""
+    from infer.params import GENERATORS, GenerationSettings
+
+    found = [g for g in GENERATORS if g in record]
+    if len(found) != 1:
+        raise ValueError(f"{FILES['generation']} names {found or 'no'} generator; expected one of {GENERATORS}")
+    settings = record.get("settings", record.get("defaults", {}))  # format 1: "defaults"
+    return found[0], dict(record[found[0]]), GenerationSettings.from_dict(settings)
+
+
 def model_card(training: dict, encoders: dict, generation: dict) -> str:
     """README.md with the hub's YAML header (huggingface_hub ModelCardData) and the facts a user checks first."""
     from huggingface_hub import ModelCardData
 
-    full = generation["audioldm2"].get("model") == "full"
-    data = ModelCardData(library_name="mfm-mapper", tags=["video-to-audio", "audio-generation", "audioldm2",
-                                                         "mfm-mapper"],
-                         base_model=generation["audioldm2"].get("checkpoint") if full else None)
+    generator, model, _ = read_generation(generation)
+    full, v2a = model.get("model") == "full", generator == "audioldm"
+    data = ModelCardData(library_name="mfm-mapper", tags=["video-to-audio", "audio-generation", generator,
+                                                         "v2a-mapper" if v2a else "mfm-mapper"],
+                         base_model=model.get("checkpoint") if full else None)
     tr = training
     best = tr.get("best") or {}
-    lines = ["---", data.to_yaml(), "---", "", f"# MFM-Mapper pipeline{'' if full else ' (tiny demo models)'}", "",
-             "Sound for silent videos: CAVP + TimeChat visual features -> a GPT-2 mapper -> AudioLDM-2 "
+    title = "V2A-Mapper" if v2a else "MFM-Mapper"
+    what = ("CLIP image features -> a V2A-Mapper -> one CLAP embedding -> AudioLDM (Wang et al., *V2A-Mapper*, "
+            "AAAI 2024), " if v2a else "CAVP + TimeChat visual features -> a GPT-2 mapper -> AudioLDM-2 ")
+    lines = ["---", data.to_yaml(), "---", "", f"# {title} pipeline{'' if full else ' (tiny demo models)'}", "",
+             f"Sound for silent videos: {what}"
              "(Chen et al., *Efficient Video-to-Audio Generation via Multiple Foundation Models Mapper*, "
              "arXiv 2509.04957).", "", "```python", "from infer.pipeline import MFMMapperPipeline", "",
              "pipe = MFMMapperPipeline.from_pretrained(\"<this repo or folder>\")",
@@ -164,10 +191,11 @@ def model_card(training: dict, encoders: dict, generation: dict) -> str:
         ids = ", ".join(f"{k}: {v['name']}" for k, v in e["identity"].items() if v) or \
             f"seeded random (seed {e['params'].get('seed', 0)})"
         lines.append(f"| {name} | {e['params'].get('model', 'full')} | {ids} |")
-    d = generation["defaults"]
+    d = generation["settings"]
+    negative = "" if v2a else f"negative prompt \"{d['negative_prompt']}\", "
     lines += ["", "## Generation defaults", "",
-              f"AudioLDM-2 `{generation['audioldm2'].get('checkpoint') or 'tiny (seeded random)'}`, DDIM "
-              f"{d['steps']} steps, guidance {d['guidance']}, negative prompt \"{d['negative_prompt']}\", seed "
+              f"{'AudioLDM' if v2a else 'AudioLDM-2'} `{model.get('checkpoint') if full else 'tiny (seeded random)'}`, "
+              f"{d['scheduler'].upper()} {d['steps']} steps, guidance {d['guidance']}, {negative}seed "
               f"{d['seed']}, {d['audio_seconds']} s per 10 s window ({d['overlap']} s crossfaded overlap for "
               "longer videos)."]
     metrics = tr.get("metrics")

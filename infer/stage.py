@@ -64,7 +64,7 @@ def _done(out: Path, cid: str, fingerprint: str) -> bool:
 
 
 def preflight(ctx: StageContext) -> list[tuple[str, str]]:
-    """Before the stage starts: the AudioLDM-2 folder's components, UNet/VAE keys and shapes (infer/audioldm2.py)."""
+    """Before the stage starts: the AudioLDM-2 folder's components, UNet/VAE keys and shapes (frozen/audioldm2.py)."""
     from infer.audioldm2 import preflight_pipeline
 
     if ctx.params.model != "full":
@@ -116,23 +116,20 @@ def run(ctx: StageContext) -> None:
 
 
 def _generate(ctx: StageContext, gen: Generator, root, meta: dict, todo: list[int], out: Path) -> None:
-    from infer.generate import ClipJob, feature_names, source_video, streams
+    from infer.core import Clip
+    from infer.generate import feature_names, source_video
 
-    cavp, tc = streams(gen.spec, {n: root[f"{n}/emb"] for n in feature_names(gen.spec)})  # zarr arrays
-    gen.check_features(None if cavp is None else cavp.shape[1:], None if tc is None else tc.shape[1:],
-                       str(ctx.cfg.zarr_path))
+    feats = {n: root[f"{n}/emb"] for n in feature_names(gen.spec)}  # zarr arrays (N, ...)
+    gen.check_features({n: a.shape[1:] for n, a in feats.items()}, str(ctx.cfg.zarr_path))
     gt = {i: c.audio[: c.meta["audio_len"]] for i, c in load_clips(ctx.cfg.frames_dir, set(todo)).items()
           if c.meta["has_audio"]}
     with tempfile.TemporaryDirectory() as tmp:
-        jobs = []
-        for i in todo:
-            jobs.append(ClipJob(
-                id=str(meta["id"][i]),
-                cavp=None if cavp is None else cavp[i], timechat=None if tc is None else tc[i],
-                prompt=str(meta["label"][i]) or None, video=source_video(str(meta["source"][i]), Path(tmp)),
-                ground_truth=gt.get(i), info={"row": i, "fingerprint": ctx.fingerprint.value,
-                                              "source": str(meta["source"][i])}))
-        gen.run(jobs, out, progress=ctx.progress)
+        clips = [Clip(id=str(meta["id"][i]), features={n: a[i][None] for n, a in feats.items()},  # one window
+                      prompt=str(meta["label"][i]) or None, source=source_video(str(meta["source"][i]), Path(tmp)),
+                      ground_truth=gt.get(i), info={"row": i, "fingerprint": ctx.fingerprint.value,
+                                                    "source": str(meta["source"][i])})
+                 for i in todo]
+        gen.run(clips, out, progress=ctx.progress)
 
 
 def _index(out: Path, ids: list[str]) -> None:

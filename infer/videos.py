@@ -18,8 +18,9 @@ from pathlib import Path
 import numpy as np
 
 from infer.audioldm2 import clip_seed
+from infer.core import Clip
 from infer.generate import GenerateParams, write_clip
-from infer.pipeline import MFMMapperPipeline, PreparedVideo
+from infer.pipeline import MFMMapperPipeline, clip_ids
 from pipeline.inputs import SKIP_EXTS
 from v2a.config import Config
 from v2a.io import atomic_write_text, read_json
@@ -38,16 +39,6 @@ def list_videos(inputs: list[Path]) -> list[Path]:
         else:
             raise FileNotFoundError(f"{p} does not exist")
     return out
-
-
-def safe_name(p: Path, taken: set[str]) -> str:
-    """A file-name-safe clip id from a video's stem (unique within this run)."""
-    base = "".join(c if c.isalnum() or c in "-_" else "_" for c in p.stem).strip("_") or "clip"
-    name, n = base[:120], 1
-    while name in taken:
-        name, n = f"{base[:110]}_{n}", n + 1
-    taken.add(name)
-    return name
 
 
 def _cached_features(cfg: Config, encoders: list[str]) -> dict[str, dict]:
@@ -80,7 +71,7 @@ def load_pipeline(cfg: Config, mapper: str | None, *, configured: bool, device: 
     was chosen by the user (a stages.yaml here or ``-c``), so its encoders and AudioLDM-2 are used and must be
     those the mapper was trained with; otherwise the folder's own record is used as it is."""
     from infer import hub
-    from infer.export import configured_encoders, generation_parts, pipeline_from_run
+    from infer.export import configured_encoders, pipeline_from_run
 
     if mapper is None:
         return pipeline_from_run(cfg, GenerateParams.from_dict(cfg.stage("generate").params).mapper, device=device)
@@ -88,24 +79,23 @@ def load_pipeline(cfg: Config, mapper: str | None, *, configured: bool, device: 
         return MFMMapperPipeline.from_pretrained(mapper, device=device)
     folder = hub.resolve_folder(mapper)
     trained = read_json(folder / hub.FILES["encoders"])
-    mine = configured_encoders(cfg, [n for n in ("cavp", "timechat") if n in cfg.stages])
+    mine = configured_encoders(cfg, [n for n in ("cavp", "timechat", "clip") if n in cfg.stages])
     hub.check_encoders(trained, mine, str(mapper))
-    audioldm2, _ = generation_parts(GenerateParams.from_dict(cfg.stage("generate").params))
-    return MFMMapperPipeline.from_pretrained(folder, device=device, audioldm2=audioldm2, encoders={
+    generator = hub.read_generation(read_json(folder / hub.FILES["generation"]))[0]
+    model = GenerateParams.from_dict(cfg.stage("generate").params).model_params(generator)
+    return MFMMapperPipeline.from_pretrained(folder, device=device, audio_model=model, encoders={
         n: mine["encoders"][n]["params"] for n in trained["encoders"]})
 
 
-def _from_cache(pipe: MFMMapperPipeline, hit: dict, path: Path, cid: str) -> PreparedVideo:
+def _from_cache(pipe: MFMMapperPipeline, hit: dict, path: Path, cid: str) -> Clip:
     from pipeline.media import decode_clip
 
     fp = pipe.frames
     d = decode_clip(str(path), fps=fp.fps, seconds=fp.seconds, size=fp.size, sample_rate=fp.sample_rate,
                     max_side=fp.max_side, silence_dbfs=fp.silence_dbfs)  # the ground truth for the spectrogram
-    samples = int(round(pipe.defaults.audio_seconds * pipe.frames.sample_rate))
-    return PreparedVideo(id=cid, source=str(path), starts=[0.0], samples=samples,
-                         features={n: hit[n][hit["row"]].astype(np.float32)[None] for n in pipe.encoder_names},
-                         ground_truth=d.audio[: d.audio_len] if d.has_audio and not d.audio_silent else None,
-                         info={"windows": 1, "video_seconds": d.duration})
+    return Clip(id=cid, features={n: hit[n][hit["row"]][None] for n in pipe.encoder_names}, source=str(path),
+                ground_truth=d.audio[: d.audio_len] if d.has_audio and not d.audio_silent else None,
+                info={"windows": 1, "video_seconds": d.duration})
 
 
 def generate_videos(cfg: Config, inputs: list[Path], out: Path, *, mapper: str | None = None,
@@ -115,18 +105,23 @@ def generate_videos(cfg: Config, inputs: list[Path], out: Path, *, mapper: str |
                     progress: bool = True) -> list[dict]:
     """Generate for every video under ``inputs`` (wav, png, the video with its new soundtrack, json per clip).
 
-    Arguments left None take the pipeline's generation defaults; ``whole`` covers each video's whole length in
-    overlapping crossfaded 10 s windows, ``duration`` that many seconds."""
+    Arguments left None take the pipeline's generation settings; ``whole`` covers each video's whole length in
+    overlapping crossfaded 10 s windows, ``duration`` that many seconds. Clip ``c`` is seeded ``clip_seed(seed,
+    c's id)`` as in the generate stage and ``pipe()``."""
     from v2a.dist import pick_device
     from pipeline.media import MediaError
 
     device = pick_device(cfg.stage("generate").runtime.get("device", "auto"))
     pipe = load_pipeline(cfg, mapper, configured=configured, device=device)
     pipe.check_span(duration, whole)  # before any decoding
+    settings = pipe.settings.replace(negative_prompt=negative_prompt, steps=steps, guidance=guidance, seed=seed)
     cached = _cached_features(cfg, pipe.encoder_names) if mapper is None and not whole and duration is None else {}
-    clips, rejects, taken = [], [], set()
-    for path in list_videos(inputs):
-        cid = safe_name(path, taken)
+    paths = list_videos(inputs)
+    used = prompt if pipe.core.uses_text else None
+    if prompt and used is None:
+        log.warning("AudioLDM (V2A-Mapper) is conditioned on the CLAP embedding only: --prompt is unused")
+    clips, rejects = [], []
+    for path, cid in zip(paths, clip_ids(paths)):
         hit = cached.get(str(path.resolve()))
         try:
             clip = _from_cache(pipe, hit, path, cid) if hit else pipe.prepare(path, duration=duration, whole=whole,
@@ -135,6 +130,7 @@ def generate_videos(cfg: Config, inputs: list[Path], out: Path, *, mapper: str |
             log.error("%s: cannot generate: %s", path, e.reason)
             rejects.append((str(path), e.reason))
             continue
+        clip.prompt, clip.seed = used, clip_seed(settings.seed, cid)
         clip.info.update(source=str(path), features="cache" if hit else "computed")
         clips.append(clip)
     out.mkdir(parents=True, exist_ok=True)
@@ -144,9 +140,6 @@ def generate_videos(cfg: Config, inputs: list[Path], out: Path, *, mapper: str |
         w.writerow(["source", "reason"])
         w.writerows(rejects)
         atomic_write_text(out / "rejects.csv", buf.getvalue())
-    base = pipe.defaults.seed if seed is None else int(seed)
-    seeds = [clip_seed(base, c.id) for c in clips]
-    audios = pipe.generate(clips, [prompt] * len(clips), seeds, negative_prompt=negative_prompt, steps=steps,
-                           guidance=guidance, batch_size=batch_size, progress=progress) if clips else []
-    return [write_clip(out, c.id, a, video=c.source, ground_truth=c.ground_truth, prompt=prompt,
-                       info={"seed": s, **c.info}) for c, a, s in zip(clips, audios, seeds)]
+    return [write_clip(out, c.id, a, video=c.source, ground_truth=c.ground_truth, prompt=c.prompt,
+                       info={"seed": c.seed, **c.info})
+            for c, a in pipe.core.generate_iter(clips, settings, batch_size=batch_size, progress=progress)]

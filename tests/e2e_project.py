@@ -25,7 +25,8 @@ def tiny_pipeline(steps: int = 2):
     """An untrained pipeline of the demo's tiny classes (seeded mapper, encoders and AudioLDM-2), built in seconds."""
     from infer.audioldm2 import build_pipeline
     from infer.export import configured_encoders
-    from infer.pipeline import GenerationDefaults, MFMMapperPipeline
+    from infer.params import GenerationSettings
+    from infer.pipeline import MFMMapperPipeline
     from trainer.config import TrainConfig
     from trainer.mapper import build_mapper
 
@@ -35,4 +36,4 @@ def tiny_pipeline(steps: int = 2):
     mapper = build_mapper(TrainConfig(model="tiny"), dims)
     audioldm2 = {"model": "tiny", "seed": 0, "gpt_dim": 32, "t5_dim": 16}
     return MFMMapperPipeline(mapper, build_pipeline(audioldm2), encoders=configured_encoders(cfg, ["cavp", "timechat"]),
-                             audioldm2_params=audioldm2, defaults=GenerationDefaults(steps=steps))
+                             model_params=audioldm2, settings=GenerationSettings(steps=steps))

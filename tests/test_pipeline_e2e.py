@@ -116,7 +116,7 @@ def test_mismatched_or_missing_mapper_is_a_clear_error(project, tmp_path, demo_c
     gen = Generator(GenerateParams.from_dict(demo_config(root, *E2E).stage("generate").params),
                     mapper_checkpoint(root / "runs" / "mapper", "best"))
     with pytest.raises(RuntimeError, match="do not match the mapper"):
-        gen.check_features((40, 16), (10, 32, 32), "clip.mp4")
+        gen.check_features({"cavp": (40, 16), "timechat": (10, 32, 32)}, "clip.mp4")
 
 
 def test_changed_encoder_makes_train_and_generate_stale(project, demo_config):

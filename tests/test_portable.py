@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -19,8 +20,10 @@ from e2e_project import E2E, REPO
 from infer import hub
 from infer.audioldm2 import clip_seed
 from infer.export import export_run
+from infer.core import Clip
 from infer.media_out import video_span
-from infer.pipeline import MFMMapperPipeline, PreparedVideo
+from infer.params import GenerationSettings
+from infer.pipeline import MFMMapperPipeline
 from infer.windows import crossfade_join
 from lab.cli import app
 
@@ -70,7 +73,7 @@ def test_export_writes_the_hub_folder(exported):
     assert enc["frames"]["fps"] == 4 and "audiomae" in enc["target"]
     gen = json.loads((folder / "generation_config.json").read_text())
     assert gen["audioldm2"] == {"model": "tiny", "seed": 0, "gpt_dim": 32, "t5_dim": 16}
-    assert gen["defaults"]["steps"] == 4 and gen["defaults"]["guidance"] == 3.5  # the run's generate params
+    assert gen["settings"] == {**dataclasses.asdict(GenerationSettings()), "steps": 4}  # the run's generate params
     tr = json.loads((folder / "training.json").read_text())
     assert tr["epochs"] == 3 and tr["best"]["epoch"] == manifest["epoch"]
     assert tr["best"]["val_loss"] == manifest["history"][-1]["val_loss"]
@@ -99,7 +102,23 @@ def test_save_load_round_trip(pipe, exported, tmp_path):
     feats = [{"cavp": np.random.default_rng(0).normal(size=(40, 32)).astype(np.float32),
               "timechat": np.random.default_rng(1).normal(size=(10, 32, 32)).astype(np.float32)}]
     assert torch.equal(pipe.tokens(feats), other.tokens(feats))
-    assert other.defaults == pipe.defaults and other.encoders_record == pipe.encoders_record
+    assert other.settings == pipe.settings and other.encoders_record == pipe.encoders_record
+
+
+def test_a_format_1_folder_still_loads(pipe, exported, tmp_path):
+    """Folders written before V2A-Mapper exports: format 1, the settings under "defaults" (no scheduler)."""
+    old = tmp_path / "old"
+    shutil.copytree(exported[2], old)
+    gen = json.loads((old / hub.FILES["generation"]).read_text())
+    defaults = {k: v for k, v in gen.pop("settings").items() if k != "scheduler"}
+    (old / hub.FILES["generation"]).write_text(json.dumps({**gen, "defaults": defaults}))
+    index = json.loads((old / hub.INDEX).read_text())
+    (old / hub.INDEX).write_text(json.dumps({**index, "format": 1}))
+    loaded = MFMMapperPipeline.from_pretrained(old)
+    assert loaded.settings == pipe.settings and loaded.model_params == pipe.model_params
+    (old / hub.INDEX).write_text(json.dumps({**index, "format": hub.FORMAT + 1}))
+    with pytest.raises(ValueError, match=f"up to format {hub.FORMAT}"):
+        MFMMapperPipeline.from_pretrained(old)
 
 
 def test_loads_a_hub_repo_from_the_local_hub_cache(exported, tmp_path, monkeypatch):
@@ -181,8 +200,10 @@ def test_whole_video_windows_are_crossfaded(pipe, exported, whole_result):
     assert clip.starts == [0.0, 4.0] and audio.shape == (int(round((end - start) * 16000)),)
     # each window generated alone, joined independently: the call's audio is their equal-power crossfade
     seed = clip_seed(0, long.stem)
-    parts = [pipe.generate([PreparedVideo("w", None, {n: a[k: k + 1] for n, a in clip.features.items()}, [0.0],
-                                          int(10.24 * 16000))], [None], [seed + k], steps=2)[0] for k in range(2)]
+    assert clip.seed == seed
+    two = dataclasses.replace(pipe.settings, steps=2)
+    parts = [pipe.generate([Clip("w", {n: a[k: k + 1] for n, a in clip.features.items()}, seed=seed + k)], two)[0]
+             for k in range(2)]
     close(audio, crossfade_join(parts, [0, 64000], 160000, len(audio)))
     close(audio[:64000], parts[0][:64000])  # before the overlap: window 0 alone
     close(audio[160000:], parts[1][96000: 96000 + len(audio) - 160000])  # after it: window 1 alone

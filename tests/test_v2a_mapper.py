@@ -71,7 +71,7 @@ def test_v2a_mappers_learn_the_clap_target_and_round_trip(kind, tmp_path):
 
 def test_generation_equals_a_direct_audioldm_pipeline_call(pipe):
     emb = torch.randn(2, 16, generator=torch.Generator().manual_seed(0))
-    ours = generate_from_clap(pipe, emb[:, None], seed=[3, 4], steps=STEPS, audio_seconds=SECONDS)
+    ours = generate_from_clap(pipe, emb[:, None], seed=[3, 4], steps=STEPS, guidance=2.5, audio_seconds=SECONDS)
     gens = [torch.Generator().manual_seed(3), torch.Generator().manual_seed(4)]
     direct = pipe(prompt_embeds=F.normalize(emb, dim=-1), num_inference_steps=STEPS, guidance_scale=2.5,
                   audio_length_in_s=SECONDS, generator=gens).audios  # the pipeline encodes '' itself
@@ -83,10 +83,11 @@ def test_generation_equals_a_direct_audioldm_pipeline_call(pipe):
                  guidance_scale=2.5, audio_length_in_s=SECONDS, generator=gens).audios
     np.testing.assert_array_equal(ours, exact)
     # the embedding is normalised (AudioLDM's condition is a unit CLAP vector): its scale does not matter
-    np.testing.assert_allclose(generate_from_clap(pipe, 3 * emb, seed=[3, 4], steps=STEPS, audio_seconds=SECONDS),
+    np.testing.assert_allclose(generate_from_clap(pipe, 3 * emb, seed=[3, 4], steps=STEPS, guidance=2.5,
+                                                  audio_seconds=SECONDS),
                                ours, rtol=1e-5, atol=1e-6 * np.abs(ours).max())
     emb2 = torch.randn(2, 16, generator=torch.Generator().manual_seed(9))
-    other = generate_from_clap(pipe, emb2, seed=[3, 4], steps=STEPS, audio_seconds=SECONDS)
+    other = generate_from_clap(pipe, emb2, seed=[3, 4], steps=STEPS, guidance=2.5, audio_seconds=SECONDS)
     assert np.abs(other - ours).max() > 1e-2 * np.abs(ours).max()  # the embedding drives the sound
     with pytest.raises(ValueError, match="expects"):
         generate_from_clap(pipe, torch.randn(2, 8), seed=0, steps=STEPS, audio_seconds=SECONDS)
@@ -112,22 +113,22 @@ def _checkpoint(mapper, cfg, folder):
 
 @pytest.mark.parametrize("kind", ["diffusion", "v2a_diffusion"])
 def test_generator_runs_both_new_families_deterministically(kind, tmp_path):
-    from infer.generate import ClipJob, GenerateParams, Generator
+    from infer.core import Clip
+    from infer.generate import GenerateParams, Generator
 
     if kind == "diffusion":  # Diff-Mapper + AudioLDM-2 (tiny: 32-d generated stream)
         dims = {"cavp_steps": 40, "cavp_dim": 8, "timechat_windows": 2, "timechat_queries": 4, "timechat_dim": 8,
                 "n_tokens": 8, "target_dim": 32}
-        feats = lambda i: (np.random.default_rng(i).standard_normal((40, 8)),  # noqa: E731
-                           np.random.default_rng(i).standard_normal((2, 4, 8)))
+        feats = lambda i: {"cavp": np.random.default_rng(i).standard_normal((1, 40, 8)),  # noqa: E731
+                           "timechat": np.random.default_rng(i).standard_normal((1, 2, 4, 8))}
     else:  # V2A-Mapper + AudioLDM (tiny: 16-d CLAP)
         dims = DIMS
-        feats = lambda i: (np.random.default_rng(i).standard_normal((40, 12)), None)  # noqa: E731
+        feats = lambda i: {"clip": np.random.default_rng(i).standard_normal((1, 40, 12))}  # noqa: E731
     cfg = TrainConfig(model="tiny", mapper=kind, sample_steps=3)
     folder = _checkpoint(build_mapper(cfg, dims), cfg, tmp_path / "best")
     p = GenerateParams(model="tiny", checkpoint=None, half=False, steps=STEPS, audio_seconds=SECONDS)
     gen = Generator(p, folder, batch_size=2)
-    jobs = [ClipJob(id=f"c{i}", cavp=feats(i)[0], timechat=feats(i)[1], prompt="dog barking", video=None)
-            for i in range(3)]
+    jobs = [Clip(id=f"c{i}", features=feats(i), prompt="dog barking") for i in range(3)]
     recs = gen.run(jobs, tmp_path / "a", progress=False)
     assert [r["id"] for r in recs] == ["c0", "c1", "c2"]
     first = {j.id: (tmp_path / "a" / f"{j.id}.wav").read_bytes() for j in jobs}
@@ -135,7 +136,7 @@ def test_generator_runs_both_new_families_deterministically(kind, tmp_path):
     again = {j.id: (tmp_path / "b" / f"{j.id}.wav").read_bytes() for j in jobs}
     assert first == again
     with pytest.raises(RuntimeError, match="do not match"):
-        gen.check_features((40, 3), None, "x")
+        gen.check_features({"cavp": (40, 3), "clip": (40, 3)}, "x")
 
 
 def test_a_cache_without_clip_and_clap_is_refused_with_the_stage_to_run(tmp_path):

@@ -77,3 +77,32 @@ def test_rerunning_clip_leaves_the_rest_untouched_then_train_and_generate(extrac
     assert wavs and all(json.loads((out / f"{w.stem}.json").read_text())["seconds"] == 2.56 for w in wavs)
     manifest = json.loads((root / "runs" / "mapper" / "last" / "manifest.json").read_text())
     assert manifest["mapper"]["kind"] == "v2a_diffusion" and manifest["config"]["mapper"] == "v2a_diffusion"
+
+
+def test_a_v2a_mapper_run_exports_and_generates_like_the_stage(extracted, tmp_path, monkeypatch):
+    """`v2a export` of a V2A-Mapper run: the folder records CLIP and AudioLDM, loads back (save/load round trip)
+    and gives the stage's sound for the same clip and seed (infer/core.py; tests/test_infer_core.py)."""
+    from test_infer_core import same_sound_as_the_stage
+
+    from infer import hub
+    from infer.export import export_run
+    from infer.pipeline import MFMMapperPipeline
+
+    root = tmp_path / "p"
+    shutil.copytree(extracted[0], root, symlinks=True)
+    cfg = config(root, "stages.generate.runtime.batch_size=1")
+    assert Runner(cfg).run(["train"], progress=False) == ["train"]
+    folder = export_run(cfg, tmp_path / "v2a-folder")
+    enc = json.loads((folder / hub.FILES["encoders"]).read_text())
+    assert list(enc["encoders"]) == ["clip"] and list(enc["target"]) == ["clap"]
+    gen = json.loads((folder / hub.FILES["generation"]).read_text())
+    assert gen["audioldm"] == {"model": "tiny", "seed": 0, "clap_dim": 16} and "audioldm2" not in gen
+    assert gen["settings"]["steps"] == 2 and gen["settings"]["audio_seconds"] == 2.56
+    assert "# V2A-Mapper pipeline" in (folder / hub.FILES["card"]).read_text()
+    pipe = MFMMapperPipeline.from_pretrained(folder, device="cpu")
+    assert pipe.generator == "audioldm" and pipe.encoder_names == ["clip"]
+    again = pipe.save_pretrained(tmp_path / "again")
+    for rel in hub.FILES.values():
+        if not rel.endswith(".safetensors"):
+            assert (again / rel).read_text() == (folder / rel).read_text(), rel
+    same_sound_as_the_stage(cfg, root, {s.id: s for s in extracted[1]}, folder, monkeypatch)
