@@ -25,9 +25,8 @@ log = logging.getLogger(__name__)
 def configured_encoders(cfg: Config, names: list[str], target: str = "audiomae") -> dict:
     """The ``encoders.json`` record of the encoders ``cfg`` configures (frames params, ``names``, the ``target``:
     AudioMAE, or CLAP for a V2A-Mapper)."""
-    from pipeline.frames import FramesParams
 
-    frames = dataclasses.asdict(FramesParams.from_dict(cfg.stage("frames").params))
+    frames = dataclasses.asdict(cfg.stage("frames").settings)
     rec = {"frames": frames, "encoders": {}, "target": {}}
     for n in names:
         rec["encoders"][n] = hub.encoder_record(cfg.stage(n).params, cfg.stage(n).checkpoints)
@@ -98,7 +97,7 @@ def pipeline_parts(cfg: Config, which: str = "best", device: str = "cpu") -> dic
     """The run's mapper and everything recorded with it: the keyword arguments of ``save_folder``."""
     from trainer.mapper import load_mapper
 
-    p = GenerateParams.from_dict(cfg.stage("generate").params)
+    p: GenerateParams = cfg.stage("generate").settings
     ckpt = mapper_checkpoint(cfg.mapper_dir, which)
     mapper = load_mapper(ckpt, device=device)
     generator = generator_for(mapper.spec.kind)
@@ -113,7 +112,7 @@ def check_trained(cfg: Config) -> None:
 
     fresh, why = Runner(cfg).status("train")
     if not fresh:
-        raise RuntimeError(f"the mapper in {cfg.path('runs') / 'mapper'} is stale for this configuration "
+        raise RuntimeError(f"the mapper in {cfg.mapper_dir} is stale for this configuration "
                            f"({'; '.join(why)}): its encoders are not those configured; run `make train` first")
 
 

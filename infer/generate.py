@@ -27,12 +27,21 @@ log = logging.getLogger(__name__)
 MUX_EXTS = {".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi"}
 
 
-def ClipJob(*, id: str, cavp: np.ndarray | None, timechat: np.ndarray | None, prompt: str | None,  # noqa: N802
-            video: str | None, ground_truth: np.ndarray | None = None, info: dict | None = None) -> Clip:
-    """A one-window cache clip of CAVP/TimeChat features as a :class:`~infer.core.Clip` (the keyword form
-    trainer/dynamics.py uses); ``prompt``: the clip's label."""
-    feats = {n: np.asarray(a)[None] for n, a in (("cavp", cavp), ("timechat", timechat)) if a is not None}
-    return Clip(id=id, features=feats, prompt=prompt, source=video, ground_truth=ground_truth, info=dict(info or {}))
+def cache_clips(gen: "Generator", root, meta: dict, rows: list[int], frames_dir: Path, tmp: Path, source: str,
+                info: dict | None = None) -> list[Clip]:
+    """Rows of the feature cache as one-window :class:`~infer.core.Clip` s for ``gen``'s mapper: the features it
+    reads (checked against the shapes it was trained on), the label as prompt, the source video (extracted to
+    ``tmp`` from a webdataset shard) and the cached 16 kHz audio as ground truth. ``source``: the cache, for messages."""
+    from pipeline.framestore import load_clips
+
+    feats = {n: root[f"{n}/emb"] for n in feature_names(gen.spec)}  # zarr arrays (N, ...)
+    gen.check_features({n: a.shape[1:] for n, a in feats.items()}, source)
+    gt = {i: c.audio[: c.meta["audio_len"]] for i, c in load_clips(frames_dir, set(rows)).items()
+          if c.meta["has_audio"]}
+    return [Clip(id=str(meta["id"][i]), features={n: a[i][None] for n, a in feats.items()},
+                 prompt=str(meta["label"][i]) or None, source=source_video(str(meta["source"][i]), tmp),
+                 ground_truth=gt.get(i), info={"row": i, "source": str(meta["source"][i]), **(info or {})})
+            for i in rows]
 
 
 def mapper_checkpoint(run_dir: Path, which: str) -> Path:
@@ -59,7 +68,7 @@ class Generator:
         return self.core.mapper
 
     @mapper.setter
-    def mapper(self, mapper) -> None:  # another checkpoint of the same run (trainer/dynamics.py)
+    def mapper(self, mapper) -> None:  # another checkpoint of the same run (the dynamics stage, lab/dynamics.py)
         self.core.mapper = mapper.eval()
 
     @property

@@ -23,7 +23,6 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from infer.params import GenerateParams
-from pipeline.framestore import load_clips
 from v2a.dist import pick_device
 from v2a.io import atomic_write_json, atomic_write_text, exclusive_lock, read_json
 
@@ -116,19 +115,11 @@ def run(ctx: StageContext) -> None:
 
 
 def _generate(ctx: StageContext, gen: Generator, root, meta: dict, todo: list[int], out: Path) -> None:
-    from infer.core import Clip
-    from infer.generate import feature_names, source_video
+    from infer.generate import cache_clips
 
-    feats = {n: root[f"{n}/emb"] for n in feature_names(gen.spec)}  # zarr arrays (N, ...)
-    gen.check_features({n: a.shape[1:] for n, a in feats.items()}, str(ctx.cfg.zarr_path))
-    gt = {i: c.audio[: c.meta["audio_len"]] for i, c in load_clips(ctx.cfg.frames_dir, set(todo)).items()
-          if c.meta["has_audio"]}
     with tempfile.TemporaryDirectory() as tmp:
-        clips = [Clip(id=str(meta["id"][i]), features={n: a[i][None] for n, a in feats.items()},  # one window
-                      prompt=str(meta["label"][i]) or None, source=source_video(str(meta["source"][i]), Path(tmp)),
-                      ground_truth=gt.get(i), info={"row": i, "fingerprint": ctx.fingerprint.value,
-                                                    "source": str(meta["source"][i])})
-                 for i in todo]
+        clips = cache_clips(gen, root, meta, todo, ctx.cfg.frames_dir, Path(tmp), str(ctx.cfg.zarr_path),
+                            info={"fingerprint": ctx.fingerprint.value})
         gen.run(clips, out, progress=ctx.progress)
 
 

@@ -19,7 +19,7 @@ import numpy as np
 
 from infer.audioldm2 import clip_seed
 from infer.core import Clip
-from infer.generate import GenerateParams, write_clip
+from infer.generate import write_clip
 from infer.pipeline import MFMMapperPipeline, clip_ids
 from pipeline.inputs import SKIP_EXTS
 from v2a.config import Config
@@ -74,7 +74,7 @@ def load_pipeline(cfg: Config, mapper: str | None, *, configured: bool, device: 
     from infer.export import configured_encoders, pipeline_from_run
 
     if mapper is None:
-        return pipeline_from_run(cfg, GenerateParams.from_dict(cfg.stage("generate").params).mapper, device=device)
+        return pipeline_from_run(cfg, cfg.stage("generate").settings.mapper, device=device)
     if not configured:
         return MFMMapperPipeline.from_pretrained(mapper, device=device)
     folder = hub.resolve_folder(mapper)
@@ -82,7 +82,7 @@ def load_pipeline(cfg: Config, mapper: str | None, *, configured: bool, device: 
     mine = configured_encoders(cfg, [n for n in ("cavp", "timechat", "clip") if n in cfg.stages])
     hub.check_encoders(trained, mine, str(mapper))
     generator = hub.read_generation(read_json(folder / hub.FILES["generation"]))[0]
-    model = GenerateParams.from_dict(cfg.stage("generate").params).model_params(generator)
+    model = cfg.stage("generate").settings.model_params(generator)
     return MFMMapperPipeline.from_pretrained(folder, device=device, audio_model=model, encoders={
         n: mine["encoders"][n]["params"] for n in trained["encoders"]})
 

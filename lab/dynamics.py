@@ -7,9 +7,9 @@ generation or scoring never makes ``train`` stale. This stage (``v2a run dynamic
 reads those weights and, for each epoch, generates ``clips`` validation clips (a seeded choice among the run's
 ``val_ids.txt``, the same clips at every epoch) and scores them with the evaluate protocol.
 
-Its identity: its own params (``clips``, ``seed`` and full copies of the generate and evaluate settings it uses,
-``generate:`` and ``evaluate:``, each validated as that stage's params), its code (this module, hence infer/ and
-scoring/), and the train stage's fingerprint (its input). Its outputs, in ``<run>/dynamics/`` (so they move aside
+Its identity: its own params (``clips``, ``seed``), the settings of the stages it ``uses`` (generate's and
+evaluate's params and checkpoints: each point generates and scores exactly as those stages do, the gallery left
+out), its code (this module, hence infer/ and scoring/), and the train stage's fingerprint (its input). Its outputs, in ``<run>/dynamics/`` (so they move aside
 with their run when train starts afresh): ``epoch-NNNN/`` per point (wavs, muxed videos, spectrograms,
 ``metrics.json``, ``per_clip.csv``), the curve ``dynamics.csv`` and ``dynamics.png``, and ``_stage.json`` (last).
 A point whose ``metrics.json`` carries the current fingerprint is not recomputed (a rerun resumes).
@@ -24,16 +24,15 @@ import logging
 import shutil
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from infer.params import GenerateParams
 from scoring.params import EvalParams
-from v2a.context import resolved_params
 from v2a.io import atomic_write_json, atomic_write_text, exclusive_lock, read_json
-from v2a.schema import StageSpec
+from v2a.schema import with_values
 
 if TYPE_CHECKING:  # annotations only: the runner is not part of a stage's code fingerprint
     from infer.generate import Generator
@@ -41,31 +40,17 @@ if TYPE_CHECKING:  # annotations only: the runner is not part of a stage's code 
 
 log = logging.getLogger(__name__)
 
-GENERATE_CHECKPOINTS = ("checkpoint",)  # the keys of each section that name weights (as stages.generate/evaluate's)
-EVALUATE_CHECKPOINTS = ("panns_ckpt", "vggish_ckpt", "passt_ckpt", "imagebind_ckpt", "synchformer_ckpt")
 CURVE = [("ib_score", "IB-score (higher is better)"), ("desync", "DeSync (lower is better)"),
          ("fd_passt", "FD_PaSST (lower is better)")]
 
 
 class Params(BaseModel):
-    """``stages.dynamics.params`` (fingerprinted)."""
+    """``stages.dynamics.params`` (fingerprinted, with the generate and evaluate stages' settings: ``uses``)."""
 
     model_config = ConfigDict(extra="forbid")
 
     clips: Annotated[int, Field(ge=1)] = 32  # validation clips per point (the same ones at every epoch)
     seed: int = 0  # seed of that choice
-    generate: GenerateParams = Field(default_factory=GenerateParams)  # how each point generates
-    evaluate: EvalParams = Field(default_factory=EvalParams)  # how each point is scored
-
-    @field_validator("generate", "evaluate", mode="before")
-    @classmethod
-    def _known_keys(cls, value: Any, info: ValidationInfo) -> Any:
-        model = GenerateParams if info.field_name == "generate" else EvalParams
-        if isinstance(value, dict):
-            unknown = sorted(set(value) - {f.name for f in dataclasses.fields(model)})
-            if unknown:
-                raise ValueError(f"unknown keys {unknown} (the {info.field_name} stage's params are allowed)")
-        return value
 
 
 class Runtime(BaseModel):
@@ -75,23 +60,17 @@ class Runtime(BaseModel):
     device: str = "auto"  # auto | cpu | cuda | cuda:N (the mapper and AudioLDM-2; the scorers: evaluate.device)
 
 
-def params(ctx: StageContext) -> Params:
-    """The stage's validated params: the one place this module reads ``ctx.params``."""
-    return Params.model_validate(ctx.params)
+@dataclasses.dataclass
+class Settings:
+    """What every point computes with: this stage's params and the generate and evaluate stages' resolved ones."""
+
+    own: Params
+    generate: GenerateParams
+    evaluate: EvalParams
 
 
-def settings(ctx: StageContext, *, strict: bool = True) -> Params:
-    """:func:`params` with the weights-manifest names of both sections resolved to local paths (v2a/weights.yaml),
-    as the generate and evaluate stages resolve theirs."""
-    p = params(ctx)
-    gen = resolved_params(_section(p.generate, GENERATE_CHECKPOINTS), ctx.cfg, strict=strict)
-    ev = resolved_params(_section(p.evaluate, EVALUATE_CHECKPOINTS), ctx.cfg, strict=strict)
-    return p.model_copy(update={"generate": GenerateParams(**gen), "evaluate": EvalParams(**ev)})
-
-
-def _section(section: GenerateParams | EvalParams, checkpoints: tuple[str, ...]) -> StageSpec:
-    return StageSpec(name="dynamics", module=__name__, checkpoints=list(checkpoints),
-                     params=dataclasses.asdict(section))
+def settings(ctx: StageContext) -> Settings:
+    return Settings(ctx.params, ctx.uses("generate"), with_values(ctx.uses("evaluate"), gallery=False))
 
 
 def out_dir(ctx: StageContext) -> Path:
@@ -127,25 +106,21 @@ def preflight(ctx: StageContext) -> list[tuple[str, str]]:
     from v2a.check import check_checkpoints
     from v2a.weights import load_manifest, weights_dir
 
-    if not ctx.cfg.stage("train").params.get("save_every"):
+    if not ctx.cfg.stage("train").settings.save_every:
         return []
-    out, p, manifest, wdir = [], params(ctx), load_manifest(), weights_dir(ctx.cfg)
-    for name, section, keys in (("generate", p.generate, GENERATE_CHECKPOINTS),
-                                ("evaluate", p.evaluate, EVALUATE_CHECKPOINTS)):
-        out += [(f"params.{name}.{pr.item.removeprefix('params.')}", pr.problem)
-                for pr in check_checkpoints(ctx.cfg, _section(section, keys), manifest, wdir)]
+    manifest, wdir = load_manifest(), weights_dir(ctx.cfg)
+    out = [(f"{name}.{pr.item}", pr.problem) for name in ctx.spec.uses
+           for pr in check_checkpoints(ctx.cfg, ctx.cfg.stage(name), manifest, wdir)]
     if out:
         return out
-    resolved = settings(ctx, strict=False)
-    if resolved.generate.model == "full":
+    p = settings(ctx)
+    if p.generate.model == "full":
         from frozen.audioldm2 import preflight_pipeline
 
-        out += [("params.generate.checkpoint", msg) for msg in preflight_pipeline(resolved.generate.checkpoint)]
+        out += [("generate.params.checkpoint", msg) for msg in preflight_pipeline(p.generate.checkpoint)]
     from scoring.preflight import preflight_eval
 
-    out += [(f"params.evaluate.{item.removeprefix('params.')}", msg)
-            for item, msg in preflight_eval(dataclasses.asdict(resolved.evaluate))]
-    return out
+    return out + [(f"evaluate.{item}", msg) for item, msg in preflight_eval(p.evaluate)]
 
 
 def chosen_ids(val_ids: Path, clips: int, seed: int) -> list[str]:
@@ -174,7 +149,7 @@ def run(ctx: StageContext) -> None:
                            "stages.train.params.save_every to k > 0 (a new train run; e.g. --set "
                            "stages.train.params.save_every=5)")
     p = settings(ctx)
-    ids = chosen_ids(run_dir / "val_ids.txt", p.clips, p.seed)
+    ids = chosen_ids(run_dir / "val_ids.txt", p.own.clips, p.own.seed)
     out.mkdir(parents=True, exist_ok=True)
     with exclusive_lock(out / ".lock", what=f"the training dynamics {out}"):
         (out / "_stage.json").unlink(missing_ok=True)
@@ -183,8 +158,8 @@ def run(ctx: StageContext) -> None:
         todo = [e for e in epochs if ctx.force or not point_done(out, e, fp)]
         log.info("dynamics: %d saved epochs, %d to score, %d validation clips each", len(epochs), len(todo), len(ids))
         if todo:
-            points = Points(ctx.cfg, p, ids, device=pick_device(ctx.runtime("device", "auto")),
-                            batch_size=int(ctx.runtime("batch_size", 4)))
+            points = Points(ctx.cfg, p, ids, device=pick_device(ctx.runtime.device),
+                            batch_size=ctx.runtime.batch_size)
             for e in tqdm(todo, desc="dynamics", unit="epoch", disable=not ctx.progress):
                 points.score(e, epochs[e], point_dir(out, e), fp)
         rows = write_curve(run_dir)
@@ -195,7 +170,7 @@ class Points:
     """Each point: that epoch's weights generate the chosen clips, the evaluate protocol scores them. AudioLDM-2
     is built once; each point swaps in its epoch's mapper."""
 
-    def __init__(self, cfg, p: Params, ids: list[str], *, device, batch_size: int):
+    def __init__(self, cfg, p: Settings, ids: list[str], *, device, batch_size: int):
         self.cfg, self.p, self.ids, self.device, self.batch_size = cfg, p, ids, device, batch_size
         self._gen: Generator | None = None
 
@@ -217,7 +192,7 @@ class Points:
         with tempfile.TemporaryDirectory() as tmp:
             jobs, pairs = self.jobs(gen, epoch, point, Path(tmp))
             gen.run(jobs, point, progress=False)
-            res = evaluate(dataclasses.asdict(self.p.evaluate), pairs=pairs, out_dir=point,
+            res = evaluate(self.p.evaluate, pairs=pairs, out_dir=point,
                            record={"epoch": epoch, "fingerprint": fingerprint})
         shown = {k: res["metrics"][k] for k, _ in CURVE}
         log.info("dynamics: epoch %d: %s", epoch, ", ".join(
@@ -225,10 +200,10 @@ class Points:
         return res
 
     def jobs(self, gen: Generator, epoch: int, point: Path, tmp: Path) -> tuple[list, list]:
-        """The generation jobs and the evaluation pairs (generated vs the cached 16 kHz audio) of the chosen clips."""
-        from infer.generate import ClipJob, feature_names, source_video, streams
+        """The chosen clips (as the generate stage reads them from the cache) and the evaluation pairs (generated
+        vs the cached 16 kHz audio)."""
+        from infer.generate import cache_clips
         from pipeline import cache
-        from pipeline.framestore import load_clips
         from scoring.run import ClipPair
 
         root = cache.open_store(self.cfg.zarr_path, "r")
@@ -238,21 +213,11 @@ class Points:
         if missing:
             raise RuntimeError(f"validation clips {missing[:3]} of the train run are not in the cache "
                                f"{self.cfg.zarr_path}")
-        rows = [row_of[c] for c in self.ids]
-        first, second = streams(gen.spec, {n: root[f"{n}/emb"] for n in feature_names(gen.spec)})  # zarr arrays
-        gen.check_features(None if first is None else first.shape[1:], None if second is None else second.shape[1:],
-                           str(self.cfg.zarr_path))
-        clips = load_clips(self.cfg.frames_dir, set(rows))
-        jobs, pairs = [], []
-        for cid, i in zip(self.ids, rows):
-            c = clips[i]
-            video = source_video(str(meta["source"][i]), tmp)
-            gt = c.audio[: c.meta["audio_len"]] if c.meta["has_audio"] else None
-            jobs.append(ClipJob(id=cid, cavp=None if first is None else first[i],
-                                timechat=None if second is None else second[i], prompt=str(meta["label"][i]) or None,
-                                video=video, ground_truth=gt, info={"row": i, "epoch": epoch}))
-            pairs.append(ClipPair(cid, None if gt is None else (gt, 16000), point / f"{cid}.wav", video))
-        return jobs, pairs
+        clips = cache_clips(gen, root, meta, [row_of[c] for c in self.ids], self.cfg.frames_dir, tmp,
+                            str(self.cfg.zarr_path), info={"epoch": epoch})
+        pairs = [ClipPair(c.id, None if c.ground_truth is None else (c.ground_truth, 16000), point / f"{c.id}.wav",
+                          c.source) for c in clips]
+        return clips, pairs
 
 
 def read_curve(run: Path) -> list[dict]:

@@ -118,8 +118,8 @@ def cli(*args: str):
     (["--set", "foo", "status"],
      "error: --set foo: expected KEY=VALUE with a dotted key, e.g. stages.cavp.runtime.batch_size=16"),
     (["stage", "frams"], "error: unknown stage 'frams' (did you mean 'frames'? stages: frames, cavp, timechat, "
-                         "audiomae, clip, clap, train, generate, evaluate; targets: extract, extract_v2a, train, "
-                         "generate, evaluate)"),
+                         "audiomae, clip, clap, train, generate, evaluate, dynamics; targets: extract, extract_v2a, "
+                         "train, generate, evaluate, dynamics)"),
 ])
 def test_cli_user_errors_are_one_line_exit_2(args, line):
     res = cli(*args)

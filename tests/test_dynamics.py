@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import shutil
 
@@ -13,11 +14,10 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from e2e_project import E2E, REPO
-from infer.params import GenerateParams
-from lab.dynamics import CURVE, Params, chosen_ids, plot_curve, read_curve, write_curve
-from scoring.params import EvalParams
+from lab.dynamics import CURVE, Params, chosen_ids, plot_curve, read_curve, settings, write_curve
 from trainer.checkpoint import epoch_folder, saved_epochs, saves_epoch
 from v2a.config import load_config
+from v2a.context import stage_settings
 from v2a.runner import Runner
 
 
@@ -71,17 +71,20 @@ def test_the_same_seeded_clips_at_every_point(tmp_path):
 
 
 @pytest.mark.parametrize("overlays", [[], ["configs/demo.yaml"]], ids=["packaged", "demo"])
-def test_its_settings_are_the_generate_and_evaluate_stages(overlays):
-    """The dynamics stage's own copies of the generate and evaluate settings match those stages' (the keys that
-    choose clips, a checkpoint of the run or the gallery aside): one protocol for the table and the curve."""
+def test_it_generates_and_scores_with_the_generate_and_evaluate_stages_settings(overlays):
+    """One protocol for the table and the curve: the stage reads the generate and evaluate stages' own settings
+    (their checkpoint names resolved as those stages resolve them; only the gallery is left out), and they are part
+    of its fingerprint, not a copy in its params."""
     cfg = load_config([REPO / "stages.yaml", *(REPO / o for o in overlays)])
-    dyn = Params.model_validate(cfg.stage("dynamics").params)
-    skip = {"split", "max_clips", "mapper", "gallery", "gallery_max_clips"}
-    for name, mine in (("generate", dyn.generate), ("evaluate", dyn.evaluate)):
-        theirs = cfg.stage(name).params
-        assert {k: v for k, v in vars(mine).items() if k not in skip} == {k: v for k, v in theirs.items()
-                                                                           if k not in skip}, name
-    assert Params().generate == GenerateParams() and Params().evaluate == EvalParams()  # one default
+    runner = Runner(cfg)
+    p = settings(runner.context("dynamics", strict=False))
+    assert p.generate == stage_settings(cfg, "generate", strict=False)
+    assert p.evaluate == dataclasses.replace(stage_settings(cfg, "evaluate", strict=False), gallery=False)
+    assert set(Params.model_fields) == {"clips", "seed"}
+    other = Runner(load_config([REPO / "stages.yaml", *(REPO / o for o in overlays)],
+                               ["stages.generate.params.guidance=2.0"]))
+    assert other.fingerprint("dynamics").value != runner.fingerprint("dynamics").value
+    assert other.fingerprint("train").value == runner.fingerprint("train").value
 
 
 def test_run_asks_train_for_per_epoch_weights(tmp_path, demo_config):
@@ -102,7 +105,7 @@ def test_dynamics_stage_end_to_end(e2e_project, tmp_path, demo_config):
     root = tmp_path / "p"
     shutil.copytree(e2e_project[0], root)  # copy2: the videos keep their mtimes, the features stay fresh
     cfg = lambda *sets: demo_config(root, *E2E, "stages.train.params.save_every=2",  # noqa: E731
-                                    "stages.dynamics.params.generate.steps=2", *sets)
+                                    "stages.generate.params.steps=2", *sets)
     assert Runner(cfg()).run(["dynamics"], progress=False) == ["train", "dynamics"]  # save_every: a new train run
     run = root / "runs" / "mapper"
     kept = next(run.parent.glob("mapper.*"))  # the run without per-epoch weights, kept aside
@@ -136,6 +139,7 @@ def test_dynamics_stage_end_to_end(e2e_project, tmp_path, demo_config):
     assert (out / "epoch-0003" / "metrics.json").stat().st_mtime_ns == before
     assert (out / "epoch-0002" / "metrics.json").exists()
 
-    # its own settings make it stale, not train
-    r = Runner(cfg("stages.dynamics.params.generate.steps=3"))
-    assert r.status("train") == (True, []) and r.status("dynamics") == (False, ["params changed"])
+    # its own settings and those of the stages it uses make it stale, not train
+    for change in ("stages.generate.params.steps=3", "stages.dynamics.params.clips=1"):
+        r = Runner(cfg(change))
+        assert r.status("train") == (True, []) and r.status("dynamics") == (False, ["params changed"])

@@ -131,24 +131,23 @@ def test_training_dynamics_points_and_unchanged_training(project, tmp_path):
     folder.mkdir()
     (folder / "dyn.yaml").write_text("experiment: {description: mfm-mapper with dynamics}\n"
                                      "stages: {train: {params: {encoders: both, fusion: concat, epochs: 40, "
-                                     "dynamics_every: 1, dynamics_clips: 2}}}\n")
+                                     "save_every: 1}}, dynamics: {params: {clips: 2}}}\n")
     over = sets(root) + [f"experiments.presets={folder}"]
-    assert run_experiment(FILES, over, "dyn", ["train"], progress=False) == ["train"]
+    assert run_experiment(FILES, over, "dyn", ["dynamics"], progress=False) == ["train", "dynamics"]
     run = root / "runs" / "dyn" / "mapper"
-    rows = list(csv.DictReader(open(run / "dynamics.csv")))
+    rows = list(csv.DictReader(open(run / "dynamics" / "dynamics.csv")))
     assert [r["epoch"] for r in rows] == ["1", "2"] and all(r["ib_score"] == "" for r in rows)  # IB off in this test
-    assert (run / "dynamics.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (run / "dynamics" / "dynamics.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     val = (run / "val_ids.txt").read_text().split()  # this small demo holds 1 validation clip: FD is skipped
     for e in (1, 2):
         point = run / "dynamics" / f"epoch-{e:04d}"
         assert sorted(p.stem for p in point.glob("*.wav")) == sorted(val)[:2]  # the listening samples
         m = json.loads((point / "metrics.json").read_text())
         assert m["epoch"] == e and m["counts"]["clips"] == len(val[:2]) and m["metrics"]["kl_passt"]["status"] == "ok"
-        assert not (point / "mapper").exists()
     res = ablations(FILES, over, ["dyn"], run=False)
     assert "## Training dynamics" in Path(res["files"]["report"]).read_text()
     assert Path(res["files"]["dynamics"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    # the points do not change the training: the same weights as mfm-mapper (same params otherwise)
+    # keeping per-epoch weights does not change the training: the same weights as mfm-mapper (same params otherwise)
     a = load_file(str(next((run / "last").glob("model-*.safetensors"))))
     b = load_file(str(next((root / "runs" / "mfm-mapper" / "mapper" / "last").glob("model-*.safetensors"))))
     assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)

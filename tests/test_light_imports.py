@@ -12,7 +12,7 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 HEAVY = ("torch", "transformers", "diffusers", "zarr")
 STAGE_MODULES = ("pipeline.frames", "pipeline.cavp", "pipeline.timechat", "pipeline.audiomae", "pipeline.clip",
-                 "pipeline.clap", "trainer.stage", "infer.stage", "scoring.stage")
+                 "pipeline.clap", "trainer.stage", "infer.stage", "scoring.stage", "lab.dynamics")
 LIGHT_PARAMS = ("frozen.names", "infer.params", "scoring.params")
 
 

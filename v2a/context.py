@@ -59,6 +59,17 @@ def resolved_params(spec: StageSpec, cfg: Config, *, strict: bool = True) -> dic
     return out
 
 
+def stage_settings(cfg: Config, name: str, *, strict: bool = True) -> Any:
+    """Stage ``name``'s validated ``Params`` instance with its checkpoint params resolved (:func:`resolved_params`);
+    the plain mapping for a stage module without a model."""
+    spec = cfg.stage(name)
+    plain = resolved_params(spec, cfg, strict=strict)
+    typed = spec.settings
+    if typed is None or isinstance(typed, dict):
+        return plain
+    return with_values(typed, **{k: plain[k] for k in spec.checkpoints if plain.get(k) != spec.params.get(k)})
+
+
 def checkpoint_identity(spec: StageSpec, cfg: Config) -> dict:
     """Identity of the weights a stage loads: files by path/size/mtime, hub ids and missing manifest entries by
     name, tiny by seed."""
@@ -152,11 +163,14 @@ class StageContext:
         """The stage's validated ``Params`` instance (v2a/schema.py), weights-manifest names of its checkpoint params
         resolved to local paths (v2a/weights.yaml); the plain mapping for a stage module without a model."""
         if self._resolved is None:
-            plain = resolved_params(self.spec, self.cfg, strict=self.strict)
-            changed = {k: plain[k] for k in self.spec.checkpoints if plain.get(k) != self.spec.params.get(k)}
-            typed = self.spec.settings
-            self._resolved = plain if typed is None or isinstance(typed, dict) else with_values(typed, **changed)
+            self._resolved = stage_settings(self.cfg, self.name, strict=self.strict)
         return self._resolved
+
+    def uses(self, name: str) -> Any:
+        """The resolved settings of a stage listed in this stage's ``uses`` (part of this stage's fingerprint)."""
+        if name not in self.spec.uses:
+            raise KeyError(f"stage {self.name} reads the settings of {name}, which its `uses` does not list")
+        return stage_settings(self.cfg, name, strict=self.strict)
 
     @property
     def runtime(self) -> Any:
@@ -203,10 +217,14 @@ class Stages:
             inputs[raw] = None if p is None else path_identity(p)
         for up in spec.needs:
             inputs[up] = self.fingerprint(up).value
+        params, checkpoint = spec.params, checkpoint_identity(spec, self.cfg)
+        if spec.uses:  # the settings of other stages this one computes with (not their outputs)
+            params = {"own": params, **{u: self.cfg.stage(u).params for u in spec.uses}}
+            checkpoint = {"own": checkpoint, **{u: checkpoint_identity(self.cfg.stage(u), self.cfg) for u in spec.uses}}
         comps = {
-            "params": sha256_json(spec.params),
+            "params": sha256_json(params),
             "code": code_identity(spec.module),
-            "checkpoint": sha256_json(checkpoint_identity(spec, self.cfg)),
+            "checkpoint": sha256_json(checkpoint),
             "inputs": inputs,
         }
         fp = Fingerprint(comps)

@@ -44,6 +44,8 @@ class StageSpec:
     name: str
     module: str  # python module with run(ctx)
     needs: list[str] = field(default_factory=list)  # upstream stages
+    uses: list[str] = field(default_factory=list)  # stages whose settings (params, checkpoints; not outputs) this
+    # stage computes with too: part of its fingerprint, read as ctx.uses(name) (the dynamics stage: generate, evaluate)
     inputs: list[str] = field(default_factory=list)  # names under `paths` that are raw inputs (frames stage)
     checkpoints: list[str] = field(default_factory=list)  # keys of params that name weights (paths or hub ids)
     params: dict[str, Any] = field(default_factory=dict)  # fingerprinted: changing them reruns the stage
@@ -54,7 +56,6 @@ class StageSpec:
     # above are their plain JSON form, fingerprinted and recorded). A module without a model gets its mapping.
     settings: Any = field(default=None, repr=False, compare=False)
     options: Any = field(default=None, repr=False, compare=False)
-
 
 
 class Options(BaseModel):
@@ -233,11 +234,11 @@ def _section(where: str, data: Any, model: type | None) -> tuple[Any, list[str]]
 
 
 def _check_refs(stages: dict, targets: dict) -> list[str]:
-    """``needs`` and ``targets`` name stages; ``inputs`` name paths."""
+    """``needs``, ``uses`` and ``targets`` name stages; ``inputs`` name paths."""
     problems, names, path_names = [], list(stages), field_names(Paths)
     for name, spec in stages.items():
-        problems += [unknown_ref(f"stages.{name}.needs", up, names, "stage")
-                     for up in spec["needs"] if up not in stages]
+        problems += [unknown_ref(f"stages.{name}.{key}", up, names, "stage")
+                     for key in ("needs", "uses") for up in spec[key] if up not in stages]
         problems += [unknown_ref(f"stages.{name}.inputs", p, path_names, "path")
                      for p in spec["inputs"] if p not in path_names]
     for t, members in targets.items():
