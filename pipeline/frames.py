@@ -241,22 +241,6 @@ def process_clip_to_part(frames_dir: str, k: int, src: dict, index: int, params:
     return rec, (write_part(Path(frames_dir), k, rec, members) if members is not None else None)
 
 
-def preflight(ctx: StageContext) -> list[tuple[str, str]]:
-    """Before any stage starts: the labels table reads cleanly (a duplicate id, a bad split... is one line here,
-    not an error after other stages ran)."""
-    from pipeline.inputs import read_labels
-    from v2a.io import InputError
-
-    labels = ctx.cfg.optional_path("labels")
-    if labels is None or not labels.is_file():
-        return []  # unset, or a missing file: the generic input check reports it
-    try:
-        read_labels(labels)
-    except InputError as e:
-        return [("paths.labels", str(e))]
-    return []
-
-
 def run(ctx: StageContext) -> None:
     p: FramesParams = ctx.params
     out = ctx.cfg.frames_dir

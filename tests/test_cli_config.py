@@ -53,13 +53,13 @@ def test_status_shows_stages_the_chain_never_uses_as_not_used(tmp_path, monkeypa
     base = ["-c", str(REPO / "stages.yaml")]
     res = CliRunner().invoke(app, base + ["-c", str(REPO / "configs" / "v2a-mapper.yaml"), "status"])
     rows = {ln.split()[0]: ln.split()[1:] for ln in res.output.splitlines() if not ln.startswith("problem")}
-    assert {n for n, r in rows.items() if r[:2] == ["not", "used"]} == {"cavp", "timechat", "audiomae"}
+    assert {n for n, r in rows.items() if r[:2] == ["not", "used"]} == {"cavp", "timechat", "audiomae", "dynamics"}
     assert rows["cavp"][2:] == ["-", "evaluate", "does", "not", "need", "it"]
     problems = [ln for ln in res.output.splitlines() if ln.startswith("problem: ")]
     assert any(p.startswith("problem: clip: ") for p in problems)  # the full run's weights are not here
     assert not any(p.startswith(f"problem: {n}: ") for p in problems for n in ("cavp", "timechat", "audiomae"))
     res = CliRunner().invoke(app, base + ["status"])
     rows = {ln.split()[0]: ln.split()[1:] for ln in res.output.splitlines() if not ln.startswith("problem")}
-    assert {n for n, r in rows.items() if r[:2] == ["not", "used"]} == {"clip", "clap"}
+    assert {n for n, r in rows.items() if r[:2] == ["not", "used"]} == {"clip", "clap", "dynamics"}  # Fig. 3: asked
     assert not any(ln.startswith(("problem: clip: ", "problem: clap: ")) for ln in res.output.splitlines())
     assert any(ln.startswith("problem: cavp: ") for ln in res.output.splitlines())
