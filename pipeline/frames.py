@@ -379,8 +379,7 @@ def _finalize(ctx: StageContext, out: Path, n_shards: int, n_clips: int, p: Fram
     per_clip = float(np.mean([r["bytes"] for r in kept])) if kept else 0.0
     summary = {"clips": n_clips, "rejected": len(rejects), "no_audio": sum(not r["has_audio"] for r in kept),
                "silent": sum(r["audio_silent"] for r in kept), "bytes_per_clip": round(per_clip)}
-    log.info("frames: %d clips, %d rejected, %d without audio, %d silent (%.1f KB per clip stored; rejects in %s)",
-             n_clips, len(rejects), summary["no_audio"], summary["silent"], per_clip / 1024, out / "rejects.csv")
+    log.info("frames: %s (%.1f KB per clip stored; rejects in %s)", summary, per_clip / 1024, out / "rejects.csv")
     share = len(rejects) / max(1, n_clips)
     if share > p.max_reject_share:
         raise RuntimeError(

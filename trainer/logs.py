@@ -15,13 +15,17 @@ import sys
 from pathlib import Path
 
 from v2a.io import atomic_write_text
-from v2a.logfmt import g5
 
 log = logging.getLogger(__name__)
 
 CSV_FIELDS = ["epoch", "step", "lr", "train_loss", "val_loss", "tf_mse", "tf_cos", "ar_mse", "ar_cos",
               "base_mse", "base_cos", "seconds"]
 SCALARS = CSV_FIELDS[2:-1]
+
+
+def g5(x) -> str:
+    """A float with 5 significant digits for log lines (None -> '-')."""
+    return "-" if x is None else f"{float(x):.5g}"
 
 
 def epoch_line(row: dict, epochs: int) -> str:
