@@ -8,9 +8,13 @@ V2A := $(VENV)/bin/v2a
 CONFIG ?= -c stages.yaml
 DEMO := -c stages.yaml -c configs/demo.yaml
 WORKERS ?= 1
+# `make status` after `make demo` shows the demo (demo/ is there and the full run's cache/ and data/ are not);
+# CONFIG=... on the command line always wins; `make demo-status` is always the demo's.
+FULL_RUN := $(filter command line environment,$(origin CONFIG))$(wildcard cache data)
+STATUS_CONFIG := $(if $(FULL_RUN),$(CONFIG),$(if $(wildcard demo),$(DEMO),$(CONFIG)))
 
 .PHONY: help install demo demo-mappers test extract train generate evaluate reproduce stage status bench \
-        clean-demo experiment ablations demo-ablations weights check smoke-full
+        demo-status clean-demo experiment ablations demo-ablations weights check smoke-full
 
 help:
 	@echo "make demo      tiny models on synthetic clips, end to end (writes demo/)"
@@ -22,7 +26,8 @@ help:
 	@echo "make evaluate  the paper's metrics, Table-1 report and HTML gallery"
 	@echo "make reproduce extract -> train -> generate -> evaluate with stages.yaml (GPU, released weights)"
 	@echo "make stage STAGE=timechat [FORCE=1]   rerun one stage"
-	@echo "make status    which stages are fresh or stale, and why"
+	@echo "make status    which stages are fresh or stale, and why (the demo's when only demo/ exists)"
+	@echo "make demo-status   the same for the demo (demo/)"
 	@echo "make bench     benchmarks (prints figures and ratios)"
 	@echo "make experiment NAME=cavp-only   one named experiment (configs/experiments/) -> runs/NAME, outputs/NAME"
 	@echo "make ablations every experiment + one combined report (outputs/ablations/report.md)"
@@ -92,7 +97,10 @@ stage: install
 	$(V2A) $(CONFIG) stage $(STAGE) $(if $(FORCE),--force) --workers $(WORKERS)
 
 status: install
-	$(V2A) $(CONFIG) status
+	$(V2A) $(STATUS_CONFIG) status
+
+demo-status: install
+	$(V2A) $(DEMO) status
 
 weights: install
 	$(V2A) $(CONFIG) weights fetch

@@ -18,12 +18,29 @@ log = logging.getLogger(__name__)
 DEFAULT_CHECKPOINT = "cvssp/audioldm-s-full-v2"
 
 
+class _NoDeprecationNotice(logging.Filter):
+    """Drops diffusers' "The AudioLDMPipeline has been deprecated and will not receive bug fixes ..." line, logged at
+    every construction: AudioLDM is V2A-Mapper's generator as its paper used it, and diffusers 0.42.1 (pinned)
+    still ships and runs it. Only that message of that class is dropped."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.getMessage()
+        return not ("AudioLDMPipeline" in msg and "has been deprecated" in msg)
+
+
+def _silence_deprecation_notice() -> None:
+    notices = logging.getLogger("diffusers.pipelines.pipeline_utils")
+    if not any(isinstance(f, _NoDeprecationNotice) for f in notices.filters):
+        notices.addFilter(_NoDeprecationNotice())
+
+
 def build_audioldm_pipeline(params: dict, device: str | torch.device = "cpu"):
     """An ``AudioLDMPipeline`` with a DDIM scheduler (or ``params['scheduler']``), eval mode, on ``device``.
     ``params['model']``: ``full`` loads ``params['checkpoint']`` with ``from_pretrained`` (float16 on CUDA when
     ``half``); ``tiny`` builds small seeded components (``seed``, ``clap_dim``)."""
     from diffusers import AudioLDMPipeline
 
+    _silence_deprecation_notice()
     device = torch.device(device)
     model = params.get("model", "full")
     if model == "full":

@@ -1,6 +1,6 @@
 """Pooled AudioMAE target (AudioLDM-2's "LOA"): 16 kHz audio -> (8, 768) per 10.24 s clip.
 
-Facts (docs/../shared/reference/MODELS.md section 4, checked against AudioLDM2's ``audiomae`` code):
+Facts (docs/models.md section 4, "Pooled AudioMAE target"; checked against AudioLDM2's ``audiomae`` code):
 
 1. waveform: mean removed and peak scaled to 0.5 over the real samples, zero-padded to 163,840 samples (10.24 s);
 2. Kaldi fbank (``frozen/audio.py``) after removing the padded waveform's mean: 1022 frames x 128 mel,

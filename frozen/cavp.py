@@ -1,6 +1,6 @@
 """CAVP video encoder (Diff-Foley): a SlowOnly ResNet3D-50 backbone plus a linear projection head.
 
-Facts (docs/../shared/reference/MODELS.md section 2): frames in [0, 1] without mean/std, no temporal stride
+Facts (docs/models.md section 2, "CAVP"): frames in [0, 1] without mean/std, no temporal stride
 anywhere (one output per input frame), spatial mean pooling, Linear(2048, 512), L2-normalised per frame.
 Submodule names reproduce the released checkpoint keys (``video_encoder.*``, ``video_project_head.*``).
 

@@ -1,6 +1,6 @@
 """EVA-CLIP ViT-g/14 image tower as used by BLIP-2 / InstructBLIP / TimeChat (``visual_encoder.*``).
 
-Facts (shared/reference/MODELS.md section 3): patch 14 at 224 (256 patches + CLS = 257 tokens), width 1408,
+Facts (docs/models.md section 3, "TimeChat visual path"): patch 14 at 224 (256 patches + CLS = 257 tokens), width 1408,
 39 pre-LayerNorm blocks (eps 1e-6), 16 heads of 88, MLP 6144 with exact GELU, qkv without bias plus separate
 ``q_bias``/``v_bias`` (the key bias is zero), absolute position embedding, no final norm, no head.
 Parameter names reproduce the released ``eva_vit_g.pth`` keys (without the ``visual_encoder.`` prefix); the blocks

@@ -6,10 +6,10 @@
 - video Q-Former (``video_Qformer.bert.*``): 2 layers, cross-attention in each (to 768-d frame tokens), no text
   input: only the embeddings LayerNorm and the query FFNs exist.
 
-Semantics (MODELS.md section 3): the embeddings are ``LayerNorm(cat([queries, word + position(text)]))``, text
-positions start at 0; self-attention runs over queries + text with the text padding masked as keys; only the
-query rows go through cross-attention and the query FFN, the text rows through the text FFN; the output keeps
-the text rows: (N, Q + L, H).  Post-LN BERT blocks, exact GELU, LayerNorm eps 1e-12.
+Semantics (docs/models.md section 3, "TimeChat visual path"): the embeddings are
+``LayerNorm(cat([queries, word + position(text)]))``, text positions start at 0; self-attention runs over queries
++ text with the text padding masked as keys; only the query rows go through cross-attention and the query FFN, the
+text rows through the text FFN; the output keeps the text rows: (N, Q + L, H).  Post-LN BERT blocks, exact GELU, LayerNorm eps 1e-12.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """TimeChat (CVPR 2024) visual path up to the sliding-window video Q-Former: EVA ViT-g -> ln_vision ->
 time-aware frame Q-Former -> frame position embedding -> video Q-Former per window (-> optional llama_proj).
 
-Facts: shared/reference/MODELS.md section 3 and TimeChat's ``encode_videoQformer_visual``. Module names reproduce
-the released keys (``visual_encoder.*``, ``ln_vision.*``, ``Qformer.bert.*``, ``query_tokens``,
+Facts: docs/models.md section 3 ("TimeChat visual path") and TimeChat's ``encode_videoQformer_visual``. Module
+names reproduce the released keys (``visual_encoder.*``, ``ln_vision.*``, ``Qformer.bert.*``, ``query_tokens``,
 ``video_frame_position_embedding.*``, ``video_query_tokens``, ``video_Qformer.bert.*``, ``llama_proj.*``).
 
 The frame count, the instruction times and the window layout come from the clip grid (frozen/grid.py): T frames

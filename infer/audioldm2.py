@@ -1,4 +1,5 @@
-"""AudioLDM-2 generation from the mapper's tokens (paper section 4.1.2, reference/MODELS.md section 6).
+"""AudioLDM-2 generation from the mapper's tokens (paper section 4.1.2; docs/models.md section 6, "Generation with
+AudioLDM2Pipeline").
 
 The mapper replaces AudioLDM-2's own GPT-2: its (B, 8, D) tokens go to the UNet's first cross-attention stream as
 ``generated_prompt_embeds``; the class label, encoded by the pipeline's FLAN-T5, goes to the second stream.

@@ -18,6 +18,7 @@ from infer.generate import GenerateParams, mapper_checkpoint
 from infer.pipeline import MFMMapperPipeline, save_folder
 from v2a.config import Config
 from v2a.io import read_json
+from v2a.logfmt import g5
 
 log = logging.getLogger(__name__)
 
@@ -107,25 +108,34 @@ def pipeline_parts(cfg: Config, which: str = "best", device: str = "cpu") -> dic
             "training": training_facts(cfg, ckpt, which)}
 
 
-def check_trained(cfg: Config) -> None:
+USE_MAPPER = ("pass --mapper DIR_OR_ID (a pipeline folder written by `v2a export`, or a hub id), "
+              "or train one with this configuration first (`v2a run train`)")
+
+
+def check_trained(cfg: Config, hint: str = USE_MAPPER) -> None:
+    """Refuse a run whose train stage is not fresh, in one line that says what to do instead (``hint``)."""
     from v2a.runner import Runner
 
     fresh, why = Runner(cfg).status("train")
-    if not fresh:
-        raise RuntimeError(f"the mapper in {cfg.mapper_dir} is stale for this configuration "
-                           f"({'; '.join(why)}): its encoders are not those configured; run `make train` first")
+    if fresh:
+        return
+    if why == ["never run"]:
+        raise RuntimeError(f"no trained mapper in {cfg.mapper_dir}: {hint}")
+    raise RuntimeError(f"the mapper in {cfg.mapper_dir} is not up to date for this configuration "
+                       f"({'; '.join(why)}): {hint}")
 
 
 def export_run(cfg: Config, out: Path, which: str = "best") -> Path:
     """Write the pipeline folder of the trained run to ``out``; returns it."""
     if which not in ("best", "last"):
         raise ValueError(f"export: checkpoint {which!r} is not 'best' or 'last'")
-    check_trained(cfg)
+    check_trained(cfg, "nothing to export; train one with this configuration first (`v2a run train`), or use an "
+                       "exported folder or hub id as it is (v2a generate --mapper DIR_OR_ID)")
     parts = pipeline_parts(cfg, which)
     folder = save_folder(out, **parts)
     best = parts["training"]["best"]
     log.info("exported the %s mapper (epoch %s, validation MSE %s) to %s", which, best.get("epoch"),
-             best.get("tf_mse", best.get("val_loss")), folder)
+             g5(best.get("tf_mse", best.get("val_loss"))), folder)
     return folder
 
 

@@ -12,6 +12,8 @@ from typing import List, Optional
 
 import typer
 
+from v2a.logfmt import pairs
+
 log = logging.getLogger("v2a")
 
 ERRORS = (RuntimeError, ValueError, FileNotFoundError)
@@ -91,6 +93,6 @@ def register(app: typer.Typer, state) -> None:
             res = evaluate_folders(cfg.stage("evaluate").settings, pred, gt, dest, video)
         except ERRORS as e:
             _fail(e)
-        shown = {k: (round(m["value"], 4) if m.get("status") == "ok" else m.get("status"))
-                 for k, m in res["metrics"].items()}
+        shown = pairs({k: (m["value"] if m.get("status") == "ok" else m.get("status"))
+                       for k, m in res["metrics"].items()})
         typer.echo(f"{shown}\nclips: {res['counts']['clips']} scored, unmatched: {res['unmatched']} -> {dest}")

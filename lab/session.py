@@ -21,8 +21,17 @@ log = logging.getLogger("v2a")
 class State:
     config_files: list[str] = []
     overrides: list[str] = []
-    progress: bool = True
+    wants_progress: bool = True  # False: --no-progress
     configured: bool = True  # False: no stages.yaml here and no -c (the packaged default)
+
+    @property
+    def progress(self) -> bool:
+        """Progress bars only when wanted and stderr is a terminal: a redirected log gets no tqdm lines."""
+        return self.wants_progress and sys.stderr.isatty()
+
+    @progress.setter
+    def progress(self, wanted: bool) -> None:
+        self.wants_progress = wanted
 
 
 STATE = State()

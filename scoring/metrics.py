@@ -14,6 +14,7 @@ Written from the protocol's description, checked against independent computation
 from __future__ import annotations
 
 import logging
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -49,9 +50,30 @@ def embedding_statistics(emb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return emb.mean(axis=0), np.atleast_2d(np.cov(emb, rowvar=False))
 
 
+_explained: set[str] = set()  # the known warnings already explained in this process (one line each, once)
+
+
+def _explain_once(key: str, line: str) -> None:
+    if key not in _explained:
+        _explained.add(key)
+        log.warning("%s", line)
+
+
 def _sqrtm(a: np.ndarray) -> np.ndarray:
-    """scipy's matrix square root (``disp`` is deprecated in SciPy 1.17; the default returns the array)."""
-    out = linalg.sqrtm(a)
+    """scipy's matrix square root (``disp`` is deprecated in SciPy 1.17; the default returns the array). scipy's
+    ``LinAlgWarning`` (a singular or ill-conditioned product: fewer clips than embedding dimensions, or embeddings
+    that do not vary) becomes one explained log line per process; other warnings pass through unchanged."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out = linalg.sqrtm(a)
+    for w in caught:
+        if issubclass(w.category, linalg.LinAlgWarning):
+            _explain_once("sqrtm", f"FD: the {a.shape[0]}-d covariance product is singular or ill-conditioned "
+                          "(fewer clips than embedding dimensions, or embeddings that do not vary), so its square "
+                          "root and the FD are approximate: an FD over so few clips is only indicative (the paper "
+                          "scores VGGSound's ~15k test clips).")
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
     return out[0] if isinstance(out, tuple) else out
 
 

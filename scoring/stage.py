@@ -26,6 +26,7 @@ from pipeline.framestore import load_clips
 from scoring.params import EvalParams
 from v2a.dist import pick_device
 from v2a.io import atomic_write_json, exclusive_lock, read_json
+from v2a.logfmt import pairs
 from v2a.schema import with_values
 
 if TYPE_CHECKING:  # annotations only: the runner is not part of a stage's code fingerprint
@@ -139,7 +140,7 @@ def run(ctx: StageContext) -> None:
         shown_pairs = _pairs(ctx, generated[: p.gallery_max_clips], want_frames=True) if p.gallery else []
         result = finish(p, shown_pairs, result, rows, out, ctx.record(experiment=ctx.cfg.experiment))
     shown = {k: (m.get("value") if m.get("status") == "ok" else m.get("status")) for k, m in result["metrics"].items()}
-    log.info("evaluate: %s -> %s", shown, out / "table.md")
+    log.info("evaluate: %s -> %s", pairs(shown), out / "table.md")
 
 
 def _score(ctx: StageContext, p: EvalParams, pairs: list[ClipPair], out: Path) -> None:

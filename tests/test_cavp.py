@@ -34,7 +34,7 @@ def write_released_format(model: CAVPVideoEncoder, path: Path, drop: str | None 
 # (a) the full model reproduces the released key list, in order, shape for shape
 def test_full_state_dict_matches_reference_keys(meta_keys, reference_keys):
     mine = meta_keys(lambda: CAVPVideoEncoder(CAVPConfig.full()))
-    ref = reference_keys("cavp_video_keys")  # derived from the reference code (MODELS.md)
+    ref = reference_keys("cavp_video_keys")  # derived from the reference code (docs/models.md)
     assert len(ref) == 320
     assert mine == ref
     assert CAVPConfig.full().feat_dim == 2048
@@ -160,7 +160,7 @@ def test_seed_determinism():
     assert not torch.allclose(ya, yc)
 
 
-# (e) an independent forward from the state dict alone, with the strides and paddings of MODELS.md section 2
+# (e) an independent forward from the state dict alone, with the strides and paddings of docs/models.md section 2
 def functional_forward(sd: dict, cfg: CAVPConfig, frames: torch.Tensor) -> torch.Tensor:
     def conv_bn(x, prefix, stride, padding, relu):
         x = F.conv3d(x, sd[f"{prefix}.conv.weight"], stride=stride, padding=padding)

@@ -52,7 +52,7 @@ def text_inputs(n: int, fps: int = 4):
 # (1) the full model reproduces the reference key list, shape for shape
 def test_full_state_dict_matches_reference_keys(meta_keys, reference_keys):
     mine = meta_keys(lambda: TimeChatVisual(TimeChatConfig.full()))
-    ref = reference_keys("timechat_visual_keys")  # derived from the reference code (MODELS.md)
+    ref = reference_keys("timechat_visual_keys")  # derived from the reference code (docs/models.md)
     assert len(ref) == 902 and len(mine) == 902
     assert dict(mine) == dict(ref)
     for prefix in ("visual_encoder.", "Qformer.", "video_Qformer."):  # same order inside every submodule
