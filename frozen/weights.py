@@ -65,7 +65,7 @@ def resolve_weights(ref: str, *, what: str, filename: str | None = None,
     ``owner/repo/path/in/repo``) fetched with ``hf_hub_download`` only when ``ref`` is not a local path.
     Returns the path and the identity for the cache."""
     from v2a.io import file_identity
-    from v2a.weights import load_manifest, resolve, weights_dir
+    from v2a.manifest import load_manifest, resolve, weights_dir
 
     ref = str(ref)
     manifest = load_manifest()

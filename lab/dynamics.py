@@ -104,7 +104,7 @@ def preflight(ctx: StageContext) -> list[tuple[str, str]]:
     (``save_every: 0``, the default): the stage is off, and ``v2a check`` of every stage must not fail for a figure
     nobody asked for; ``run`` then says what to set."""
     from v2a.check import check_checkpoints
-    from v2a.weights import load_manifest, weights_dir
+    from v2a.manifest import load_manifest, weights_dir
 
     if not ctx.cfg.stage("train").settings.save_every:
         return []

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from v2a.config import Config, StageSpec
 from v2a.context import Stages, stage_module
-from v2a.weights import hub_offline, load_manifest, local_path, weights_dir
+from v2a.manifest import hub_offline, load_manifest, local_path, weights_dir
 
 log = logging.getLogger(__name__)
 

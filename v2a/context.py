@@ -40,7 +40,7 @@ def resolved_params(spec: StageSpec, cfg: Config, *, strict: bool = True) -> dic
     """``spec.params`` with every checkpoint param that names a weights-manifest entry (v2a/weights.yaml) replaced
     by its local path, and relative paths that exist under the config root made absolute. A missing manifest
     entry raises WeightError (``strict``) or is left as its name."""
-    from v2a.weights import WeightError, load_manifest, resolve, weights_dir
+    from v2a.manifest import WeightError, load_manifest, resolve, weights_dir
 
     if not spec.checkpoints or spec.params.get("model") == "tiny":  # tiny models load no checkpoint
         return spec.params

@@ -26,9 +26,8 @@ import struct
 import zipfile
 from pathlib import Path
 
-FORMATS = ("torch", "safetensors", "json", "unknown")
-_BY_SUFFIX = {".pth": "torch", ".pt": "torch", ".ckpt": "torch", ".bin": "torch", ".safetensors": "safetensors",
-              ".json": "json"}
+from v2a.manifest import FORMATS, format_of  # noqa: F401 (re-exported: what an entry declares)
+
 _LEGACY_MAGIC = 0x1950A86A20F9469CFC6C  # torch.serialization.MAGIC_NUMBER
 _STORAGE_BYTES = {"DoubleStorage": 8, "FloatStorage": 4, "HalfStorage": 2, "BFloat16Storage": 2, "LongStorage": 8,
                   "IntStorage": 4, "ShortStorage": 2, "CharStorage": 1, "ByteStorage": 1, "BoolStorage": 1,
@@ -41,13 +40,6 @@ _HTML_STARTS = (b"<!doctype", b"<html", b"<head", b"<body", b"<?xml", b"<!--")
 
 class FormatError(ValueError):
     """The file is not what its entry says it is; the message is one line."""
-
-
-def format_of(file_name: str, declared: str | None = None) -> str:
-    """The entry's ``format`` field when set, else what the file name's suffix says (``unknown`` otherwise)."""
-    if declared:
-        return declared
-    return _BY_SUFFIX.get(Path(file_name.split("?")[0]).suffix.lower(), "unknown")
 
 
 def looks_like_html(head: bytes) -> bool:
