@@ -48,6 +48,9 @@ def test_train_identity_holds_only_what_trains():
     files = module_files("trainer.stage")
     assert not [f for f in files if f.startswith(("infer/", "scoring/", "lab/"))]
     assert "frozen/audioldm2.py" not in files  # AudioLDM-2's pipeline: generation's, not training's
+    # downloading and proving weights is not computing: the stages resolve manifest names (v2a/manifest.py) only
+    for stage in ("trainer.stage", "pipeline.cavp", "infer.stage", "scoring.stage"):
+        assert not {"v2a/weights.py", "v2a/transfer.py", "v2a/weight_formats.py"} & set(module_files(stage)), stage
     assert {"trainer/mapper.py", "trainer/train.py", "frozen/gpt2.py"} <= set(files)
     # the Fig. 3 stage holds generation and scoring (it runs them): its identity, not train's
     dyn = module_files("lab.dynamics")
