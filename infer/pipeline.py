@@ -88,6 +88,14 @@ def as_stored(frames: np.ndarray, n_frames: int, fp) -> np.ndarray:
     return out
 
 
+def check_span(settings: GenerationSettings, duration: float | None, whole: bool) -> None:
+    """``duration`` and ``whole`` are not both given, and ``duration`` is within ``settings.max_seconds``."""
+    if whole and duration is not None:
+        raise ValueError("give duration=... or whole=True, not both")
+    if duration is not None and not 0 < duration <= settings.max_seconds:
+        raise ValueError(f"duration={duration}: must be > 0 and at most {settings.max_seconds} s")
+
+
 def _frames_params(d: dict):
     from pipeline.frames import FramesParams
 
@@ -241,10 +249,7 @@ class MFMMapperPipeline:
         return min(want, end - start)
 
     def check_span(self, duration: float | None, whole: bool) -> None:
-        if whole and duration is not None:
-            raise ValueError("give duration=... or whole=True, not both")
-        if duration is not None and not 0 < duration <= self.settings.max_seconds:
-            raise ValueError(f"duration={duration}: must be > 0 and at most {self.settings.max_seconds} s")
+        check_span(self.settings, duration, whole)
 
     def prepare(self, path: str | Path, *, duration: float | None = None, whole: bool = False,
                 clip_id: str | None = None, label: bool = False) -> Clip:
