@@ -42,6 +42,7 @@ from v2a.io import InputError, atomic_write_text, exclusive_lock, read_json, sha
 log = logging.getLogger(__name__)
 
 REJECTS = "rejects.csv"
+LOCK = ".lock"  # in the output folder, held for the whole run
 
 
 def list_videos(inputs: list[Path]) -> list[Path]:
@@ -227,28 +228,22 @@ def run_videos(cfg: Config, inputs: list[Path], out: Path, *, mapper: str | None
     no prompt given: no prompt); ``""``: no prompt. ``whole`` covers each video's whole length in overlapping
     crossfaded 10 s windows, ``duration`` that many seconds; the sound is never longer than the video (infer/pipeline.py).
     Clip ``c`` is seeded ``clip_seed(seed, c's id)`` as in the generate stage and ``pipe()``."""
-    from infer.labels import AUTO, format_labels
+    from infer.labels import AUTO
     from pipeline.media import MediaError
     from v2a.dist import pick_device
 
     paths = list_videos(inputs)
     if not paths:
         raise InputError(f"no video files under {', '.join(map(str, inputs))}")
+    src = describe_mapper(cfg, mapper, configured=configured)  # records and configuration checks only
+    settings = src.settings.replace(negative_prompt=negative_prompt, steps=steps, guidance=guidance, seed=seed)
+    check_span(settings, duration, whole)
+    asked = _asked_prompt(prompt, src.generator, settings)
+    used = dataclasses.asdict(settings) if asked == AUTO else {
+        k: v for k, v in dataclasses.asdict(settings).items() if k != "label_model"}
     out.mkdir(parents=True, exist_ok=True)
     run = VideoRun()
-    with exclusive_lock(out / ".lock", what=f"v2a generate into {out}"):
-        src = describe_mapper(cfg, mapper, configured=configured)
-        settings = src.settings.replace(negative_prompt=negative_prompt, steps=steps, guidance=guidance, seed=seed)
-        check_span(settings, duration, whole)
-        asked = AUTO if prompt is None else prompt
-        if generator_for_text(src.generator) is False:
-            if prompt not in (None, "", AUTO):
-                log.warning("AudioLDM (V2A-Mapper) is conditioned on the CLAP embedding only: --prompt is unused")
-            asked = ""
-        elif asked == AUTO and not settings.label_model:
-            if prompt is not None:
-                raise ValueError("--prompt auto needs a CLIP (generate setting label_model), which is null here")
-            asked = ""
+    with exclusive_lock(out / LOCK, what=f"v2a generate into {out}"):  # before anything is written there
         # 1. every input probed before any model loads
         ok = []
         for path, cid in zip(paths, clip_ids(paths)):
@@ -262,7 +257,7 @@ def run_videos(cfg: Config, inputs: list[Path], out: Path, *, mapper: str | None
         todo = []
         for path, cid in ok:
             st = path.stat()
-            request = {"settings": dataclasses.asdict(settings), "prompt": asked,
+            request = {"settings": used, "prompt": asked,
                        "span": {"duration": duration, "whole": whole}, **src.identity,
                        "source": {"name": path.name, "size": st.st_size, "mtime_ns": st.st_mtime_ns}}
             key = sha256_json(request)
@@ -274,8 +269,8 @@ def run_videos(cfg: Config, inputs: list[Path], out: Path, *, mapper: str | None
             log.info("%d clips already complete in %s: skipped (--overwrite redoes them)", len(run.skipped), out)
         if todo:
             _generate(cfg, src, settings, todo, out, run, asked=asked, duration=duration, whole=whole,
-                      batch_size=batch_size, progress=progress, device=pick_device(
-                          cfg.stage("generate").runtime.get("device", "auto")), format_labels=format_labels)
+                      batch_size=batch_size, progress=progress,
+                      device=pick_device(cfg.stage("generate").runtime.get("device", "auto")))
         _write_rejects(out, run.rejects)
     if run.rejects and not run.written and not run.skipped:
         raise RuntimeError(f"no sound generated: all {len(run.rejects)} inputs were rejected (reasons in "
@@ -283,15 +278,30 @@ def run_videos(cfg: Config, inputs: list[Path], out: Path, *, mapper: str | None
     return run
 
 
-def generator_for_text(generator: str) -> bool:
-    """AudioLDM-2 takes a text prompt; AudioLDM (V2A-Mapper) does not."""
-    return generator == "audioldm2"
+def _asked_prompt(prompt: str | None, generator: str, settings: GenerationSettings) -> str:
+    """What the run asks for as prompt: a text, ``auto`` or ``''`` (none). AudioLDM (V2A-Mapper) takes no text;
+    without a label model, a video without a prompt gets none (``--prompt auto`` itself is then an error)."""
+    from infer.labels import AUTO
+
+    if generator != "audioldm2":
+        if prompt not in (None, "", AUTO):
+            log.warning("AudioLDM (V2A-Mapper) is conditioned on the CLAP embedding only: --prompt is unused")
+        return ""
+    if prompt is None:
+        if not settings.label_model:
+            log.info("no --prompt and no label_model: the videos get no prompt")
+            return ""
+        return AUTO
+    if prompt == AUTO and not settings.label_model:
+        raise ValueError("--prompt auto needs a CLIP to label the videos, but the generate setting label_model is "
+                         "null; give a prompt or set label_model")
+    return prompt
 
 
 def _generate(cfg: Config, src: MapperSource, settings: GenerationSettings, todo: list, out: Path, run: VideoRun,
-              *, asked: str, duration, whole: bool, batch_size: int, progress: bool, device, format_labels) -> None:
+              *, asked: str, duration, whole: bool, batch_size: int, progress: bool, device) -> None:
     """Load the models, decode and encode the clips to do (decoding rejects recorded), generate and write them."""
-    from infer.labels import AUTO
+    from infer.labels import AUTO, format_labels
     from pipeline.media import MediaError
 
     pipe = src.build(device)
