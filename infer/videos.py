@@ -308,7 +308,7 @@ def _generate(cfg: Config, src: MapperSource, settings: GenerationSettings, todo
     pipe.weights_config = cfg
     pipe.settings = settings  # the label model and every setting of this run
     cached = _cached_features(cfg, pipe.encoder_names) if src.run_mapper and not whole and duration is None else {}
-    clips, requests = [], {}
+    clips = []
     for path, cid, request, key in todo:
         hit = cached.get(str(path.resolve()))
         label = asked == AUTO
