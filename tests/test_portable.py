@@ -205,8 +205,8 @@ def test_whole_video_windows_are_crossfaded(pipe, exported, whole_result):
     seed = clip_seed(0, long.stem)
     assert clip.seed == seed
     two = dataclasses.replace(pipe.settings, steps=2)
-    parts = [pipe.generate([Clip("w", {n: a[k: k + 1] for n, a in clip.features.items()}, seed=seed + k)], two)[0]
-             for k in range(2)]
+    parts = [pipe.generate([Clip("w", {n: a[k: k + 1] for n, a in clip.features.items()}, prompt=clip.prompt,
+                                 seed=seed + k)], two)[0] for k in range(2)]
     close(audio, crossfade_join(parts, [0, 64000], 160000, len(audio)))
     close(audio[:64000], parts[0][:64000])  # before the overlap: window 0 alone
     close(audio[160000:], parts[1][96000: 96000 + len(audio) - 160000])  # after it: window 1 alone
