@@ -11,6 +11,11 @@ L2-normalised per frame (``normalize``, default true: CLIP compares embeddings b
 clips shorter than 10 s) are encoded like the others, as in the CAVP stage.
 
     build(params, device) -> CLIPEncoder      # the FrozenEncoder used by the cache stage (pipeline/clip.py)
+    build_zero_shot(model, device) -> CLIPZeroShot   # image and text towers: `--prompt auto` (infer/labels.py)
+
+The zero-shot model is the same checkpoint loaded whole (``CLIPModel``: ``get_image_features`` is exactly the
+``image_embeds`` of ``CLIPVisionModelWithProjection``), with its tokenizer; ``tiny`` is a seeded 2-layer model with a
+character-level tokenizer built in code (no files), for tests and the demo.
 """
 
 from __future__ import annotations
@@ -132,3 +137,90 @@ def build(params: dict, device: str = "cpu", grid: ClipGrid | None = None) -> CL
     log.info("clip: built %s model (D=%d) on %s", kind, cfg.projection_dim, device)
     return CLIPEncoder(model, info, device=device, half=half, normalize=bool(params.get("normalize", True)),
                        frame_batch=int(params.get("frame_batch", 80)), grid=grid)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Zero-shot labels: the image and the text towers (``--prompt auto``, infer/labels.py)
+# ----------------------------------------------------------------------------------------------------------------
+_TINY_CHARS = sorted(set("abcdefghijklmnopqrstuvwxyz0123456789-,.()'&/"))
+
+
+def tiny_tokenizer():
+    """A character-level ``CLIPTokenizer`` built in code: each character a token (``</w>`` on a word's last one)."""
+    from transformers import CLIPTokenizer
+
+    specials = ["<|startoftext|>", "<|endoftext|>"]
+    vocab = {t: i for i, t in enumerate(specials + _TINY_CHARS + [c + "</w>" for c in _TINY_CHARS])}
+    return CLIPTokenizer(vocab=vocab, merges=[], model_max_length=77)
+
+
+def tiny_clip_config():
+    """A small ``CLIPConfig``: the tiny vision tower of :func:`tiny_config` and a 2-layer text tower (16-d shared
+    space)."""
+    from transformers import CLIPConfig
+
+    vision = tiny_config().to_dict()
+    text = dict(vocab_size=len(tiny_tokenizer()), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                num_attention_heads=2, max_position_embeddings=77, bos_token_id=0, eos_token_id=1, pad_token_id=1)
+    return CLIPConfig(text_config=text, vision_config=vision, projection_dim=vision["projection_dim"])
+
+
+class CLIPZeroShot:
+    """A whole CLIP (image and text towers, their projections, ``logit_scale``) and its tokenizer, frozen, on one
+    device. ``image_embeddings``: uint8 frames (N, H, W, 3) -> (N, D); ``text_embeddings``: N strings -> (N, D);
+    both float32 on the CPU, L2-normalised (cosine = dot product)."""
+
+    def __init__(self, model, tokenizer, *, device: str | torch.device = "cpu", frame_batch: int = 32):
+        self.model, self.tokenizer = freeze(model).to(device), tokenizer
+        self.device, self.frame_batch = torch.device(device), frame_batch
+        self.size = int(model.config.vision_config.image_size)
+
+    @property
+    def logit_scale(self) -> float:
+        """CLIP's learned temperature, exp(logit_scale) (100 for the released models)."""
+        return float(self.model.logit_scale.detach().float().exp().cpu())
+
+    @torch.inference_mode()
+    def image_embeddings(self, frames: torch.Tensor) -> torch.Tensor:
+        outs = []
+        for s in range(0, frames.shape[0], self.frame_batch):
+            px = preprocess(frames[s: s + self.frame_batch], self.size).to(self.device)  # (n, 3, S, S)
+            out = self.model.get_image_features(pixel_values=px)
+            outs.append(F.normalize(getattr(out, "pooler_output", out).float(), dim=-1).cpu())
+        return torch.cat(outs)  # (N, D)
+
+    @torch.inference_mode()
+    def text_embeddings(self, texts: list[str], batch: int = 64) -> torch.Tensor:
+        outs = []
+        for s in range(0, len(texts), batch):
+            enc = self.tokenizer(list(texts[s: s + batch]), padding=True, truncation=True, return_tensors="pt")
+            out = self.model.get_text_features(input_ids=enc.input_ids.to(self.device),
+                                               attention_mask=enc.attention_mask.to(self.device))
+            outs.append(F.normalize(getattr(out, "pooler_output", out).float(), dim=-1).cpu())
+        return torch.cat(outs)  # (N, D)
+
+
+def tiny_zero_shot_model(seed: int = 0):
+    from transformers import CLIPModel
+
+    from frozen.weights import seeded
+
+    return seeded(lambda: CLIPModel(tiny_clip_config()), seed, perturb=0.02)
+
+
+def build_zero_shot(model: str, device: str | torch.device = "cpu", *, seed: int = 0) -> CLIPZeroShot:
+    """``model``: ``tiny`` (seeded, ``seed``), or a ``CLIPModel`` checkpoint: a local ``save_pretrained`` folder or a
+    hub id (``openai/clip-vit-large-patch14``, V2A-Mapper's CLIP) with its tokenizer."""
+    if model == "tiny":
+        return CLIPZeroShot(tiny_zero_shot_model(seed), tiny_tokenizer(), device=device)
+    from transformers import AutoTokenizer, CLIPModel
+
+    ref = str(Path(model).expanduser()) if Path(model).expanduser().exists() else model
+    try:
+        net, tok = CLIPModel.from_pretrained(ref), AutoTokenizer.from_pretrained(ref)
+    except (OSError, ValueError) as err:
+        raise FileNotFoundError(f"label_model {model!r} is neither a save_pretrained folder nor a reachable hub id "
+                                f"of a CLIP model (image and text towers, tokenizer): "
+                                f"{str(err).splitlines()[0] if str(err) else type(err).__name__}") from err
+    log.info("clip: zero-shot labels with %s on %s", model, device)
+    return CLIPZeroShot(net, tok, device=device)

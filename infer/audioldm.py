@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 from frozen.audioldm import DEFAULT_CHECKPOINT, SAMPLE_RATE, build_audioldm_pipeline, clap_width, \
     tiny_audioldm_components  # noqa: F401 (re-exported: the pipeline itself is frozen-model code)
+from infer.audioldm2 import initial_noise
 from infer.params import GenerationSettings
 
 log = logging.getLogger(__name__)
@@ -60,7 +61,9 @@ def generate_from_clap(pipe, embeddings: torch.Tensor | np.ndarray, *, seed: int
     cond = {"prompt_embeds": F.normalize(emb.float(), dim=-1).to(device, dtype)}  # (B, D), AudioLDM's condition
     if guidance > 1.0:
         cond["negative_prompt_embeds"] = unconditional_embedding(pipe).expand(n, -1).to(dtype)
+    generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]
+    latents = initial_noise(pipe, generators, audio_seconds)  # drawn on the CPU, whatever the device
     audio = pipe(prompt=None, num_inference_steps=int(steps), guidance_scale=guidance,
                  audio_length_in_s=audio_seconds, eta=eta, output_type="np", return_dict=False,
-                 generator=[torch.Generator("cpu").manual_seed(s) for s in seeds], **cond)[0]  # (B, samples)
+                 generator=generators, latents=latents, **cond)[0]  # (B, samples)
     return np.asarray(audio, dtype=np.float32)

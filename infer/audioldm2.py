@@ -78,12 +78,35 @@ def generate_audio(
         cond = conditioning(pipe, tokens[sl], list(prompts[sl]), negative_prompt=negative_prompt,
                             negative_generated=negative_generated, guidance=guidance)
         generators = [torch.Generator("cpu").manual_seed(s) for s in seeds[sl]]
+        latents = initial_noise(pipe, generators, audio_seconds)  # drawn on the CPU, whatever the device
         audio = pipe(
             prompt=None, num_inference_steps=steps, guidance_scale=guidance, audio_length_in_s=audio_seconds,
-            eta=eta, generator=generators, output_type="np", return_dict=False, **cond,
+            eta=eta, generator=generators, latents=latents, output_type="np", return_dict=False, **cond,
         )[0]  # (b, samples)
         out.append(np.asarray(audio, dtype=np.float32))
     return np.concatenate(out, axis=0)
+
+
+def latent_shape(pipe, audio_seconds: float) -> tuple[int, int, int]:
+    """(channels, frames, mel bins) of one clip's initial latents, as the AudioLDM(-2) pipeline derives them from
+    the length (its ``__call__`` step 0 and ``prepare_latents``: the height rounded up to the VAE's scale)."""
+    voc = pipe.vocoder.config
+    upsample = float(np.prod(voc.upsample_rates)) / voc.sampling_rate
+    height, scale = int(audio_seconds / upsample), pipe.vae_scale_factor
+    if height % scale:
+        height = int(np.ceil(height / scale)) * scale
+    return int(pipe.unet.config.in_channels), height // scale, int(voc.model_in_dim) // scale
+
+
+def initial_noise(pipe, generators: Sequence[torch.Generator], audio_seconds: float) -> torch.Tensor:
+    """The initial latents of a batch, one row per CPU generator, drawn as diffusers draws them (``randn_tensor``
+    with a list of generators: a (1, C, H, W) standard normal each, float32 on the CPU), then cast to the UNet's
+    dtype and left on the CPU (the pipeline moves them). The generators go on to the pipeline (DDIM's step noise
+    when eta > 0) in the same state as if the pipeline had drawn the latents itself. Drawing on the CPU makes a seed
+    give the same noise, hence the same sound up to float rounding, on every device (CUDA, MPS, CPU)."""
+    shape = (1, *latent_shape(pipe, audio_seconds))
+    noise = torch.cat([torch.randn(shape, generator=g, dtype=torch.float32) for g in generators])  # (B, C, H, W)
+    return noise.to(pipe.unet.dtype)
 
 
 def conditioning(

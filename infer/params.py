@@ -37,6 +37,10 @@ class GenerationSettings:
     seed: int = 0  # clip c gets clip_seed(seed, c's id); window k of it that + k (infer/core.py)
     overlap: float = 2.0  # seconds shared by consecutive 10 s windows (long videos)
     max_seconds: float = 600.0  # a whole video is covered up to this length
+    # CLIP for `--prompt auto` (infer/labels.py): a weights-manifest entry (V2A-Mapper's CLIP), a CLIPModel folder or
+    # hub id, or tiny; null: no automatic label (a video without one gets no prompt). The generate stage never uses
+    # it (it keeps the dataset's labels).
+    label_model: str | None = "clip_vit_l14"
 
     @classmethod
     def from_dict(cls, d: dict) -> "GenerationSettings":
@@ -64,6 +68,8 @@ def check_settings(s, where: str = "generation settings"):
         raise ValueError(f"{where}: steps={s.steps}: need at least 1 denoising step")
     if s.guidance < 0:
         raise ValueError(f"{where}: guidance={s.guidance}: must be >= 0 (<= 1 turns guidance off)")
+    if s.label_model is not None and (not isinstance(s.label_model, str) or not s.label_model.strip()):
+        raise ValueError(f"{where}: label_model={s.label_model!r}: name a CLIP checkpoint (or tiny), or null")
     if s.audio_seconds <= 0 or s.max_seconds <= 0 or s.overlap < 0:
         raise ValueError(f"{where}: audio_seconds={s.audio_seconds}, max_seconds={s.max_seconds}, "
                          f"overlap={s.overlap}: need positive lengths and overlap >= 0")

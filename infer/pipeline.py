@@ -8,6 +8,12 @@ AudioLDM for a V2A-Mapper), joined in the one generation core (``infer.core``)::
     pipe = MFMMapperPipeline.from_pretrained("exported/folder")      # or a hub id "owner/name"
     out = pipe("clip.mp4", prompt="dog barking", seed=0, output_dir="out")
     out.audios[0], out.sample_rate                                  # (samples,) float32, 16000
+    pipe("clip.mp4").labels[0]    # prompt="auto" (the default): [(VGGSound class, score)] x 3, the first the prompt
+
+How long the sound is (the same rule for ``pipe()``, ``v2a generate`` and the app; never longer than the video):
+the default is the first window, ``settings.audio_seconds`` (AudioLDM-2's 10.24 s for the first 10 s), cut to the
+video's length when the video is shorter; ``duration=d``: d seconds (overlapping crossfaded 10 s windows when longer
+than one window), again at most the video's length; ``whole=True``: the whole video, up to ``settings.max_seconds``.
 
 ``save_pretrained`` / ``from_pretrained`` / ``push_to_hub`` use the folder layout of ``infer.hub``. The call runs
 numbered steps: check the inputs, decode and encode each video (10 s windows), generate every window (mapper, then
@@ -19,10 +25,11 @@ from __future__ import annotations
 import dataclasses
 import logging
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
+import v2a.dist  # noqa: F401,I001 (first: on macOS it enables PyTorch's MPS fallback before torch is loaded)
 import numpy as np
 import torch
 
@@ -44,6 +51,7 @@ class MFMMapperOutput:
     sample_rate: int
     videos: list[Path | None]  # the videos with their new soundtrack (when output_dir was given)
     clips: list[Clip]  # what was generated per video: id, prompt, seed, window starts, features
+    labels: list[list[tuple[str, float]] | None] = field(default_factory=list)  # prompt="auto": top 3 per video
 
 
 def clip_ids(paths: Sequence[Path]) -> list[str]:
@@ -80,6 +88,14 @@ def as_stored(frames: np.ndarray, n_frames: int, fp) -> np.ndarray:
     return out
 
 
+def check_span(settings: GenerationSettings, duration: float | None, whole: bool) -> None:
+    """``duration`` and ``whole`` are not both given, and ``duration`` is within ``settings.max_seconds``."""
+    if whole and duration is not None:
+        raise ValueError("give duration=... or whole=True, not both")
+    if duration is not None and not 0 < duration <= settings.max_seconds:
+        raise ValueError(f"duration={duration}: must be > 0 and at most {settings.max_seconds} s")
+
+
 def _frames_params(d: dict):
     from pipeline.frames import FramesParams
 
@@ -97,6 +113,8 @@ class MFMMapperPipeline:
         self.device = device
         self.frames = _frames_params(encoders["frames"])
         self._built: dict = {}
+        self._labelers: dict = {}
+        self.weights_config = None  # a Config whose weights folder resolves manifest names (label_model)
 
     @property
     def mapper(self):
@@ -198,29 +216,54 @@ class MFMMapperPipeline:
             out[name] = y.astype(dtype).astype(np.float32)
         return out
 
+    def labeler(self):
+        """The zero-shot labeler of ``prompt="auto"`` (infer/labels.py) on ``settings.label_model``, built on first
+        use."""
+        name = self.settings.label_model
+        if not name:
+            raise ValueError("prompt 'auto' needs a CLIP to label the video, but the settings have label_model: null; "
+                             "give a prompt, or set label_model (e.g. openai/clip-vit-large-patch14)")
+        if name not in self._labelers:
+            from frozen.clip import build_zero_shot
+            from infer.labels import AutoLabeler, resolve_label_model
+
+            self._labelers[name] = AutoLabeler(build_zero_shot(resolve_label_model(name, self.weights_config),
+                                                               self.device))
+        return self._labelers[name]
+
+    def span_seconds(self, path: str | Path, duration: float | None = None, whole: bool = False) -> float:
+        """Seconds of sound for ``path`` (the module docstring's rule): never longer than the video."""
+        from infer.media_out import video_span
+        from pipeline.media import probe
+
+        self.check_span(duration, whole)
+        d = self.settings
+        if whole:
+            start, end = video_span(path)
+            return min(end - start, d.max_seconds)
+        want = d.audio_seconds if duration is None else float(duration)
+        known = probe(str(path)).duration  # container metadata: cheap; exact only when it matters
+        if known and known >= want + 1.0:
+            return want
+        start, end = video_span(path)
+        return min(want, end - start)
+
     def check_span(self, duration: float | None, whole: bool) -> None:
-        if whole and duration is not None:
-            raise ValueError("give duration=... or whole=True, not both")
-        if duration is not None and not 0 < duration <= self.settings.max_seconds:
-            raise ValueError(f"duration={duration}: must be > 0 and at most {self.settings.max_seconds} s")
+        check_span(self.settings, duration, whole)
 
     def prepare(self, path: str | Path, *, duration: float | None = None, whole: bool = False,
-                clip_id: str | None = None) -> Clip:
+                clip_id: str | None = None, label: bool = False) -> Clip:
         """Decode ``path`` and encode its windows (the clip's prompt and seed are the caller's to set). Raises
-        ``pipeline.media.MediaError`` for a file that is not a usable video. ``whole``: the video's whole length
-        (up to ``settings.max_seconds``); ``duration``: that many seconds (windows when longer than
-        ``settings.audio_seconds``); neither: one 10 s window."""
-        from infer.media_out import video_span
+        ``pipeline.media.MediaError`` for a file that is not a usable video. The length: :meth:`span_seconds`
+        (``whole``: the whole video; ``duration``: that many seconds, in windows when longer than
+        ``settings.audio_seconds``; neither: one window; never longer than the video). ``label``: also score the
+        decoded frames against the VGGSound classes (``info["labels"]``: the top 3, best first)."""
         from pipeline.media import decode_clip, probe
 
         self.check_span(duration, whole)
         fp, d = self.frames, self.settings
         probe(str(path))  # a file that is not a video fails here, with its reason
-        if whole:
-            start, end = video_span(path)
-            seconds = min(end - start, d.max_seconds)
-        else:
-            seconds = d.audio_seconds if duration is None else float(duration)
+        seconds = self.span_seconds(path, duration, whole)
         windowed = whole or seconds > d.audio_seconds
         starts = plan_windows(seconds, window=fp.seconds, overlap=d.overlap, fps=fp.fps) if windowed else [0.0]
         clip = decode_clip(str(path), fps=fp.fps, seconds=starts[-1] + fp.seconds, size=fp.size,
@@ -234,9 +277,12 @@ class MFMMapperPipeline:
                 feats.setdefault(name, []).append(y)
         samples = int(round(seconds * SAMPLE_RATE))
         gt = clip.audio[: min(clip.audio_len, samples)] if clip.has_audio and not clip.audio_silent else None
+        info = {"windows": len(starts), "video_seconds": clip.duration}
+        if label:
+            info["labels"] = self.labeler().top(clip.frames, clip.n_frames)
         return Clip(id=clip_id or clip_ids([Path(path)])[0], features={k: np.stack(v) for k, v in feats.items()},
                     starts=starts, samples=samples, window_seconds=fp.seconds, source=str(path), ground_truth=gt,
-                    info={"windows": len(starts), "video_seconds": clip.duration})
+                    info=info)
 
     def tokens(self, features: list[dict[str, np.ndarray]]) -> torch.Tensor:
         """Per window {encoder: (...)} -> the mapper's (N, n_tokens, D) output (seeded as window 0 of seed 0)."""
@@ -248,19 +294,21 @@ class MFMMapperPipeline:
         generation core (``infer.core``) with ``settings`` (default: the pipeline's)."""
         return self.core.generate(clips, settings or self.settings, batch_size=batch_size, progress=progress)
 
-    def __call__(self, video: str | Path | Sequence[str | Path], prompt: str | Sequence[str | None] | None = None, *,
+    def __call__(self, video: str | Path | Sequence[str | Path], prompt: str | Sequence[str | None] | None = "auto", *,
                  negative_prompt: str | None = None, steps: int | None = None, guidance: float | None = None,
                  seed: int | Sequence[int] | None = None, duration: float | None = None, whole: bool = False,
                  output_dir: str | Path | None = None, batch_size: int = 4,
                  progress: bool = False) -> MFMMapperOutput:
         """Sound for one video or a list of videos.
 
-        prompt: a text prompt (the class label, e.g. ``"dog barking"``) for all videos, or one per video (AudioLDM,
-        a V2A-Mapper's generator, takes none). seed: an int (video ``v`` gets ``clip_seed(seed, its clip id)``, the
+        prompt: a text prompt (the class label, e.g. ``"dog barking"``) for all videos, or one per video;
+        ``"auto"`` (the default): the best of the 309 VGGSound classes for the video's frames by CLIP zero-shot
+        (``settings.label_model``; the top 3 with their scores are ``out.labels``); ``None`` or ``""``: no prompt.
+        AudioLDM, a V2A-Mapper's generator, takes no text (and no label is computed). seed: an int (video ``v`` gets ``clip_seed(seed, its clip id)``, the
         id being its file stem made file-name safe and unique in the call, so its sound does not depend on the
         batch) or one int per video; window ``k`` of a long video uses that + k. duration: seconds of sound
         (default ``settings.audio_seconds``, the 10 s window); whole=True: the video's whole length, in overlapping
-        crossfaded windows (not with duration). negative_prompt, steps, guidance: replace the pipeline's
+        crossfaded windows (not with duration); never longer than the video (the module docstring). negative_prompt, steps, guidance: replace the pipeline's
         ``settings`` for this call. output_dir: also write ``<clip id><ext>`` there: the video stream copied, the
         new sound as its soundtrack.
         """
@@ -276,8 +324,14 @@ class MFMMapperPipeline:
         if len(prompts) != n:
             raise ValueError(f"prompt has {len(prompts)} values for {n} videos: give one, or one per video")
         self.check_span(duration, whole)
-        if not self.core.uses_text and any(prompts):
-            log.warning("AudioLDM (V2A-Mapper) is conditioned on the CLAP embedding only: the prompt is unused")
+        from infer.labels import AUTO, format_labels
+        from pipeline.media import probe
+
+        for p in paths:  # every file is a usable video before anything is decoded or built
+            probe(str(p))
+        if not self.core.uses_text:
+            if any(p and p != AUTO for p in prompts):
+                log.warning("AudioLDM (V2A-Mapper) is conditioned on the CLAP embedding only: the prompt is unused")
             prompts = [None] * n
         settings = self.settings.replace(negative_prompt=negative_prompt, steps=steps, guidance=guidance,
                                          seed=seed if isinstance(seed, (int, np.integer)) else None)
@@ -288,9 +342,14 @@ class MFMMapperPipeline:
             seeds = [int(s) for s in seed]
         else:
             raise ValueError(f"seed has {len(seed)} values for {n} videos: give one int, or one per video")
-        # 2. decode and encode every window of every video
-        clips = [dataclasses.replace(self.prepare(p, duration=duration, whole=whole, clip_id=cid), prompt=pr, seed=s)
-                 for p, cid, pr, s in zip(paths, ids, prompts, seeds)]
+        # 2. decode and encode every window of every video (and label those whose prompt is "auto")
+        clips = []
+        for p, cid, pr, s in zip(paths, ids, prompts, seeds):
+            c = self.prepare(p, duration=duration, whole=whole, clip_id=cid, label=pr == AUTO)
+            labels = c.info.get("labels")
+            if labels:
+                log.info("%s: prompt %r (auto: %s)", cid, labels[0][0], format_labels(labels))
+            clips.append(dataclasses.replace(c, prompt=labels[0][0] if labels else (pr or None), seed=s))
         # 3-4. the mapper and AudioLDM(-2) per window (batched across videos), windows joined with a crossfade
         audios = self.generate(clips, settings, batch_size=batch_size, progress=progress)
         # 5. the videos with their new soundtrack
@@ -304,7 +363,8 @@ class MFMMapperPipeline:
                 ext = p.suffix.lower() if p.suffix.lower() in MUX_EXTS else ".mkv"
                 videos[i] = Path(output_dir) / f"{c.id}{ext}"
                 mux_audio(p, a, videos[i])
-        return MFMMapperOutput(audios=audios, sample_rate=SAMPLE_RATE, videos=videos, clips=clips)
+        return MFMMapperOutput(audios=audios, sample_rate=SAMPLE_RATE, videos=videos, clips=clips,
+                               labels=[c.info.get("labels") for c in clips])
 
 
 def save_folder(folder: str | Path, mapper, *, encoders: dict, model_params: dict, settings: GenerationSettings,

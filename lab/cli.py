@@ -108,7 +108,9 @@ def generate(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder (default <outputs>/videos)."),
     mapper: Optional[str] = typer.Option(None, "--mapper", "-m", help="An exported pipeline folder or hub id "
                                          "(v2a export); default: the trained run (runs/mapper)."),
-    prompt: Optional[str] = typer.Option(None, "--prompt", "-p", help="Text prompt, e.g. the class 'dog barking'."),
+    prompt: Optional[str] = typer.Option(None, "--prompt", "-p", help="Text prompt, e.g. the class 'dog barking'. "
+                                         "Default 'auto': each video's best VGGSound class by CLIP zero-shot (top 3 "
+                                         "printed and kept in its json); '' for no prompt."),
     negative_prompt: Optional[str] = typer.Option(None, "--negative-prompt", help="Default: 'low quality, "
                                                   "average quality' (the mapper's generation defaults)."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Base seed (default 0); clip c uses a seed derived "
@@ -116,14 +118,18 @@ def generate(
     steps: Optional[int] = typer.Option(None, "--steps", help="DDIM steps (paper: 100)."),
     guidance: Optional[float] = typer.Option(None, "--guidance", help="Classifier-free guidance (paper: 3.5)."),
     duration: Optional[float] = typer.Option(None, "--duration", help="Seconds of sound (default 10.24: one "
-                                             "window; longer: overlapping windows)."),
+                                             "window; longer: overlapping windows; never longer than the video)."),
     whole: bool = typer.Option(False, "--whole", help="The whole video: overlapping 10 s windows, crossfaded."),
     batch_size: int = typer.Option(4, "--batch-size", "-b", help="Windows per AudioLDM-2 call."),
     force: bool = typer.Option(False, "--force", help="Stage mode: regenerate clips already done."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Files: redo clips already complete in the output "
+                                   "folder (default: skip them, so a killed run resumes)."),
 ) -> None:
     """Generate sound: for the cache's test split (no arguments) or for any videos given here.
 
-    Per clip: <id>.wav (16 kHz), the video with its new soundtrack (video stream copied), <id>.png spectrograms.
+    Per clip: <id>.wav (16 kHz), the video with its new soundtrack (video stream copied), <id>.png spectrograms,
+    <id>.json (written last). Clips already complete for the same settings are skipped; unusable files are listed
+    in rejects.csv; the last line counts done / skipped / rejected.
     """
     from lab.commands import generate_command
 
@@ -131,7 +137,8 @@ def generate(
     try:
         generate_command(r, list(videos or []), out=out, mapper=mapper, configured=STATE.configured, prompt=prompt,
                          negative_prompt=negative_prompt, seed=seed, steps=steps, guidance=guidance,
-                         duration=duration, whole=whole, batch_size=batch_size, force=force, progress=STATE.progress)
+                         duration=duration, whole=whole, batch_size=batch_size, force=force, progress=STATE.progress,
+                         overwrite=overwrite)
     except (RuntimeError, ValueError, FileNotFoundError) as e:
         fail(e)
 

@@ -16,11 +16,12 @@ log = logging.getLogger(__name__)
 def generate_command(r: Runner, videos: list[Path], *, out: Path | None, mapper: str | None, configured: bool,
                      prompt: str | None, negative_prompt: str | None, seed: int | None, steps: int | None,
                      guidance: float | None, duration: float | None, whole: bool, batch_size: int, force: bool,
-                     progress: bool) -> None:
+                     progress: bool, overwrite: bool = False) -> None:
     if not videos:
         given = [n for n, v in (("--mapper", mapper), ("--prompt", prompt), ("--negative-prompt", negative_prompt),
                                 ("--seed", seed), ("--steps", steps), ("--guidance", guidance),
-                                ("--duration", duration), ("--whole", whole or None)) if v is not None]
+                                ("--duration", duration), ("--whole", whole or None),
+                                ("--overwrite", overwrite or None)) if v is not None]
         if given:
             raise ValueError(f"{', '.join(given)} apply to the videos given on the command line; for the generate "
                              "stage set stages.generate.params (e.g. --set stages.generate.params.steps=50)")
@@ -29,16 +30,22 @@ def generate_command(r: Runner, videos: list[Path], *, out: Path | None, mapper:
         return
     if steps is not None and steps < 1:
         raise ValueError(f"--steps {steps}: need at least 1 denoising step")
-    from infer.videos import generate_videos
+    from infer.labels import format_labels
+    from infer.videos import run_videos
 
     dest = out or r.cfg.videos_dir
-    done = generate_videos(r.cfg, videos, dest, mapper=mapper, configured=configured, prompt=prompt,
-                           negative_prompt=negative_prompt, steps=steps, guidance=guidance, seed=seed,
-                           duration=duration, whole=whole, batch_size=batch_size, progress=progress)
-    for rec in done:
-        typer.echo(f"{rec['id']}: {rec['wav']} {rec.get('video', '(no video: ' + rec.get('video_error', '') + ')')} "
-                   f"{rec['png']} ({rec['seconds']} s)")
-    typer.echo(f"wrote {len(done)} clips to {dest}")
+    run = run_videos(r.cfg, videos, dest, mapper=mapper, configured=configured, prompt=prompt,
+                     negative_prompt=negative_prompt, steps=steps, guidance=guidance, seed=seed, duration=duration,
+                     whole=whole, batch_size=batch_size, progress=progress, overwrite=overwrite)
+    for rec in run.written:
+        video = rec.get("video", "(no video: " + rec.get("video_error", "") + ")")
+        labels = rec.get("labels")
+        said = f" (auto: {format_labels([(x['label'], x['score']) for x in labels])})" if labels else ""
+        typer.echo(f"{rec['id']}: {rec['wav']} {video} {rec['png']} ({rec['seconds']} s), prompt "
+                   f"{rec['prompt']!r}{said}")
+    for source, reason, detail in run.rejects:
+        typer.echo(f"rejected {source}: {reason}{f' ({detail})' if detail else ''}")
+    typer.echo(run.summary(dest))
 
 
 def export_command(r: Runner, out_dir: Path, *, checkpoint: str, push_to_hub: str | None) -> None:

@@ -65,7 +65,9 @@ def same_sound_as_the_stage(cfg, root: Path, specs: dict, folder: Path, monkeypa
         (clip,) = out.clips
         assert clip.id == cid and clip.seed == clip_seed(0, cid)  # the demo videos' stems are their clip ids
         assert np.abs(stage[cid]).max() > 0
-        np.testing.assert_array_equal(out.audios[0], stage[cid])  # bit for bit
+        # bit for bit; the stage writes one whole window, pipe() cuts it to the video's length
+        assert len(out.audios[0]) <= len(stage[cid])
+        np.testing.assert_array_equal(out.audios[0], stage[cid][: len(out.audios[0])])
         rec = json.loads((root / "out" / "generated" / f"{cid}.json").read_text())
         assert rec["seed"] == clip.seed and rec["prompt"] == (s.label if prompts else None)
 

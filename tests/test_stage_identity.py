@@ -38,7 +38,8 @@ def append_comment(path: Path) -> None:
 def edit_package(root: Path, pkg: str) -> list[str]:
     """A comment appended to every file of ``pkg``; returns their paths relative to ``root``."""
     files = sorted(p for p in (root / pkg).rglob("*") if p.is_file())
-    assert files and all(p.suffix == ".py" for p in files), "a non-Python file would need another comment syntax"
+    # .py files, and data files whose readers skip '#' lines (infer/data/vggsound_classes.txt)
+    assert files and all(p.suffix in (".py", ".txt") for p in files), "a file would need another comment syntax"
     for p in files:
         append_comment(p)
     return [p.relative_to(root).as_posix() for p in files]

@@ -2,12 +2,26 @@
 
 The one place that reads the launchers' environment (torchrun, SLURM ``srun`` tasks, SLURM job arrays), and the one
 device picker; every stage goes through these two functions.
+
+Apple GPUs (MPS): ``device: auto`` takes CUDA, then MPS, then the CPU. Operations MPS lacks run on the CPU instead
+(PyTorch's ``PYTORCH_ENABLE_MPS_FALLBACK=1``, which torch reads when it is imported: this module sets it on macOS
+unless the user did, and it is imported before torch by every entry point); picking MPS logs that in one line.
+Random noise never depends on the device: generation draws it from CPU generators (infer/core.py).
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import sys
 from dataclasses import dataclass
+
+log = logging.getLogger(__name__)
+MPS_FALLBACK = "PYTORCH_ENABLE_MPS_FALLBACK"
+_LATE = "torch" in sys.modules and MPS_FALLBACK not in os.environ  # torch loaded before the fallback could be set
+if sys.platform == "darwin":  # before torch is imported; a value the user set wins
+    os.environ.setdefault(MPS_FALLBACK, "1")
+_said: set[str] = set()
 
 # (rank, world size) variable pairs, first match wins: torchrun / torch.distributed, SLURM tasks, SLURM arrays.
 _LAUNCHERS = (("RANK", "WORLD_SIZE"), ("SLURM_PROCID", "SLURM_NTASKS"),
@@ -43,14 +57,44 @@ def placement(env: dict | None = None) -> Placement:
     return Placement()
 
 
+def mps_available() -> bool:
+    """An Apple GPU that this torch can use."""
+    import torch
+
+    mps = getattr(torch.backends, "mps", None)
+    return bool(mps is not None and mps.is_available())
+
+
 def pick_device(requested: str | None = "auto", local_rank: int | None = None):
     """The ``torch.device`` for a ``device`` setting: ``auto``/empty = this process's GPU when CUDA is available
-    (``cuda:<local rank>``), else the CPU; ``cuda...`` without CUDA is an error that says what to set."""
+    (``cuda:<local rank>``), else the Apple GPU (``mps``) when there is one, else the CPU; ``cuda...`` or ``mps``
+    where it is not available is an error that says what to set."""
     import torch
 
     local = placement().local_rank if local_rank is None else local_rank
     if requested in (None, "", "auto"):
-        return torch.device(f"cuda:{local}" if torch.cuda.is_available() else "cpu")
+        if torch.cuda.is_available():
+            return torch.device(f"cuda:{local}")
+        return _mps() if mps_available() else torch.device("cpu")
     if str(requested).startswith("cuda") and not torch.cuda.is_available():
         raise RuntimeError(f"device {requested!r} was asked for but CUDA is not available; use device: auto or cpu")
+    if str(requested).startswith("mps"):
+        if not mps_available():
+            raise RuntimeError(f"device {requested!r} was asked for but this torch has no usable MPS (Apple GPU); "
+                               "use device: auto or cpu")
+        return _mps()
     return torch.device(requested)
+
+
+def _mps():
+    import torch
+
+    if "mps" not in _said:  # one line per process
+        _said.add("mps")
+        if os.environ.get(MPS_FALLBACK) == "1" and not _LATE:
+            log.info("device mps (Apple GPU): operations MPS lacks run on the CPU (%s=1)", MPS_FALLBACK)
+        else:
+            log.warning("device mps (Apple GPU) without %s=1 when torch was loaded: an operation MPS lacks stops the "
+                        "run; export %s=1 before starting Python to run such operations on the CPU",
+                        MPS_FALLBACK, MPS_FALLBACK)
+    return torch.device("mps")
