@@ -284,9 +284,9 @@ def run(ctx: StageContext) -> None:
         log.info("frames: %d clips in %d shards; this process (rank %d/%d) has %d shards to do",
                  len(rows), n_shards, ctx.rank, ctx.world_size, len(todo))
         _run_shards(ctx, out, todo, rows, p, fp)
-
-    with exclusive_lock(out / ".lock.finalize", what=f"the frames stage output {out}"):
-        _finalize(ctx, out, n_shards, len(rows), p, fp)
+        # still holding this rank's lock: no run of this rank can start (and rewrite plan.json) before the end
+        with exclusive_lock(out / ".lock.finalize", what=f"the frames stage output {out}"):
+            _finalize(ctx, out, n_shards, len(rows), p, fp)
 
 
 def _stale_temps(out: Path, rank: int, world_size: int) -> list[Path]:
