@@ -39,6 +39,7 @@ if TYPE_CHECKING:  # annotations only: the runner is not part of a stage's code 
     from v2a.runner import StageContext
 
 log = logging.getLogger(__name__)
+WRITES = ("runs",)  # its points go inside the train run (<runs>/mapper/dynamics): the preflight checks that folder
 
 CURVE = [("ib_score", "IB-score (higher is better)"), ("desync", "DeSync (lower is better)"),
          ("fd_passt", "FD_PaSST (lower is better)")]

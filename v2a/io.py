@@ -115,11 +115,12 @@ def folder_lock(folder: str | os.PathLike, what: str) -> contextlib.AbstractCont
     return exclusive_lock(folder.parent / f".{folder.name}.lock", f"{what} {folder}")
 
 
-def folder_problem(path: str | os.PathLike, what: str = "a folder") -> str | None:
-    """Why ``path`` cannot be (or become) a writable folder, as the end of a sentence naming it; None when it can.
+def folder_problem(path: str | os.PathLike, what: str = "a folder", *, writable: bool = True) -> str | None:
+    """Why ``path`` cannot be (or become) a folder (``writable``: one this process can write in), one sentence naming
+    the path and what was expected; None when it can.
 
-    A file at ``path`` or at one of its parents, or a nearest existing folder this process cannot write in. Nothing
-    is created: a check, before anything is written."""
+    A file (or a broken link) at ``path`` or at one of its parents, or, with ``writable``, a nearest existing folder
+    this process cannot write in. Nothing is created: a check, before anything is written."""
     path = Path(path)
     if path.exists() and not path.is_dir():
         return f"{path} is a file, not {what}; move it away or name another path"
@@ -132,7 +133,7 @@ def folder_problem(path: str | os.PathLike, what: str = "a folder") -> str | Non
         probe = probe.parent
     if probe.exists() and not probe.is_dir():
         return f"{probe} is a file, so {path} cannot be {what} (a folder inside a file); name another path"
-    if probe.is_dir() and not os.access(probe, os.W_OK | os.X_OK):
+    if writable and probe.is_dir() and not os.access(probe, os.W_OK | os.X_OK):
         return (f"{probe} is not writable by this user, so {path} cannot be {what}"
                 if probe != path else f"{path} is not writable by this user ({what} is written there)")
     return None
