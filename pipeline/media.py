@@ -36,14 +36,17 @@ Rules (docs/CONTRACTS.md):
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import math
 import os
+import re
 from dataclasses import dataclass, field
-from typing import BinaryIO
+from typing import BinaryIO, Iterator
 
 import av
+import av.logging
 import numpy as np
 from av.video.reformatter import Interpolation, VideoReformatter
 
@@ -351,7 +354,40 @@ def _decode_packet(packet, errors: list[str]) -> list:
         return []
 
 
-def decode_clip(src: Source, *, fps: int = 4, seconds: float = 10.0, size: int = 224, sample_rate: int = 16_000,
+_INVALID_SIZE = re.compile(r"Picture size (\d+)x(\d+) is invalid")
+
+
+@contextlib.contextmanager
+def _ffmpeg_errors() -> Iterator[list]:
+    """FFmpeg's error messages while decoding in this thread (PyAV forwards none unless a level is set): where it
+    refuses a size the stream's header declares (``Picture size 30000x30000 is invalid``), that size is the reason."""
+    level = av.logging.get_level()
+    if level is None:
+        av.logging.set_level(av.logging.ERROR)
+    try:
+        with av.logging.Capture(local=True) as logs:
+            yield logs
+    finally:
+        if level is None:
+            av.logging.set_level(None)
+
+
+def decode_clip(src: Source, **kw) -> DecodedClip:
+    """:func:`_decode_clip` (its arguments and rules); a clip whose stream header declares a size FFmpeg will not
+    allocate is ``absurd_dimensions`` with that size, not a ``decode_error`` or ``truncated``."""
+    with _ffmpeg_errors() as logs:
+        try:
+            return _decode_clip(src, **kw)
+        except MediaError as e:
+            found = [m for _, _, text in logs for m in [_INVALID_SIZE.search(text)] if m]
+            if e.reason == "absurd_dimensions" or not found:
+                raise
+            w, h = found[0].groups()
+            raise MediaError("absurd_dimensions", f"{w}x{h} declared in the stream's header, a size FFmpeg refuses "
+                                                  f"to decode (it said: {e.reason})") from None
+
+
+def _decode_clip(src: Source, *, fps: int = 4, seconds: float = 10.0, size: int = 224, sample_rate: int = 16_000,
                 max_side: int = 8192, min_side: int = 16, max_pixels: int = 40_000_000, threads: int = 0,
                 silence_dbfs: float = -60.0, resize: str = "direct", align_audio: bool = False,
                 max_decode_errors: int = 8, truncation_tolerance: float = 0.5,

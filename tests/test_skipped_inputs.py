@@ -116,3 +116,36 @@ def test_a_pipeline_folder_with_an_unknown_mapper_kind_is_refused(tmp_path):
     spec_path.write_text(json.dumps({**spec, "kind": "v2a_regression"}))  # a known kind, another family's fields
     with pytest.raises(ValueError, match=f"^{folder}: mapper/config.json: .*unexpected keyword argument"):
         MFMMapperPipeline.from_pretrained(folder, device="cpu")
+
+
+def _mjpeg_avi(path: Path, side: int = 64, n: int = 8) -> bytes:
+    """A small MJPEG AVI (PyAV), returned as bytes: each frame's SOF0 header carries its size."""
+    import av
+    import numpy as np
+
+    with av.open(str(path), "w", format="avi") as c:
+        s = c.add_stream("mjpeg", rate=4)
+        s.width, s.height, s.pix_fmt = side, side, "yuvj420p"
+        for i in range(n):
+            frame = av.VideoFrame.from_ndarray(np.full((side, side, 3), 20 * i, np.uint8), format="rgb24")
+            for p in s.encode(frame):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    return path.read_bytes()
+
+
+def test_a_huge_declared_size_is_reported_as_its_dimensions(tmp_path):
+    """The AVI header says 64x64, every frame's JPEG header 30000x30000 (FFmpeg will not allocate 9e8 pixels): the
+    reject says absurd_dimensions with the declared size, not a decode error."""
+    from pipeline.media import MediaError, decode_clip
+
+    data = _mjpeg_avi(tmp_path / "ok.avi")
+    sof = b"\xff\xc0\x00\x11\x08" + (64).to_bytes(2, "big") * 2
+    assert data.count(sof) == 8
+    (tmp_path / "huge.avi").write_bytes(data.replace(sof, b"\xff\xc0\x00\x11\x08" + (30000).to_bytes(2, "big") * 2))
+    assert decode_clip(tmp_path / "ok.avi", seconds=2.0).width == 64
+    with pytest.raises(MediaError) as err:
+        decode_clip(tmp_path / "huge.avi", seconds=2.0)
+    assert err.value.reason == "absurd_dimensions"
+    assert str(err.value).startswith("absurd_dimensions (30000x30000 declared in the stream's header")
