@@ -146,8 +146,9 @@ def process_clip(src: dict, index: int, p: FramesParams, threads: int = 0) -> tu
     try:
         d = decode_clip(clip.open(), fps=p.fps, seconds=p.seconds, size=p.size, sample_rate=p.sample_rate,
                         max_side=p.max_side, silence_dbfs=p.silence_dbfs, threads=threads)
-    except MediaError as e:
-        return _reject(index, src, str(e.reason)), None
+    except MediaError as e:  # the reason's keyword; with the size, for a size (what the header declares)
+        reason = f"{e.reason}: {e.detail}" if e.reason == "absurd_dimensions" and e.detail else str(e.reason)
+        return _reject(index, src, reason), None
     except (OSError, ValueError, RuntimeError) as e:  # anything PyAV raises on a broken file
         return _reject(index, src, f"decode_error: {type(e).__name__}: {e}"), None
     frames_bytes, ext = store_frames(d.frames[: d.n_frames], p)

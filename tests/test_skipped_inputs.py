@@ -4,6 +4,7 @@ line; booleans are not numbers in the configuration (issue 22)."""
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import sys
@@ -62,6 +63,8 @@ def test_the_frames_stage_lists_them_in_rejects_csv(tmp_path):
     videos = tmp_path / "videos"
     make_demo_clips(videos, n=3, seed=5)
     want = _odd_entries(videos)
+    _huge_avi(videos / "huge.avi", tmp_path / "ok.avi")
+    want["huge"] = "absurd_dimensions: 30000x30000 declared in the stream's header"
     cfg = yaml.safe_load((REPO / "stages.yaml").read_text())
     cfg["paths"] = {"videos": str(videos), "labels": None, "cache": str(tmp_path / "cache"),
                     "runs": str(tmp_path / "runs"), "outputs": str(tmp_path / "out")}
@@ -135,17 +138,23 @@ def _mjpeg_avi(path: Path, side: int = 64, n: int = 8) -> bytes:
     return path.read_bytes()
 
 
+def _huge_avi(path: Path, ok: Path) -> None:
+    data = _mjpeg_avi(ok)
+    sof = b"\xff\xc0\x00\x11\x08" + (64).to_bytes(2, "big") * 2
+    assert data.count(sof) == 8
+    path.write_bytes(data.replace(sof, b"\xff\xc0\x00\x11\x08" + (30000).to_bytes(2, "big") * 2))
+
+
 def test_a_huge_declared_size_is_reported_as_its_dimensions(tmp_path):
     """The AVI header says 64x64, every frame's JPEG header 30000x30000 (FFmpeg will not allocate 9e8 pixels): the
     reject says absurd_dimensions with the declared size, not a decode error."""
     from pipeline.media import MediaError, decode_clip
 
-    data = _mjpeg_avi(tmp_path / "ok.avi")
-    sof = b"\xff\xc0\x00\x11\x08" + (64).to_bytes(2, "big") * 2
-    assert data.count(sof) == 8
-    (tmp_path / "huge.avi").write_bytes(data.replace(sof, b"\xff\xc0\x00\x11\x08" + (30000).to_bytes(2, "big") * 2))
+    _huge_avi(tmp_path / "huge.avi", tmp_path / "ok.avi")
     assert decode_clip(tmp_path / "ok.avi", seconds=2.0).width == 64
     with pytest.raises(MediaError) as err:
         decode_clip(tmp_path / "huge.avi", seconds=2.0)
     assert err.value.reason == "absurd_dimensions"
     assert str(err.value).startswith("absurd_dimensions (30000x30000 declared in the stream's header")
+    with pytest.raises(MediaError, match=r"^absurd_dimensions \(30000x30000"):  # again: FFmpeg repeats itself
+        decode_clip(io.BytesIO((tmp_path / "huge.avi").read_bytes()), seconds=2.0)
