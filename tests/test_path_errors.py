@@ -48,8 +48,10 @@ def test_folder_problem_names_the_path_and_what_was_expected(tmp_path):
     f.write_text("x")
     assert folder_problem(tmp_path / "new" / "deeper") is None  # creatable
     assert folder_problem(tmp_path) is None
-    assert folder_problem(f, "the runs folder") == f"{f} is a file, not the runs folder; move it away or name another path"
-    assert folder_problem(f / "runs", "the runs folder").startswith(f"{f} is a file, so {f / 'runs'} cannot be the runs")
+    assert folder_problem(f, "the runs folder") == \
+        f"{f} is a file, not the runs folder; move it away or name another path"
+    assert folder_problem(f / "runs", "the runs folder").startswith(
+        f"{f} is a file, so {f / 'runs'} cannot be the runs")
     link = tmp_path / "dangling"
     link.symlink_to(tmp_path / "nowhere")
     assert "broken symbolic link" in folder_problem(link / "x")
@@ -64,7 +66,8 @@ def test_an_unwritable_folder_is_named(tmp_path, monkeypatch):
     monkeypatch.setattr(os, "access", lambda p, mode: Path(p) != ro)  # root may write anywhere: the rule, not chmod
     assert folder_problem(ro / "runs", "the runs folder") == f"{ro} is not writable by this user, so {ro / 'runs'} " \
                                                              "cannot be the runs folder"
-    assert folder_problem(ro, "the runs folder") == f"{ro} is not writable by this user (the runs folder is written there)"
+    assert folder_problem(ro, "the runs folder") == \
+        f"{ro} is not writable by this user (the runs folder is written there)"
     assert folder_problem(ro, writable=False) is None
 
 

@@ -115,7 +115,8 @@ def test_a_pipeline_folder_with_an_unknown_mapper_kind_is_refused(tmp_path):
         with pytest.raises(ValueError) as err:
             MFMMapperPipeline.from_pretrained(folder, device="cpu")
         assert str(err.value) == (f"{folder}: mapper/config.json: the mapper's spec names an unknown mapper kind "
-                                  f"{kind!r}; this code builds autoregressive, diffusion, v2a_regression, v2a_diffusion")
+                                  f"{kind!r}; this code builds autoregressive, diffusion, v2a_regression, "
+                                  "v2a_diffusion")
     spec_path.write_text(json.dumps({**spec, "kind": "v2a_regression"}))  # a known kind, another family's fields
     with pytest.raises(ValueError, match=f"^{folder}: mapper/config.json: .*unexpected keyword argument"):
         MFMMapperPipeline.from_pretrained(folder, device="cpu")

@@ -1,9 +1,10 @@
 """Stage ``train``: fit the GPT-2 mapper on the feature cache (never a video), into ``<runs>/mapper``.
 
-An interrupted run resumes from ``last/``. One process trains a run at a time: the lock ``<runs>/.mapper.lock``
-is taken before anything in the run folder is looked at, moved or written. When the stage's fingerprint changes (new params, new features), the
+An interrupted run resumes from ``last/``. When the stage's fingerprint changes (new params, new features), the
 previous run is kept aside as ``<runs>/mapper.<old fingerprint>`` and training starts afresh: nothing trained is
-deleted. Switching back to params whose run was kept brings that run back (finished: nothing is retrained).
+deleted. One process trains a run at a time: its lock ``<runs>/.mapper.lock`` is taken before anything in the run
+folder is looked at, moved or written. Switching back to params whose run was kept brings that run back (finished:
+nothing is retrained).
 The ids trained on and validated on are written to ``train_ids.txt`` / ``val_ids.txt`` in the run; with
 ``save_every: k`` the per-epoch weights to ``epochs/epoch-NNNN/`` (read by the ``dynamics`` stage, lab/dynamics.py).
 

@@ -13,7 +13,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from v2a.config import Config, StageSpec, folder_paths_problems
+from v2a.config import Config, StageSpec, folder_problems
 from v2a.context import Stages, stage_module
 from v2a.weights import hub_offline, load_manifest, local_path, weights_dir
 
@@ -57,8 +57,8 @@ def check_output_folders(cfg: Config, spec: StageSpec) -> list[Problem]:
     if writes is None:
         writes = WRITES.get(spec.module.split(".")[0], ())
     names = tuple(n for n in writes if cfg.paths.get(n) not in (None, ""))
-    return [Problem(spec.name, line.split(":", 1)[0], line.split(": ", 1)[1])
-            for line in folder_paths_problems(cfg, names, writable=True)]
+    return [Problem(spec.name, f"paths.{name}", problem)
+            for name, problem in folder_problems(cfg, names, writable=True)]
 
 
 def _webdataset_videos(cfg: Config) -> bool:

@@ -231,10 +231,15 @@ def folder_paths_problems(cfg: Config, names: tuple[str, ...] = tuple(FOLDER_PAT
                           writable: bool = False) -> list[str]:
     """``paths.cache`` / ``runs`` / ``outputs`` that name a file (or lie inside one), one line each; ``writable``: also
     those this user cannot write in (checked before a stage that writes there runs: v2a/check.py)."""
+    return [f"paths.{name}: {problem}" for name, problem in folder_problems(cfg, names, writable=writable)]
+
+
+def folder_problems(cfg: Config, names: tuple[str, ...], *, writable: bool) -> list[tuple[str, str]]:
+    """(path name, problem) of each of the folder paths ``names`` that cannot be (``writable``: a writable) folder."""
     out = []
     for name in names:
         p = cfg.optional_path(name)
         problem = folder_problem(p, FOLDER_PATHS[name], writable=writable) if p is not None else None
         if problem:
-            out.append(f"paths.{name}: {problem}")
+            out.append((name, problem))
     return out

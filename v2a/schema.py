@@ -165,8 +165,8 @@ def bool_mismatches(where: str, given: Any, got: Any) -> list[str]:
     a value given as a boolean must stay one, and a boolean field takes only true or false (lists, tuples and
     mappings: item by item)."""
     if isinstance(given, bool) and not isinstance(got, bool):
-        return [f"{where}: got {given}; expected a number ({type(got).__name__}), not true/false (YAML reads yes, no, on, "
-                "off as booleans)"]
+        return [f"{where}: got {given}; expected a number ({type(got).__name__}), not true/false (YAML reads yes, no, "
+                "on, off as booleans)"]
     if isinstance(got, bool) and not isinstance(given, bool):
         return [f"{where}: got {_short(given)}; expected true or false"]
     if isinstance(given, (list, tuple)) and isinstance(got, (list, tuple)) and len(given) == len(got):
