@@ -17,7 +17,7 @@ from infer.core import feature_names, generator_for
 from infer.generate import GenerateParams, mapper_checkpoint
 from infer.pipeline import MFMMapperPipeline, save_folder
 from v2a.config import Config
-from v2a.io import read_json
+from v2a.io import InputError, check_folder, folder_lock, read_json
 from v2a.logfmt import g5
 
 log = logging.getLogger(__name__)
@@ -126,17 +126,37 @@ def check_trained(cfg: Config, hint: str = USE_MAPPER) -> None:
 
 
 def export_run(cfg: Config, out: Path, which: str = "best") -> Path:
-    """Write the pipeline folder of the trained run to ``out``; returns it."""
+    """Write the pipeline folder of the trained run to ``out``; returns it.
+
+    One export writes a folder at a time (its lock, ``.<name>.lock`` beside it, is taken before anything is read or
+    written). ``out`` must be a new or empty folder, or an earlier export (its files only): an export never writes
+    its files among someone else's. ``model_index.json`` is removed before the new files are written and written
+    last, so an export stopped half-way is never taken for a complete folder."""
     if which not in ("best", "last"):
         raise ValueError(f"export: checkpoint {which!r} is not 'best' or 'last'")
-    check_trained(cfg, "nothing to export; train one with this configuration first (`v2a run train`), or use an "
-                       "exported folder or hub id as it is (v2a generate --mapper DIR_OR_ID)")
-    parts = pipeline_parts(cfg, which)
-    folder = save_folder(out, **parts)
+    out = check_folder(out, "the pipeline folder to export to")
+    with folder_lock(out, "the pipeline export"):
+        check_not_foreign(out)
+        check_trained(cfg, "nothing to export; train one with this configuration first (`v2a run train`), or use an "
+                           "exported folder or hub id as it is (v2a generate --mapper DIR_OR_ID)")
+        parts = pipeline_parts(cfg, which)
+        (out / hub.INDEX).unlink(missing_ok=True)
+        folder = save_folder(out, **parts)
     best = parts["training"]["best"]
     log.info("exported the %s mapper (epoch %s, validation MSE %s) to %s", which, best.get("epoch"),
              g5(best.get("tf_mse", best.get("val_loss"))), folder)
     return folder
+
+
+def check_not_foreign(out: Path) -> None:
+    """InputError when ``out`` holds anything but the files of a pipeline folder (and their temporary files)."""
+    if not out.is_dir():
+        return
+    ours = {hub.INDEX} | {f.split("/")[0] for f in hub.FILES.values()}
+    foreign = sorted(p.name for p in out.iterdir() if p.name not in ours and not p.name.startswith("."))
+    if foreign:
+        raise InputError(f"export: {out} already holds files that are not a pipeline folder's ({', '.join(foreign[:3])}"
+                         f"{', ...' if len(foreign) > 3 else ''}); name a new or empty folder, or an earlier export")
 
 
 def pipeline_from_run(cfg: Config, which: str = "best", device: str = "cpu") -> MFMMapperPipeline:

@@ -168,7 +168,10 @@ class MFMMapperPipeline:
         generator, model_params, settings = hub.read_generation(read_json(folder / hub.FILES["generation"]))
         training = read_json(folder / hub.FILES["training"]) if (folder / hub.FILES["training"]).is_file() else {}
         device = pick_device(device)
-        mapper = mapper_from_spec(read_json(folder / hub.FILES["mapper_config"]))
+        try:
+            mapper = mapper_from_spec(read_json(folder / hub.FILES["mapper_config"]))
+        except (ValueError, TypeError) as e:  # an unknown kind, a spec of another family's fields: refused, named
+            raise ValueError(f"{folder}: {hub.FILES['mapper_config']}: {e}") from None
         mapper.load_state_dict(load_file(str(folder / hub.FILES["mapper_weights"])), strict=True)
         if generator_for(mapper.spec.kind) != generator:
             raise ValueError(f"{folder}: its {hub.FILES['generation']} names {generator} but its {mapper.spec.kind} "

@@ -8,7 +8,7 @@ from typing import List, Optional
 
 import typer
 
-from lab.session import STATE, fail, run_stages, runner, setup_logging
+from lab.session import STATE, fail, output_folder, run_stages, runner, setup_logging
 from lab.weights_cli import check_command, weights_app
 
 app = typer.Typer(
@@ -134,6 +134,7 @@ def generate(
     from lab.commands import generate_command
 
     r = runner()
+    output_folder(out, "the output folder (--out)")
     try:
         generate_command(r, list(videos or []), out=out, mapper=mapper, configured=STATE.configured, prompt=prompt,
                          negative_prompt=negative_prompt, seed=seed, steps=steps, guidance=guidance,

@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from infer.params import GenerateParams
 from scoring.params import EvalParams
-from v2a.io import atomic_write_json, atomic_write_text, exclusive_lock, read_json
+from v2a.io import atomic_write_json, atomic_write_text, exclusive_lock, folder_lock, read_json
 from v2a.schema import with_values
 
 if TYPE_CHECKING:  # annotations only: the runner is not part of a stage's code fingerprint
@@ -39,6 +39,7 @@ if TYPE_CHECKING:  # annotations only: the runner is not part of a stage's code 
     from v2a.runner import StageContext
 
 log = logging.getLogger(__name__)
+WRITES = ("runs",)  # its points go inside the train run (<runs>/mapper/dynamics): the preflight checks that folder
 
 CURVE = [("ib_score", "IB-score (higher is better)"), ("desync", "DeSync (lower is better)"),
          ("fd_passt", "FD_PaSST (lower is better)")]
@@ -134,15 +135,22 @@ def chosen_ids(val_ids: Path, clips: int, seed: int) -> list[str]:
 
 
 def run(ctx: StageContext) -> None:
+    if ctx.rank != 0:
+        log.info("dynamics: rank %d has nothing to do (one process scores every point)", ctx.rank)
+        return
+    run_dir = ctx.cfg.mapper_dir
+    # the run's lock (trainer/stage.py): no training moves or rewrites the run while its epochs are scored into it
+    with folder_lock(run_dir, "the mapper run"):
+        _run(ctx, run_dir)
+
+
+def _run(ctx: StageContext, run_dir: Path) -> None:
     from tqdm import tqdm
 
     from trainer.checkpoint import saved_epochs
     from v2a.dist import pick_device
 
-    if ctx.rank != 0:
-        log.info("dynamics: rank %d has nothing to do (one process scores every point)", ctx.rank)
-        return
-    run_dir, out, fp = ctx.cfg.mapper_dir, out_dir(ctx), ctx.fingerprint.value
+    out, fp = out_dir(ctx), ctx.fingerprint.value
     epochs = saved_epochs(run_dir)
     if not epochs:
         raise RuntimeError(f"the train run {run_dir} kept no per-epoch weights (epochs/): set "

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import logging
 import sys
+from pathlib import Path
 from typing import NoReturn
 
 import typer
 
 from v2a.config import load_config
 from v2a.defaults import choose_config
-from v2a.io import InputError
+from v2a.io import InputError, folder_problem
 from v2a.runner import Runner
 from v2a.schema import ConfigError
 
@@ -50,6 +51,14 @@ def usage_error(e: Exception) -> NoReturn:
     for line in getattr(e, "problems", None) or [str(e)]:
         typer.echo(f"error: {line}", err=True)
     raise typer.Exit(2)
+
+
+def output_folder(path: Path | None, what: str) -> None:
+    """A folder named on the command line (``--out``) that is a file, lies inside one or cannot be written: one
+    ``error:`` line naming it, exit code 2, before anything is read or written."""
+    problem = folder_problem(path, what) if path is not None else None
+    if problem:
+        usage_error(ValueError(problem))
 
 
 def runner(targets: list[str] | None = None, experiment: str | None = None) -> Runner:

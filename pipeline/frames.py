@@ -146,8 +146,9 @@ def process_clip(src: dict, index: int, p: FramesParams, threads: int = 0) -> tu
     try:
         d = decode_clip(clip.open(), fps=p.fps, seconds=p.seconds, size=p.size, sample_rate=p.sample_rate,
                         max_side=p.max_side, silence_dbfs=p.silence_dbfs, threads=threads)
-    except MediaError as e:
-        return _reject(index, src, str(e.reason)), None
+    except MediaError as e:  # the reason's keyword; with the size, for a size (what the header declares)
+        reason = f"{e.reason}: {e.detail}" if e.reason == "absurd_dimensions" and e.detail else str(e.reason)
+        return _reject(index, src, reason), None
     except (OSError, ValueError, RuntimeError) as e:  # anything PyAV raises on a broken file
         return _reject(index, src, f"decode_error: {type(e).__name__}: {e}"), None
     frames_bytes, ext = store_frames(d.frames[: d.n_frames], p)
@@ -268,9 +269,9 @@ def run(ctx: StageContext) -> None:
         log.info("frames: %d clips in %d shards; this process (rank %d/%d) has %d shards to do",
                  len(rows), n_shards, ctx.rank, ctx.world_size, len(todo))
         _run_shards(ctx, out, todo, rows, p, fp)
-
-    with exclusive_lock(out / ".lock.finalize", what=f"the frames stage output {out}"):
-        _finalize(ctx, out, n_shards, len(rows), p, fp)
+        # still holding this rank's lock: no run of this rank can start (and rewrite plan.json) before the end
+        with exclusive_lock(out / ".lock.finalize", what=f"the frames stage output {out}"):
+            _finalize(ctx, out, n_shards, len(rows), p, fp)
 
 
 def _stale_temps(out: Path, rank: int, world_size: int) -> list[Path]:

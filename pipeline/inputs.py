@@ -7,9 +7,12 @@ named ``{youtube_id}_{start_seconds:06d}.mp4``. A clip's id is its file stem (or
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import json
 import logging
+import os
+import stat
 import tarfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -138,18 +141,56 @@ def _tar_samples(tar_path: Path) -> list[ClipSource]:
     return out
 
 
+def _not_a_file(p: Path, ext: str) -> str:
+    """Why an entry of the videos folder that is not a regular file cannot be a clip (``reason: detail``), or ''
+    when it is no clip at all (a folder, or a name a clip never has)."""
+    if ext in SKIP_EXTS or (p.is_dir() and ext not in VIDEO_EXTS):
+        return ""
+    try:
+        st = os.stat(p)  # follows links
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return f"symlink_loop: {p.name} is a symbolic link that leads back to itself"
+        return f"broken_link: {p.name} is a symbolic link to {os.readlink(p)!r}, which does not exist" \
+            if p.is_symlink() else f"unreadable: {p.name}: {e.strerror}"
+    if stat.S_ISDIR(st.st_mode):
+        return f"directory: {p.name} is a folder, not a video file"
+    return f"not_a_regular_file: {p.name} is a {_kind(st.st_mode)}, not a video file"
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve()
+    except (OSError, RuntimeError):  # a symbolic link that loops (RuntimeError before Python 3.13)
+        return False
+
+
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISFIFO, "named pipe"), (stat.S_ISSOCK, "socket"), (stat.S_ISCHR, "character device"),
+                       (stat.S_ISBLK, "block device")):
+        if test(mode):
+            return name
+    return "special file"
+
+
 def discover(videos: Path, labels: Path | None = None) -> list[ClipSource]:
-    """All input clips, sorted by id; unsafe and duplicate ids are kept with a ``problem`` (become rejects)."""
+    """All input clips, sorted by id. Kept with a ``problem`` (they become rejects, listed in ``rejects.csv``): unsafe
+    and duplicate ids, and entries named like a video that are not a file PyAV can read (a symbolic link that loops
+    or leads nowhere, a folder named ``x.mp4``, a named pipe...)."""
     videos = Path(videos)
     if not videos.exists():
         raise FileNotFoundError(f"input videos {videos} do not exist (paths.videos in stages.yaml)")
     found: list[ClipSource] = []
-    files = [videos] if videos.is_file() else sorted(p for p in videos.rglob("*") if p.is_file())
-    for p in files:
-        if p.name.startswith(".") or (labels is not None and p.resolve() == Path(labels).resolve()):
+    entries = [videos] if videos.is_file() else sorted(videos.rglob("*"))
+    for p in entries:
+        if p.name.startswith(".") or (labels is not None and _same_file(p, Path(labels))):
             continue
         ext = p.suffix.lower().lstrip(".")
-        if ext == "tar":
+        if not p.is_file():
+            problem = _not_a_file(p, ext)
+            if problem:  # a name that says video, not a file PyAV can read: a reject with its reason
+                found.append(ClipSource(id=p.stem, source=str(p), problem=problem))
+        elif ext == "tar":
             found.extend(_tar_samples(p))
         elif ext not in SKIP_EXTS:
             found.append(ClipSource(id=p.stem, source=str(p)))
@@ -166,7 +207,8 @@ def discover(videos: Path, labels: Path | None = None) -> list[ClipSource]:
             c.problem = f"unsafe_id: {e}"
         if not c.problem and c.id in seen:
             c.problem = f"duplicate_id: another input already has id {c.id}"
-        seen.add(c.id)
+        if not c.problem:  # a reject does not take the id from a clip that is one
+            seen.add(c.id)
     found.sort(key=lambda c: (c.id, c.source))
     log.info("found %d input clips in %s (%d labelled)", len(found), videos, sum(bool(c.label) for c in found))
     return found

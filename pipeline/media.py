@@ -40,10 +40,12 @@ import io
 import logging
 import math
 import os
+import re
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
 import av
+import av.logging
 import numpy as np
 from av.video.reformatter import Interpolation, VideoReformatter
 
@@ -64,7 +66,7 @@ class MediaError(Exception):
 
     def __init__(self, reason: str, detail: str = ""):
         super().__init__(reason if not detail else f"{reason} ({detail})")
-        self.reason = reason
+        self.reason, self.detail = reason, detail
         self.detail = detail
 
 
@@ -351,7 +353,59 @@ def _decode_packet(packet, errors: list[str]) -> list:
         return []
 
 
-def decode_clip(src: Source, *, fps: int = 4, seconds: float = 10.0, size: int = 224, sample_rate: int = 16_000,
+_INVALID_SIZE = re.compile(r"Picture size (\d+)x(\d+) is invalid")
+
+
+def decode_clip(src: Source, **kw) -> DecodedClip:
+    """:func:`_decode_clip` (its arguments and rules); a clip whose stream header declares a size FFmpeg will not
+    decode is ``absurd_dimensions`` with that size (:func:`declared_size`), not ``truncated`` or a decode error."""
+    try:
+        return _decode_clip(src, **kw)
+    except MediaError as e:
+        if e.reason == "absurd_dimensions" or not (e.reason == "truncated" or e.reason.startswith("decode_error")):
+            raise
+        size = declared_size(src)
+        if size is None:
+            raise
+        raise MediaError("absurd_dimensions", f"{size[0]}x{size[1]} declared in the stream's header, a size FFmpeg "
+                                              f"refuses to decode (it said: {e.reason})") from None
+
+
+def declared_size(src: Source, packets: int = 8) -> tuple[int, int] | None:
+    """The size a video stream's header declares when FFmpeg refuses it (``Picture size WxH is invalid``), else None.
+
+    FFmpeg says it only in its log, which PyAV drops unless a level is set; forwarding it while FFmpeg's own threads
+    decode can deadlock (PyAV's docs), so this decodes the first ``packets`` packets again on this thread alone."""
+    if isinstance(src, (bytes, bytearray)):
+        src = io.BytesIO(bytes(src))
+    if not isinstance(src, (str, os.PathLike)):
+        src.seek(0)
+    level, skip = av.logging.get_level(), av.logging.get_skip_repeated()
+    av.logging.set_level(av.logging.ERROR)
+    av.logging.set_skip_repeated(False)  # the same message from an earlier clip must be seen again
+    try:
+        with av.logging.Capture(local=True) as logs, av.open(src, mode="r") as c:
+            if not c.streams.video:
+                return None
+            vs = c.streams.video[0]
+            vs.thread_type, vs.codec_context.thread_count = "SLICE", 1  # no decoder threads: logs come here
+            for i, packet in enumerate(c.demux(vs)):
+                if i >= packets:
+                    break
+                try:
+                    packet.decode()
+                except av.FFmpegError:
+                    pass
+    except (av.FFmpegError, OSError):
+        return None
+    finally:
+        av.logging.set_level(level)
+        av.logging.set_skip_repeated(skip)
+    found = [m for _, _, text in logs for m in [_INVALID_SIZE.search(text)] if m]
+    return (int(found[0].group(1)), int(found[0].group(2))) if found else None
+
+
+def _decode_clip(src: Source, *, fps: int = 4, seconds: float = 10.0, size: int = 224, sample_rate: int = 16_000,
                 max_side: int = 8192, min_side: int = 16, max_pixels: int = 40_000_000, threads: int = 0,
                 silence_dbfs: float = -60.0, resize: str = "direct", align_audio: bool = False,
                 max_decode_errors: int = 8, truncation_tolerance: float = 0.5,

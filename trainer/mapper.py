@@ -129,15 +129,18 @@ def build_mapper(cfg: TrainConfig, dims: dict) -> nn.Module:
 
 def mapper_from_spec(d: dict) -> nn.Module:
     """An untrained mapper of the family and sizes a checkpoint's ``mapper.json`` records (its ``kind``)."""
-    kind = d.get("kind", "autoregressive")
+    from trainer.v2a_mapper import KINDS as V2A_KINDS
+
+    kind = d.get("kind", "autoregressive")  # a spec without one: the first family (older checkpoints and folders)
+    if kind not in ("autoregressive", "diffusion", *V2A_KINDS):
+        raise ValueError(f"the mapper's spec names an unknown mapper kind {kind!r}; this code builds autoregressive, "
+                         f"diffusion, {', '.join(V2A_KINDS)}")
     if kind.startswith("v2a_"):
         from trainer.v2a_mapper import V2ASpec, make_v2a_mapper
         return make_v2a_mapper(V2ASpec.from_dict(d))
     if kind == "diffusion":
         from trainer.diffusion_mapper import DiffusionMapper
         return DiffusionMapper(MapperSpec.from_dict(d))
-    if kind != "autoregressive":
-        raise ValueError(f"mapper.json names an unknown mapper kind {kind!r}")
     return Mapper(MapperSpec.from_dict(d))
 
 

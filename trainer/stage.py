@@ -2,7 +2,9 @@
 
 An interrupted run resumes from ``last/``. When the stage's fingerprint changes (new params, new features), the
 previous run is kept aside as ``<runs>/mapper.<old fingerprint>`` and training starts afresh: nothing trained is
-deleted. Switching back to params whose run was kept brings that run back (finished: nothing is retrained).
+deleted. One process trains a run at a time: its lock ``<runs>/.mapper.lock`` is taken before anything in the run
+folder is looked at, moved or written. Switching back to params whose run was kept brings that run back (finished:
+nothing is retrained).
 The ids trained on and validated on are written to ``train_ids.txt`` / ``val_ids.txt`` in the run; with
 ``save_every: k`` the per-epoch weights to ``epochs/epoch-NNNN/`` (read by the ``dynamics`` stage, lab/dynamics.py).
 
@@ -19,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from trainer.config import TrainConfig, TrainRuntime
 from v2a.dist import placement
-from v2a.io import atomic_write_json, read_json
+from v2a.io import atomic_write_json, folder_lock, read_json
 from v2a.schema import with_values
 
 if TYPE_CHECKING:  # annotations only: the runner is not part of a stage's code fingerprint
@@ -100,20 +102,28 @@ def preflight(ctx: StageContext) -> list[tuple[str, str]]:
 
 
 def run(ctx: StageContext) -> None:
-    from trainer import train
-
+    """Rank 0 takes the run's lock (``<runs>/.mapper.lock``, beside the run: setting the run aside cannot move it)
+    before it looks at the run folder; only then does it decide to resume, set aside or bring back, and it holds the
+    lock until the stage's record is written. A second training of the same run is refused, its folder untouched."""
     cfg = train_config(ctx)
     out = run_dir(ctx)
-    rank = placement().rank
-    if rank == 0:
+    if placement().rank != 0:
+        _train(ctx, cfg, out)
+        return
+    with folder_lock(out, "the mapper run"):
         _set_aside(out, ctx.fingerprint.value, ctx.force)
         if not ctx.force:
             _bring_back(out, ctx.fingerprint.value)
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_json(out / "_started.json", {"fingerprint": ctx.fingerprint.value,
                                                   "components": ctx.fingerprint.components})
-    upstream = {n: ctx.fingerprint.components["inputs"][n] for n in ctx.spec.needs}
-    summary = train.run(cfg, cache=str(ctx.cfg.zarr_path), out_dir=str(out), resume=True, progress=ctx.progress,
-                        upstream_fingerprints=upstream, train_ids=ctx.cfg.optional_path("train_ids"))
-    if rank == 0:
+        summary = _train(ctx, cfg, out)
         atomic_write_json(out / "_stage.json", ctx.record(summary=summary))
+
+
+def _train(ctx: StageContext, cfg: TrainConfig, out: Path) -> dict:
+    from trainer import train
+
+    upstream = {n: ctx.fingerprint.components["inputs"][n] for n in ctx.spec.needs}
+    return train.run(cfg, cache=str(ctx.cfg.zarr_path), out_dir=str(out), resume=True, progress=ctx.progress,
+                     upstream_fingerprints=upstream, train_ids=ctx.cfg.optional_path("train_ids"), locked=True)

@@ -30,7 +30,7 @@ from trainer.data import check_cache, describe_rows, load_features, open_cache, 
 from trainer.mapper import build_mapper, objective
 from trainer.validate import evaluate, loss_fn
 from v2a.dist import pick_device, placement
-from v2a.io import atomic_write_json, atomic_write_text, exclusive_lock, sha256_bytes
+from v2a.io import atomic_write_json, atomic_write_text, folder_lock, sha256_bytes
 
 log = logging.getLogger(__name__)
 
@@ -120,16 +120,18 @@ def _check_resume(ck: dict, cfg: TrainConfig, run_id: dict) -> None:
 
 
 def run(cfg: TrainConfig, *, cache: str, out_dir: str, resume: bool = True, progress: bool = True,
-        upstream_fingerprints: dict | None = None, train_ids: str | Path | None = None) -> dict:
+        upstream_fingerprints: dict | None = None, train_ids: str | Path | None = None, locked: bool = False) -> dict:
     """Train the mapper on the cache at ``cache``; write checkpoints and logs under ``out_dir``; return a summary.
 
     ``train_ids``: a file of clip ids to train on (trainer/subset.py); else ``cfg.subset_fraction`` decides.
     ``cfg.save_every: k`` also keeps ``<out_dir>/epochs/epoch-NNNN/`` (weights only) after epochs k, 2k, ... and the
     last, written before that epoch's ``last/`` (a kill in between redoes the epoch: the same weights again).
+    ``locked``: the caller holds the run's lock already (trainer/stage.py); else rank 0 takes it here: ``.<name>.lock``
+    beside ``out_dir`` (v2a.io.folder_lock), where a run set aside or replaced leaves it.
     """
     rank, world, local_rank, own_group = setup_distributed()
     out = Path(out_dir)
-    lock = exclusive_lock(out / ".lock", "the mapper training run") if rank == 0 else contextlib.nullcontext()
+    lock = folder_lock(out, "the mapper run") if rank == 0 and not locked else contextlib.nullcontext()
     try:
         with lock:
             return _train(cfg, cache, out, resume, progress, upstream_fingerprints, rank, world, local_rank,

@@ -13,13 +13,15 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from v2a.config import Config, StageSpec
+from v2a.config import Config, StageSpec, folder_problems
 from v2a.context import Stages, stage_module
 from v2a.manifest import hub_offline, load_manifest, local_path, weights_dir
 
 log = logging.getLogger(__name__)
 
 OPTIONAL_INPUTS = ("labels", "train_ids")  # may be unset (null); when set, it must exist
+# The paths.* folder a stage writes in, by its module's package (a module may say otherwise: ``WRITES = ("runs",)``).
+WRITES = {"pipeline": ("cache",), "trainer": ("runs",), "infer": ("outputs",), "scoring": ("outputs",)}
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,17 @@ def check_inputs(cfg: Config, spec: StageSpec) -> list[Problem]:
         elif p.is_file() and p.stat().st_size == 0:
             out.append(Problem(spec.name, f"paths.{name}", f"{p} is an empty file"))
     return out
+
+
+def check_output_folders(cfg: Config, spec: StageSpec) -> list[Problem]:
+    """The folders the stage writes in are folders (not files) this user can write in: one line each, before
+    anything runs, instead of a NotADirectoryError or PermissionError half-way."""
+    writes = getattr(stage_module(spec), "WRITES", None)
+    if writes is None:
+        writes = WRITES.get(spec.module.split(".")[0], ())
+    names = tuple(n for n in writes if cfg.paths.get(n) not in (None, ""))
+    return [Problem(spec.name, f"paths.{name}", problem)
+            for name, problem in folder_problems(cfg, names, writable=True)]
 
 
 def _webdataset_videos(cfg: Config) -> bool:
@@ -117,7 +130,8 @@ def preflight(cfg: Config, names: list[str]) -> list[Problem]:
     out: list[Problem] = []
     for name in names:
         spec = cfg.stage(name)
-        out += check_inputs(cfg, spec) + check_checkpoints(cfg, spec, manifest, wdir) + check_devices(spec)
+        out += check_inputs(cfg, spec) + check_output_folders(cfg, spec) + check_checkpoints(cfg, spec, manifest, wdir)
+        out += check_devices(spec)
         out += stage_preflight(runner, name)
     return out
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import yaml
 
-from v2a.io import safe_load
+from v2a.io import folder_problem, safe_load
 from v2a.schema import ConfigError, StageSpec, closest, validate_config  # noqa: F401 (StageSpec: v2a.config.StageSpec)
 
 DEFAULT_CONFIG = "stages.yaml"
@@ -22,6 +22,8 @@ DEFAULT_CONFIG = "stages.yaml"
 # under paths.runs / paths.outputs: no experiment may take one, or its <runs>/NAME, <outputs>/NAME would lie inside
 # the plain run's folders (lab/experiments.py refuses such names).
 RUN_FOLDERS = ("mapper", "generated", "evaluation", "ablations", "videos")
+# The paths that name folders the stages write in (never a file): checked when the configuration loads.
+FOLDER_PATHS = {"cache": "the feature cache folder", "runs": "the runs folder", "outputs": "the outputs folder"}
 
 
 @dataclass
@@ -219,4 +221,25 @@ def load_config(files: list[str | Path] | None = None, overrides: list[str] | No
         cfg.order()
     except ValueError as e:
         raise ConfigError([str(e)]) from None
+    problems = folder_paths_problems(cfg)
+    if problems:
+        raise ConfigError(problems)
     return cfg
+
+
+def folder_paths_problems(cfg: Config, names: tuple[str, ...] = tuple(FOLDER_PATHS), *,
+                          writable: bool = False) -> list[str]:
+    """``paths.cache`` / ``runs`` / ``outputs`` that name a file (or lie inside one), one line each; ``writable``: also
+    those this user cannot write in (checked before a stage that writes there runs: v2a/check.py)."""
+    return [f"paths.{name}: {problem}" for name, problem in folder_problems(cfg, names, writable=writable)]
+
+
+def folder_problems(cfg: Config, names: tuple[str, ...], *, writable: bool) -> list[tuple[str, str]]:
+    """(path name, problem) of each of the folder paths ``names`` that cannot be (``writable``: a writable) folder."""
+    out = []
+    for name in names:
+        p = cfg.optional_path(name)
+        problem = folder_problem(p, FOLDER_PATHS[name], writable=writable) if p is not None else None
+        if problem:
+            out.append((name, problem))
+    return out

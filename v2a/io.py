@@ -108,6 +108,45 @@ def exclusive_lock(path: str | os.PathLike, what: str = "this output", *, wait: 
         fh.close()
 
 
+def folder_lock(folder: str | os.PathLike, what: str) -> contextlib.AbstractContextManager:
+    """The exclusive lock of a whole output folder, held in ``.<name>.lock`` beside it (not inside): a folder that
+    is set aside (renamed) or replaced keeps its lock where the next writer looks for it."""
+    folder = Path(folder)
+    return exclusive_lock(folder.parent / f".{folder.name}.lock", f"{what} {folder}")
+
+
+def folder_problem(path: str | os.PathLike, what: str = "a folder", *, writable: bool = True) -> str | None:
+    """Why ``path`` cannot be (or become) a folder (``writable``: one this process can write in), one sentence naming
+    the path and what was expected; None when it can.
+
+    A file (or a broken link) at ``path`` or at one of its parents, or, with ``writable``, a nearest existing folder
+    this process cannot write in. Nothing is created: a check, before anything is written."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        return f"{path} is a file, not {what}; move it away or name another path"
+    probe = path
+    while not probe.exists():
+        if probe.is_symlink():
+            return f"{probe} is a broken symbolic link, so {path} cannot be {what}"
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        return f"{probe} is a file, so {path} cannot be {what} (a folder inside a file); name another path"
+    if writable and probe.is_dir() and not os.access(probe, os.W_OK | os.X_OK):
+        return (f"{probe} is not writable by this user, so {path} cannot be {what}"
+                if probe != path else f"{path} is not writable by this user ({what} is written there)")
+    return None
+
+
+def check_folder(path: str | os.PathLike, what: str = "a folder") -> Path:
+    """``path`` when it is or can become a writable folder; else InputError (the CLI: one line, exit code 2)."""
+    problem = folder_problem(path, what)
+    if problem:
+        raise InputError(problem)
+    return Path(path)
+
+
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 

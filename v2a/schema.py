@@ -147,11 +147,33 @@ def validate(where: str, data: Any, model: type) -> tuple[Any, list[str]]:
     if problems:
         return None, problems
     try:
-        return TypeAdapter(model).validate_python(data), []
+        value = TypeAdapter(model).validate_python(data)
     except ValidationError as e:
         return None, [_format(where, err) for err in e.errors()]
     except (TypeError, ValueError) as e:  # raised by a model's own checks outside pydantic
         return None, [f"{where.rstrip('.')}: {e}"]
+    problems = [p for k, v in data.items() for p in bool_mismatches(f"{where}{k}", v, _field(value, k))]
+    return (None, problems) if problems else (value, [])
+
+
+def _field(value: Any, key: str) -> Any:
+    return value.get(key) if isinstance(value, dict) else getattr(value, key, None)
+
+
+def bool_mismatches(where: str, given: Any, got: Any) -> list[str]:
+    """Booleans are not numbers: pydantic reads ``seconds: yes`` (YAML's true) as 1.0 and ``half: 1`` as true; here
+    a value given as a boolean must stay one, and a boolean field takes only true or false (lists, tuples and
+    mappings: item by item)."""
+    if isinstance(given, bool) and not isinstance(got, bool):
+        return [f"{where}: got {given}; expected a number ({type(got).__name__}), not true/false (YAML reads yes, no, "
+                "on, off as booleans)"]
+    if isinstance(got, bool) and not isinstance(given, bool):
+        return [f"{where}: got {_short(given)}; expected true or false"]
+    if isinstance(given, (list, tuple)) and isinstance(got, (list, tuple)) and len(given) == len(got):
+        return [p for i, (a, b) in enumerate(zip(given, got)) for p in bool_mismatches(f"{where}[{i}]", a, b)]
+    if isinstance(given, dict) and isinstance(got, dict):
+        return [p for k, v in given.items() if k in got for p in bool_mismatches(f"{where}.{k}", v, got[k])]
+    return []
 
 
 def as_plain(value: Any) -> dict:
@@ -183,7 +205,9 @@ def stage_models(module_name: str) -> tuple[type | None, type | None]:
 def _check_stage(name: str, body: Any, modules: dict[str, str]) -> tuple[dict | None, list[str]]:
     where = f"stages.{name}."
     if body is None:
-        body = {}
+        return None, [f"stages.{name}: is empty (null); expected the stage's mapping (module, needs, params, ...). An "
+                      f"overlay's `{name}:` with nothing under it replaces the whole stage: set only the keys you "
+                      f"change (stages.{name}.params.KEY: VALUE), or remove the line"]
     if not isinstance(body, dict):
         return None, [f"stages.{name}: got {_short(body)}; expected a mapping (module, needs, params, ...)"]
     if "module" not in body:
