@@ -145,14 +145,13 @@ def load_pipeline(cfg: Config, mapper: str | None, *, configured: bool, device: 
 def probe_video(path: Path, max_side: int) -> None:
     """Raise ``MediaError`` (the reason decoding would give) for a file that is not a usable video, from its
     container headers only: not a video or truncated, no video stream, absurd dimensions."""
-    from pipeline.media import MediaError, _check_dims, decode_clip, probe
+    from pipeline.media import MediaError, check_dimensions, probe
 
     info = probe(str(path))
     if not info.has_video:
         raise MediaError("no_video_stream" if info.has_audio else "not_a_video",
                          f"container {info.container} has no video stream")
-    kw = decode_clip.__kwdefaults__
-    _check_dims(info.width, info.height, min_side=kw["min_side"], max_side=max_side, max_pixels=kw["max_pixels"])
+    check_dimensions(info.width, info.height, max_side=max_side)
 
 
 def _from_cache(pipe: MFMMapperPipeline, hit: dict, path: Path, cid: str, label: bool) -> Clip:

@@ -257,6 +257,14 @@ class _FramePicker:
         return self.next
 
 
+MIN_SIDE, MAX_PIXELS = 16, 40_000_000  # the smallest side and the most pixels a frame may have
+
+
+def check_dimensions(w: int, h: int, *, max_side: int, min_side: int = MIN_SIDE, max_pixels: int = MAX_PIXELS) -> None:
+    """``absurd_dimensions`` (MediaError, with the numbers) for a frame size outside the allowed range."""
+    _check_dims(w, h, min_side=min_side, max_side=max_side, max_pixels=max_pixels)
+
+
 def _check_dims(w: int, h: int, *, min_side: int, max_side: int, max_pixels: int) -> None:
     if w and h and (min(w, h) < min_side or max(w, h) > max_side or w * h > max_pixels):
         raise MediaError("absurd_dimensions",
@@ -406,7 +414,7 @@ def declared_size(src: Source, packets: int = 8) -> tuple[int, int] | None:
 
 
 def _decode_clip(src: Source, *, fps: int = 4, seconds: float = 10.0, size: int = 224, sample_rate: int = 16_000,
-                max_side: int = 8192, min_side: int = 16, max_pixels: int = 40_000_000, threads: int = 0,
+                max_side: int = 8192, min_side: int = MIN_SIDE, max_pixels: int = MAX_PIXELS, threads: int = 0,
                 silence_dbfs: float = -60.0, resize: str = "direct", align_audio: bool = False,
                 max_decode_errors: int = 8, truncation_tolerance: float = 0.5,
                 skip_unneeded: bool = True) -> DecodedClip:
