@@ -26,8 +26,8 @@ SAMPLE_RATE = 16_000
 N_FFT, HOP, N_MELS = 1024, 160, 64  # AudioLDM-2's mel front end: 10 ms hop, 64 bands up to 8 kHz
 FLOOR_DBFS, TOP_DBFS = -100.0, 0.0  # the colour scale
 SILENT_DBFS = -60.0  # a sample peak below this: "silent" (pipeline/frames.py silence_dbfs, same rule)
-PANEL_H, LEFT, RIGHT, TOP, GAP, BOTTOM = 160, 64, 72, 22, 30, 40
-BAR_W = 12  # the colour bar, in the right margin
+PANEL_H, LEFT, RIGHT, TOP, GAP, BOTTOM = 160, 64, 72, 24, 34, 44
+BAR_W, FONT_PX = 12, 12  # the colour bar (in the right margin); the text size
 # dark blue -> purple -> orange -> pale yellow; interpolated linearly (a magma-like map)
 _ANCHORS = np.array([[0, 0, 4], [60, 15, 110], [150, 40, 120], [235, 95, 70], [252, 200, 90], [252, 253, 191]], float)
 # power of a full-scale sine in the band it falls on: |rfft(hann * sin)|^2 at its bin = (sum(hann) / 2)^2
@@ -72,7 +72,7 @@ def level_text(audio: np.ndarray | None) -> str:
 
 def write_spectrogram_png(path: str | os.PathLike, generated: np.ndarray, ground_truth: np.ndarray | None = None, *,
                           sample_rate: int = SAMPLE_RATE, title: str = "", width: int = 800) -> tuple[int, int]:
-    """Write the PNG (atomic); returns its (width, height): ``width`` x (panels * (160 + 30) + 32).
+    """Write the PNG (atomic); returns its (width, height): ``width`` x (panels * (160 + 34) + 34).
 
     Both panels on one absolute dBFS scale (module docstring); each title ends with the sound's peak level.
     """
@@ -83,7 +83,7 @@ def write_spectrogram_png(path: str | os.PathLike, generated: np.ndarray, ground
     height = TOP + len(panels) * (PANEL_H + GAP) - GAP + BOTTOM
     img = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(img)
-    font = ImageFont.load_default()
+    font = ImageFont.load_default(size=FONT_PX)
     plot_w = width - LEFT - RIGHT
     for k, (name, audio) in enumerate(panels):
         y0 = TOP + k * (PANEL_H + GAP)
@@ -93,12 +93,12 @@ def write_spectrogram_png(path: str | os.PathLike, generated: np.ndarray, ground
         img.paste(Image.fromarray(rgb).resize((min(frames_w, plot_w), PANEL_H), Image.NEAREST), (LEFT, y0))
         draw.rectangle([LEFT - 1, y0 - 1, LEFT + plot_w, y0 + PANEL_H], outline="black")
         level = level_text(audio)
-        draw.text((LEFT, y0 - 14), f"{name}  ({level})", fill=(190, 0, 0) if is_silent(audio) else "black",
+        draw.text((LEFT, y0 - FONT_PX - 4), f"{name}  ({level})", fill=(190, 0, 0) if is_silent(audio) else "black",
                   font=font)
         _freq_ticks(draw, font, y0, sample_rate)
         _time_ticks(draw, font, y0 + PANEL_H, seconds, plot_w)
-    draw.text((LEFT + plot_w // 2 - 24, height - 14), "Time (s)", fill="black", font=font)
-    draw.text((2, TOP - 14), "Hz (mel)", fill="black", font=font)
+    draw.text((LEFT + plot_w // 2, height - 4), "Time (s)", fill="black", font=font, anchor="md")
+    draw.text((2, 1), "Hz (mel)", fill="black", font=font)
     _colour_bar(img, draw, font, LEFT + plot_w + 10, TOP, height - BOTTOM - TOP)  # as tall as the panels
     with atomic_path(path) as tmp:
         img.save(tmp, format="PNG")
@@ -117,11 +117,11 @@ def _colour_bar(img: Image.Image, draw, font, x: int, y0: int, h: int) -> None:
     ramp = _colour(np.linspace(1.0, 0.0, h))[:, None, :].repeat(BAR_W, axis=1)  # (h, BAR_W, 3)
     img.paste(Image.fromarray(ramp), (x, y0))
     draw.rectangle([x - 1, y0 - 1, x + BAR_W, y0 + h], outline="black")
-    draw.text((x - 4, y0 - 14), "dBFS", fill="black", font=font)
+    draw.text((x - 4, 1), "dBFS", fill="black", font=font)
     for db in np.arange(TOP_DBFS, FLOOR_DBFS - 1e-9, -20.0):
         y = y0 + round((h - 1) * (TOP_DBFS - db) / (TOP_DBFS - FLOOR_DBFS))
         draw.line([x + BAR_W, y, x + BAR_W + 4, y], fill="black")
-        draw.text((x + BAR_W + 6, y - 5), f"{db:g}", fill="black", font=font)
+        draw.text((x + BAR_W + 6, y), f"{db:g}", fill="black", font=font, anchor="lm")
 
 
 def _freq_ticks(draw, font, y0: int, sample_rate: int) -> None:
@@ -133,7 +133,7 @@ def _freq_ticks(draw, font, y0: int, sample_rate: int) -> None:
         y = y0 + PANEL_H - round(PANEL_H * mel(hz) / top)
         draw.line([LEFT - 5, y, LEFT - 1, y], fill="black")
         label = f"{hz // 1000}k" if hz >= 1000 else str(hz)
-        draw.text((LEFT - 8 - 6 * len(label), y - 5), label, fill="black", font=font)
+        draw.text((LEFT - 8, y), label, fill="black", font=font, anchor="rm")
 
 
 def _time_ticks(draw, font, y: int, seconds: float, plot_w: int) -> None:
@@ -143,4 +143,4 @@ def _time_ticks(draw, font, y: int, seconds: float, plot_w: int) -> None:
     for t in np.arange(0.0, seconds + 1e-9, step):
         x = LEFT + round(plot_w * t / seconds)
         draw.line([x, y + 1, x, y + 5], fill="black")
-        draw.text((x - 3, y + 7), f"{t:g}", fill="black", font=font)
+        draw.text((x, y + 7), f"{t:g}", fill="black", font=font, anchor="mt")

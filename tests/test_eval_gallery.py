@@ -11,6 +11,7 @@ import pytest
 import soundfile as sf
 from PIL import Image
 
+import pipeline.spectrogram as S
 from pipeline.spectrogram import write_spectrogram_png
 from scoring.gallery import build_gallery
 from scoring.run import ClipPair
@@ -83,13 +84,15 @@ def test_gallery_spectrograms_on_the_absolute_scale_and_silence_marked(tmp_path)
                          tmp_path / "gallery")
     with Image.open(page.parent / "media" / "c0" / "spectrogram.png") as img:
         px = np.asarray(img.convert("L"), dtype=float)
-    assert img.size == (800, 22 + 2 * 190 - 30 + 40)
-    gen_panel, gt_panel = px[22:182, 64:728], px[212:372, 64:728]  # layout of pipeline.spectrogram (2 panels)
+    assert img.size == (800, S.TOP + 2 * S.PANEL_H + S.GAP + S.BOTTOM)
+    cols = slice(S.LEFT, 800 - S.RIGHT)  # layout of pipeline.spectrogram (2 panels)
+    gen_panel = px[S.TOP: S.TOP + S.PANEL_H, cols]
+    gt_panel = px[S.TOP + S.PANEL_H + S.GAP: S.TOP + 2 * S.PANEL_H + S.GAP, cols]
     assert gt_panel.max() > gen_panel.max() + 20
     write_spectrogram_png(tmp_path / "own.png", loud / 100, title="c0")  # the generate stage's figure
     with Image.open(tmp_path / "own.png") as img:
         own = np.asarray(img.convert("L"), dtype=float)
-    np.testing.assert_array_equal(own[22:182, 64:728], gen_panel)
+    np.testing.assert_array_equal(own[S.TOP: S.TOP + S.PANEL_H, cols], gen_panel)
     text = page.read_text()
     c0, c1 = text.split('id="clip-c1"')
     assert "generated: peak -46.0 dBFS" in c0 and "SILENT</span>" not in c0.split('id="clip-c0"')[1]

@@ -7,6 +7,7 @@ import soundfile as sf
 from PIL import Image
 
 from infer.media_out import AUDIO_CODECS, CONTAINERS, crop_audio, mux_audio, video_span, write_wav
+import pipeline.spectrogram as S
 from pipeline.spectrogram import (is_silent, level_text, log_mel, log_mel_dbfs, mel_filterbank, peak_dbfs,
                                   write_spectrogram_png)
 
@@ -131,8 +132,10 @@ def test_crop_to_eight_seconds():
         crop_audio(batch, 0)
 
 
-PANEL = (slice(22, 182), slice(64, 728))  # layout of pipeline.spectrogram: first panel; the second 190 px lower
-PANEL2 = (slice(212, 372), slice(64, 728))
+# layout of pipeline.spectrogram: the first panel, the second one below it, the colour bar's column
+PANEL = (slice(S.TOP, S.TOP + S.PANEL_H), slice(S.LEFT, 800 - S.RIGHT))
+PANEL2 = (slice(S.TOP + S.PANEL_H + S.GAP, S.TOP + 2 * S.PANEL_H + S.GAP), PANEL[1])
+BAR_X = 800 - S.RIGHT + 10 + S.BAR_W // 2
 
 
 def test_spectrogram_png(tmp_path):
@@ -140,10 +143,10 @@ def test_spectrogram_png(tmp_path):
     generated = 0.3 * np.sin(2 * np.pi * 1000 * t)
     size = write_spectrogram_png(tmp_path / "both.png", generated, 0.3 * np.sin(2 * np.pi * 250 * t), title="dog")
     with Image.open(tmp_path / "both.png") as img:
-        assert img.size == size == (800, 22 + 2 * 190 - 30 + 40)
+        assert img.size == size == (800, S.TOP + 2 * S.PANEL_H + S.GAP + S.BOTTOM)
         pixels = np.asarray(img.convert("RGB"))
     assert pixels[PANEL].std() > 10  # the panel is drawn, not blank
-    assert write_spectrogram_png(tmp_path / "one.png", generated) == (800, 22 + 160 + 40)
+    assert write_spectrogram_png(tmp_path / "one.png", generated) == (800, S.TOP + S.PANEL_H + S.BOTTOM)
     mel = log_mel(generated)
     assert mel.shape == (64, 1 + len(generated) // 160)
     hz = 700 * (10 ** (np.linspace(0, 2595 * np.log10(1 + 8000 / 700), 66)[1:-1] / 2595) - 1)
@@ -184,5 +187,5 @@ def test_panels_share_the_absolute_scale(tmp_path):
     np.testing.assert_array_equal(alone[PANEL], pair[PANEL])
     lum = pair.astype(float).mean(axis=2)
     assert lum[PANEL2].max() > lum[PANEL].max() + 60  # the loud tone's band is bright, the quiet one's is not
-    bar_x = 728 + 10 + 6
-    assert tuple(pair[22, bar_x]) == (252, 253, 191) and tuple(pair[371, bar_x]) == (0, 0, 4)
+    top, bottom = S.TOP, PANEL2[0].stop - 1  # the bar is as tall as the panels
+    assert tuple(pair[top, BAR_X]) == (252, 253, 191) and tuple(pair[bottom, BAR_X]) == (0, 0, 4)
