@@ -2,9 +2,10 @@
 feature cache, through the one generation core (infer/core.py), each clip's outputs written by :func:`write_clip`.
 
 ``write_clip`` serves every entry point (the stage, ``v2a generate``, the web page). Per clip: ``<id>.wav``
-(16 kHz), ``<id>.<ext>`` (the source video, its video stream copied, with the new soundtrack), ``<id>.png``
-(generated and, when known, ground-truth log-mel spectrograms) and ``<id>.json`` (what was done, the prompt and seed
-used; written last, so an interrupted run resumes at the first clip without it).
+(16 kHz), ``<id>.<ext>`` (the source video, its video stream copied, with the new soundtrack; cut to the sound's
+span when asked), ``<id>.png`` (generated and, when known, ground-truth log-mel spectrograms on one absolute dBFS
+scale; a sound peaking below -60 dBFS is titled SILENT and logged) and ``<id>.json`` (what was done, the prompt, seed
+and peak level; written last, so an interrupted run resumes at the first clip without it).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from infer.audioldm2 import clip_seed
 from infer.core import Clip, GenerationCore, feature_names, generator_for  # noqa: F401 (feature_names re-exported)
 from infer.media_out import mux_audio, write_wav
 from infer.params import GenerateParams  # defined there (light, for the config check); infer.generate.GenerateParams
-from pipeline.spectrogram import write_spectrogram_png
+from pipeline.spectrogram import SILENT_DBFS, is_silent, peak_dbfs, write_spectrogram_png
 from v2a.io import atomic_write_json
 
 log = logging.getLogger(__name__)
@@ -98,10 +99,16 @@ class Generator:
 
 
 def write_clip(out_dir: Path, cid: str, audio: np.ndarray, *, video: str | None, ground_truth: np.ndarray | None,
-               prompt: str | None, info: dict) -> dict:
+               prompt: str | None, info: dict, video_seconds: float | None = None) -> dict:
     """Write ``<cid>.wav``, ``<cid>.png`` (generated over ground truth), the video with its new soundtrack and
-    ``<cid>.json`` (last: the clip is done). A video that cannot be written is recorded, the rest stands."""
-    rec = {"id": cid, "prompt": prompt, **info, "seconds": round(len(audio) / 16000, 4)}
+    ``<cid>.json`` (last: the clip is done). A video that cannot be written is recorded, the rest stands.
+    ``video_seconds``: keep only that much of the video (from its first frame; ``--duration``), else all of it."""
+    peak = peak_dbfs(audio)
+    rec = {"id": cid, "prompt": prompt, **info, "seconds": round(len(audio) / 16000, 4),
+           "peak_dbfs": round(peak, 2) if np.isfinite(peak) else None, "silent": is_silent(audio)}
+    if rec["silent"]:
+        log.warning("%s: the generated sound is silent (peak %s dBFS, below %g dBFS)", cid,
+                    "-inf" if rec["peak_dbfs"] is None else f"{rec['peak_dbfs']:.1f}", SILENT_DBFS)
     write_wav(out_dir / f"{cid}.wav", audio)
     rec["wav"] = f"{cid}.wav"
     gt = None if ground_truth is None else ground_truth[: len(audio)]
@@ -111,7 +118,7 @@ def write_clip(out_dir: Path, cid: str, audio: np.ndarray, *, video: str | None,
         ext = Path(video).suffix.lower()
         ext = ext if ext in MUX_EXTS else ".mkv"
         try:
-            rec["mux"] = mux_audio(video, audio, out_dir / f"{cid}{ext}")
+            rec["mux"] = mux_audio(video, audio, out_dir / f"{cid}{ext}", seconds=video_seconds)
             rec["video"] = f"{cid}{ext}"
         except (ValueError, RuntimeError, OSError) as e:  # the wav and png stand; say why the video did not
             rec["video_error"] = f"{type(e).__name__}: {e}"

@@ -8,6 +8,9 @@ Muxing rules (``mux_audio``):
   webm, 16-bit PCM for avi: AVI cannot store an encoder delay, and its muxer would shift every stream to absorb
   MP3's negative start). It starts at the video stream's first presentation time and is cut to the video's
   duration (first pts to the end of the last frame). Audio shorter than the video is written as is (no padding).
+- ``seconds`` (``--duration``) cuts the video too: only the frames shown before ``start + seconds`` are kept, as
+  the decode-order prefix of packets that holds them all (a stream copy cannot cut inside a reordered group: with
+  B-frames, one or two reference frames just past the cut may be kept, never a frame that cannot be decoded).
 - The output container is the one of ``out_path``'s extension (``CONTAINERS``); the file is written atomically.
 """
 
@@ -60,10 +63,13 @@ def write_wav(path: str | os.PathLike, audio: np.ndarray, sample_rate: int = SAM
 
 
 def mux_audio(video_in: str | os.PathLike, audio: np.ndarray, out_path: str | os.PathLike, *,
-              sample_rate: int = SAMPLE_RATE, codec: str | None = None, bitrate: int | None = None) -> dict:
+              sample_rate: int = SAMPLE_RATE, codec: str | None = None, bitrate: int | None = None,
+              seconds: float | None = None) -> dict:
     """Write ``out_path``: the video stream of ``video_in`` copied unchanged plus ``audio`` (samples,) as its only audio.
+    ``seconds``: keep only the video's first ``seconds`` (from its first frame), audio cut to the same span.
 
-    Returns {'video_start', 'video_duration', 'audio_seconds', 'codec', 'format'} (seconds).
+    Returns {'video_start', 'video_duration', 'audio_seconds', 'codec', 'format'} (seconds; video_duration is the
+    span written).
     """
     out_path = Path(out_path)
     fmt = CONTAINERS.get(out_path.suffix.lower())
@@ -74,8 +80,13 @@ def mux_audio(video_in: str | os.PathLike, audio: np.ndarray, out_path: str | os
     if audio.ndim != 1:
         raise ValueError(f"mux_audio expects mono audio of shape (samples,), got {audio.shape}")
 
+    if seconds is not None and not seconds > 0:
+        raise ValueError(f"mux_audio seconds={seconds}: must be positive (or None for the whole video)")
     start, end = video_span(video_in)
+    if seconds is not None:
+        end = min(end, start + float(seconds))
     audio = np.clip(audio[: int(round((end - start) * sample_rate))], -1.0, 1.0)  # cut to the video's duration
+    keep = _kept_packets(video_in, end) if seconds is not None else None
     with av.open(str(video_in)) as src, atomic_path(out_path) as tmp:
         vin = src.streams.video[0]
         with av.open(str(tmp), "w", format=fmt) as dst:
@@ -85,9 +96,9 @@ def mux_audio(video_in: str | os.PathLike, audio: np.ndarray, out_path: str | os
                 aout.bit_rate = int(bitrate)
             audio_packets = _encode(aout, audio, sample_rate, start)  # [(time_s, packet)]
             pending = 0
-            for packet in src.demux(vin):
-                if packet.size == 0 or (packet.dts is None and packet.pts is None):
-                    continue  # demuxer flush packet
+            for k, packet in enumerate(_timed_packets(src, vin)):
+                if keep is not None and k >= keep:
+                    break  # every frame before the cut is written
                 t = float((packet.dts if packet.dts is not None else packet.pts) * packet.time_base)
                 while pending < len(audio_packets) and audio_packets[pending][0] <= t:
                     dst.mux(audio_packets[pending][1])
@@ -98,6 +109,22 @@ def mux_audio(video_in: str | os.PathLike, audio: np.ndarray, out_path: str | os
                 dst.mux(packet)
     return {"video_start": start, "video_duration": end - start, "audio_seconds": len(audio) / sample_rate,
             "codec": codec, "format": fmt}
+
+
+def _timed_packets(src, stream):
+    """The stream's packets in decode order, without the demuxer's empty flush packets."""
+    return (p for p in src.demux(stream) if p.size and (p.dts is not None or p.pts is not None))
+
+
+def _kept_packets(path: str | os.PathLike, end: float) -> int:
+    """How many video packets (decode order, flush packets skipped) hold every frame presented before ``end``."""
+    last = -1
+    with av.open(str(path)) as src:
+        for k, packet in enumerate(_timed_packets(src, src.streams.video[0])):
+            t = packet.pts if packet.pts is not None else packet.dts
+            if float(t * packet.time_base) < end - 1e-6:
+                last = k
+    return last + 1
 
 
 def video_span(path: str | os.PathLike) -> tuple[float, float]:

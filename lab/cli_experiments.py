@@ -12,7 +12,6 @@ from typing import List, Optional
 
 import typer
 
-from v2a.logfmt import pairs
 
 log = logging.getLogger("v2a")
 
@@ -76,23 +75,35 @@ def register(app: typer.Typer, state) -> None:
     @app.command("evaluate")
     def evaluate_cmd(
         pred: Path = typer.Option(..., "--pred", help="Folder of generated audio (.wav/.flac), one file per clip."),
-        gt: Path = typer.Option(..., "--gt", help="Folder of ground-truth audio, matched to --pred by file stem."),
-        video: Optional[Path] = typer.Option(None, "--video", help="Folder of the videos (IB-score, DeSync)."),
+        gt: Path = typer.Option(..., "--gt", help="Folder of the ground truth, matched to --pred by file stem: audio "
+                                "(.wav/.flac) or the source videos (their audio read as the evaluate stage reads it)."),
+        video: Optional[Path] = typer.Option(None, "--video", help="Folder of the videos (IB-score, DeSync); default: "
+                                             "--gt when it holds videos."),
         out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder (default <outputs>/evaluate-<pred>)."),
     ) -> None:
         """Score any folder of audio with the evaluate stage's protocol (stages.evaluate.params: models, 8 s crop).
 
-        Writes metrics.json, per_clip.csv, table.md, unmatched.csv (stems not on both sides) and a gallery.
+        Writes metrics.json, per_clip.csv, table.md (our row named after the --pred folder), unmatched.csv (stems
+        not on both sides) and a gallery.
         """
         from scoring.folders import evaluate_folders
+        from scoring.report import TABLE_COLUMNS, random_weights
         from v2a.defaults import load_chosen
 
         try:
             cfg = load_chosen(state.config_files, state.overrides)
             dest = out or cfg.folder_evaluation_dir(pred)
-            res = evaluate_folders(cfg.stage("evaluate").settings, pred, gt, dest, video)
+            params = cfg.stage("evaluate").settings
+            res = evaluate_folders(params, pred, gt, dest, video)
         except ERRORS as e:
             _fail(e)
-        shown = pairs({k: (m["value"] if m.get("status") == "ok" else m.get("status"))
-                       for k, m in res["metrics"].items()})
-        typer.echo(f"{shown}\nclips: {res['counts']['clips']} scored, unmatched: {res['unmatched']} -> {dest}")
+        m = res["metrics"]
+        shown = [f"{col} {m[k]['value']:.4g}" if m[k].get("status") == "ok" else f"{col} {m[k].get('status')}"
+                 for col, k in TABLE_COLUMNS]
+        missing = ", ".join(f"{n} without {k}" for k, n in res["unmatched"].items() if n) or "none"
+        typer.echo(f"{pred}: {res['counts']['clips']} scored against {gt}; unmatched: {missing}")
+        typer.echo("  ".join(shown))
+        mark = random_weights(params.model)
+        if mark:
+            typer.echo(f"{mark}: the evaluation networks are not the released ones; these numbers measure nothing")
+        typer.echo(f"table: {Path(res['files']['table'])}")

@@ -64,13 +64,13 @@ def app_command(r: Runner, *, mapper: str | None, configured: bool, host: str, p
                 examples: Path | None) -> None:
     if importlib.util.find_spec("gradio") is None:
         raise RuntimeError("v2a app needs gradio: pip install 'mfm-mapper[app]' (or pip install gradio)")
-    from infer.app import build_app, example_videos
+    from infer.app import LAUNCH_OPTIONS, build_app, example_videos
     from infer.videos import load_pipeline
     from v2a.dist import pick_device
 
     device = pick_device(r.cfg.stage("generate").runtime.get("device", "auto"))
     pipe = load_pipeline(r.cfg, mapper, configured=configured, device=device)
     folder = examples if examples is not None else r.cfg.optional_path("videos")
-    demo = build_app(pipe, example_videos(folder))
+    demo = build_app(pipe, example_videos(folder), labels=r.cfg.optional_path("labels"))
     typer.echo(f"serving on http://{host}:{port} (Ctrl-C stops)")
-    demo.launch(server_name=host, server_port=port, share=False, show_error=True)
+    demo.launch(server_name=host, server_port=port, **LAUNCH_OPTIONS)

@@ -1,10 +1,13 @@
 """`v2a evaluate --pred DIR --gt DIR [--video DIR]`: the evaluate stage's protocol on any folders of audio.
 
-Files are matched by stem (``dog_001.wav`` in ``--pred`` with ``dog_001.wav``/``.flac`` in ``--gt`` and
-``dog_001.mp4``/``.mkv``/... in ``--video``), so another system's outputs are scored exactly like ours (same
-metrics code, same 8 s crop, same evaluation models from ``stages.evaluate.params``). Every stem that is not on
-both audio sides is listed in ``unmatched.csv`` (and counted in metrics.json): a prediction without ground truth
-is not scored, a ground truth without a prediction is not silently dropped from the count.
+Files are matched by stem (``dog_001.wav`` in ``--pred`` with ``dog_001.wav``/``.flac``/``.mp4``/... in ``--gt``
+and ``dog_001.mp4``/``.mkv``/... in ``--video``), so another system's outputs are scored exactly like ours (same
+metrics code, same 8 s crop, same evaluation models from ``stages.evaluate.params``). ``--gt`` may hold the source
+videos themselves, as the evaluate stage uses them: their first audio stream read whole, at its own rate, every
+channel (scoring/audio.py ``read_audio``, the stage's reading of a source file); those videos also serve as
+``--video`` when it is not given. Every stem that is not on both audio sides is listed in ``unmatched.csv`` (and
+counted in metrics.json): a prediction without ground truth is not scored, a ground truth without a prediction is
+not silently dropped from the count. The report names the ``--pred`` folder.
 """
 
 from __future__ import annotations
@@ -43,9 +46,13 @@ def _by_stem(folder: Path | None, exts: tuple[str, ...], what: str) -> dict[str,
 
 def match(pred: Path, gt: Path, video: Path | None = None) -> tuple[list[ClipPair], list[dict]]:
     """(pairs for every stem in both audio folders, unmatched rows ``{clip_id, missing, present}``)."""
-    p, g, v = _by_stem(pred, AUDIO_EXT, "--pred"), _by_stem(gt, AUDIO_EXT, "--gt"), _by_stem(video, VIDEO_EXT, "--video")
+    p, g = _by_stem(pred, AUDIO_EXT, "--pred"), _by_stem(gt, AUDIO_EXT + VIDEO_EXT, "--gt")
+    v = _by_stem(video, VIDEO_EXT, "--video")
     if not p:
         raise ValueError(f"--pred folder {pred} holds no {'/'.join(AUDIO_EXT)} files")
+    if not g:
+        raise ValueError(f"--gt folder {gt} holds no audio ({'/'.join(AUDIO_EXT)}) or video "
+                         f"({'/'.join(VIDEO_EXT)}) files")
     both = sorted(set(p) & set(g))
     unmatched = [{"clip_id": s, "missing": "ground truth", "present": str(p[s])} for s in sorted(set(p) - set(g))]
     unmatched += [{"clip_id": s, "missing": "prediction", "present": str(g[s])} for s in sorted(set(g) - set(p))]
@@ -69,8 +76,17 @@ def unmatched_csv(rows: list[dict]) -> str:
     return buf.getvalue()
 
 
+def gt_videos(gt: Path) -> bool:
+    """Whether the ``--gt`` folder holds videos (then they are the ``--video`` folder too, unless one is given)."""
+    return any(f.suffix.lower() in VIDEO_EXT for f in _by_stem(gt, AUDIO_EXT + VIDEO_EXT, "--gt").values())
+
+
 def evaluate_folders(params: EvalParams, pred: Path, gt: Path, out: Path, video: Path | None = None, **kw) -> dict:
-    """Score ``pred`` against ``gt`` (and ``video`` for IB-score/DeSync) into ``out``; returns metrics.json's dict."""
+    """Score ``pred`` against ``gt`` (and ``video`` for IB-score/DeSync; default: ``gt`` when it holds videos)
+    into ``out``; returns metrics.json's dict."""
+    if video is None and gt_videos(gt):
+        video = gt
+        log.info("evaluate: the --gt videos are also the videos for IB-score and DeSync (--video not given)")
     pairs, unmatched = match(pred, gt, video)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -1,6 +1,7 @@
 """A static, offline, self-contained HTML gallery: per clip its label and prompt, a frame strip, one spectrogram
-figure (generated over ground truth, time and frequency axes, one colour scale for both: the per-clip renderer of
-``pipeline.spectrogram``), players for both sounds and the muxed video. Every medium is copied (or written) into
+figure (generated over ground truth, time and frequency axes, one absolute dBFS colour scale with its colour bar: the
+per-clip renderer of ``pipeline.spectrogram``), each sound's peak level (marked "silent" below -60 dBFS), players for
+both sounds and the muxed video. Every medium is copied (or written) into
 ``<gallery>/media/<clip>/``, so the folder can be zipped, moved or served alone; nothing is fetched from the
 network."""
 
@@ -15,7 +16,7 @@ from typing import Any, Iterable
 import numpy as np
 from PIL import Image
 
-from pipeline.spectrogram import write_spectrogram_png
+from pipeline.spectrogram import SILENT_DBFS, is_silent, level_text, write_spectrogram_png
 from scoring.audio import EVAL_SR, load_audio
 from v2a.io import atomic_write_text, check_clip_id
 
@@ -24,7 +25,7 @@ log = logging.getLogger(__name__)
 _CSS = """body{font-family:sans-serif;margin:1em;background:#fafafa}
 .clip{border:1px solid #ccc;background:#fff;margin:1em 0;padding:.5em}
 .frames img{height:72px;margin-right:2px}.spec img{max-width:100%}.meta{color:#333}
-.row{display:flex;gap:1em;flex-wrap:wrap}.col{flex:1;min-width:280px}
+.row{display:flex;gap:1em;flex-wrap:wrap}.silent{color:#b00;font-weight:bold}.col{flex:1;min-width:280px}
 table{border-collapse:collapse}td,th{border:1px solid #ddd;padding:2px 6px;font-size:.85em}"""
 
 
@@ -79,6 +80,11 @@ def _audio_file(src: Any, clip_dir: Path, name: str) -> tuple[Path | None, np.nd
     return path, wav
 
 
+def _level_html(name: str, wave: np.ndarray) -> str:
+    text = html.escape(f"{name}: {level_text(wave)}")
+    return f'<span class="silent">{text}</span>' if is_silent(wave) else text
+
+
 def _scores_table(scores: dict | None) -> str:
     if not scores:
         return ""
@@ -102,9 +108,12 @@ def _clip_html(clip, out_dir: Path, scores: dict | None, max_frames: int) -> str
         parts.append(f'<div class="frames">{imgs}</div>')
     gen_path, gen = _audio_file(clip.gen, clip_dir, "gen")
     gt_path, gt = _audio_file(clip.gt, clip_dir, "gt")
-    if gen is not None:  # one figure, generated over ground truth, on one colour scale
+    levels = [_level_html(name, w) for name, w in (("generated", gen), ("ground truth", gt)) if w is not None]
+    if levels:
+        parts.append(f'<p class="levels">{" &middot; ".join(levels)}</p>')
+    if gen is not None:  # one figure, generated over ground truth, on one absolute dBFS scale
         spec = clip_dir / "spectrogram.png"
-        write_spectrogram_png(spec, gen, gt, title=prompt or label or cid, shared_scale=True)
+        write_spectrogram_png(spec, gen, gt, title=prompt or label or cid)
         parts.append(f'<div class="spec"><img src="{html.escape(_rel(spec, out_dir))}" alt="spectrograms of '
                      f'{html.escape(cid)}"></div>')
     cols = []
@@ -131,7 +140,9 @@ def build_gallery(clips: Iterable, out_dir: str | Path, *, scores: dict[str, dic
     body = [_clip_html(c, out_dir, (scores or {}).get(c.clip_id), max_frames) for c in clips]
     page = (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
             f"<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>"
-            f"<p>{len(body)} clips; audio cropped to 8 s for the metrics.</p>\n" + "\n".join(body) + "\n</body></html>\n")
+            f"<p>{len(body)} clips; audio cropped to 8 s for the metrics. Spectrograms share one absolute scale "
+            f"(dBFS: 0 is a full-scale sine; black is -100 or quieter); a sound whose peak is below "
+            f"{SILENT_DBFS:g} dBFS is marked <span class=\"silent\">SILENT</span>.</p>\n" + "\n".join(body) + "\n</body></html>\n")
     index = out_dir / "index.html"
     atomic_write_text(index, page)
     return index

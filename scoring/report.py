@@ -1,4 +1,9 @@
-"""Write the evaluation outputs: metrics JSON, per-clip CSV and a markdown table in the layout of Table 1."""
+"""Write the evaluation outputs: metrics JSON, per-clip CSV and a markdown table in the layout of Table 1.
+
+Numbers measured with random evaluation networks (``stages.evaluate.params.model`` tiny or random-full: the demo
+and the tests) say so: in the table's title, in a note under it, and beside every row of ours that stands under
+the paper's rows (table.md, the combined ablation report). Such numbers only show that the chain runs.
+"""
 
 from __future__ import annotations
 
@@ -27,6 +32,9 @@ PROTOCOL_NOTES = [
     "Ground truth: the source file itself (whole, native rate, every channel) when it is on disk; else the frames "
     "cache (16 kHz, channel 0, first 10 s).",
 ]
+RANDOM_NOTE = ("**Random weights**: the evaluation networks are `{model}` (seeded random, not the released "
+               "checkpoints), so these numbers measure nothing about the sound and are not comparable with the "
+               "paper's; they only show that the chain runs.")
 CSV_COLUMNS = ["clip_id", "status", "reason", "gen_seconds", "gt_seconds", "short", "vggish_examples",
                "kl_panns", "kl_passt", "ib_score", "desync"]
 
@@ -37,27 +45,47 @@ def _cell(m: dict) -> str:
     return m.get("status", "?")
 
 
+def random_weights(model: str | None) -> str | None:
+    """The mark for numbers made with random evaluation networks (``model`` tiny / random-full), else None."""
+    return None if model in (None, "full") else f"RANDOM WEIGHTS ({model})"
+
+
+def system_label(result: dict) -> str:
+    """Our row's name in table.md: the ``--pred`` folder (``v2a evaluate``), the experiment, or this run."""
+    n = result["counts"]["clips"]
+    pred = (result.get("source") or {}).get("pred")
+    if pred:
+        return f"`{Path(pred).name or pred}` (--pred folder, {n} clips)"
+    return f"{result.get('experiment') or 'Ours'} (this run, {n} clips)"
+
+
 def markdown_table(metrics: dict, n_clips: int, title: str = "Evaluation", seconds: float = 8.0,
-                   label: str | None = None) -> str:
+                   label: str | None = None, model: str | None = "full") -> str:
+    """Table 1's layout: the paper's row, then ours (``label``, default ``Ours (this run, N clips)``), marked when
+    ``model`` (the evaluation networks) is random; then what each metric used, and the protocol notes."""
+    mark = random_weights(model)
     head = "| Method | " + " | ".join(c for c, _ in TABLE_COLUMNS) + " |"
     sep = "| --- |" + " ---: |" * len(TABLE_COLUMNS)
     paper = "| MFM-Mapper (quoted from the paper, Table 1; VGGSound test) | " + " | ".join(
         f"{PAPER_ROW[k]:.3f}" if k == "desync" else f"{PAPER_ROW[k]:.2f}" for _, k in TABLE_COLUMNS) + " |"
-    ours = f"| {label or 'Ours'} (this run, {n_clips} clips) | " + " | ".join(
-        _cell({**metrics[k], "key": k}) for _, k in TABLE_COLUMNS) + " |"
-    lines = [f"# {title}", "", head, sep, paper, ours, "",
-             "Lower is better for FD, KL and DeSync; higher for IS and IB-score. "
-             f"Audio cropped to {seconds:g} s (the protocol uses 8 s).", "",
-             "| Metric | Status | Clips used | Note |", "| --- | --- | ---: | --- |"]
+    name = (label or f"Ours (this run, {n_clips} clips)") + (f" **{mark}**" if mark else "")
+    ours = f"| {name} | " + " | ".join(_cell({**metrics[k], "key": k}) for _, k in TABLE_COLUMNS) + " |"
+    lines = [f"# {title}" + (f": {mark}" if mark else ""), ""]
+    if mark:
+        lines += [RANDOM_NOTE.format(model=model), ""]
+    lines += [head, sep, paper, ours, "",
+              "Lower is better for FD, KL and DeSync; higher for IS and IB-score. "
+              f"Audio cropped to {seconds:g} s (the protocol uses 8 s).", "",
+              "| Metric | Status | Clips used | Note |", "| --- | --- | ---: | --- |"]
     for col, key in TABLE_COLUMNS:
         m = metrics[key]
         used = m.get("n_clips", 0)
         if "n_gt" in m:
             used = f"{m.get('n_gen', 0)} gen / {m['n_gt']} gt"
         note = m.get("reason") or m.get("note") or ""
-        left_out = [f"{m[k]} {label}" for k, label in (("n_failed", "failed (see per_clip.csv)"),
-                                                      ("n_excluded_short", "excluded: shorter than 8 s"),
-                                                      ("n_no_video", "without video")) if m.get(k)]
+        left_out = [f"{m[k]} {what}" for k, what in (("n_failed", "failed (see per_clip.csv)"),
+                                                    ("n_excluded_short", "excluded: shorter than 8 s"),
+                                                    ("n_no_video", "without video")) if m.get(k)]
         note = "; ".join([note] * bool(note) + left_out)
         lines.append(f"| {col} | {m['status']} | {used} | {note} |")
     lines += ["", "Protocol notes:", ""] + [f"- {n.format(s=seconds)}" for n in PROTOCOL_NOTES]
@@ -78,9 +106,10 @@ def write_outputs(out_dir: Path, result: dict, rows: list[dict]) -> dict[str, Pa
     paths = {"metrics": out_dir / "metrics.json", "per_clip": out_dir / "per_clip.csv",
              "table": out_dir / "table.md"}
     atomic_write_text(paths["per_clip"], per_clip_csv(rows))
+    params = result.get("params", {})
     atomic_write_text(paths["table"], markdown_table(result["metrics"], result["counts"]["clips"],
-                                                      seconds=result.get("params", {}).get("seconds", 8.0),
-                                                      label=result.get("experiment")))
+                                                      seconds=params.get("seconds", 8.0), label=system_label(result),
+                                                      model=params.get("model", "full")))
     atomic_write_json(paths["metrics"], result)  # written last: its presence says the run completed
     return paths
 
@@ -144,17 +173,31 @@ def _row(cells: list[str]) -> str:
     return "| " + " | ".join(cells) + " |"
 
 
+def entry_model(entry: dict) -> str | None:
+    """The evaluation networks (``params.model``) an experiment's numbers were measured with; None: no numbers."""
+    return ((entry.get("metrics") or {}).get("params") or {}).get("model")
+
+
 def combined_markdown(entries: list[dict], title: str = "Ablations") -> str:
-    """Rows = experiments (ours, then the paper's quoted rows they reproduce); per-table sections; clips used."""
+    """Rows = experiments (ours, then the paper's quoted rows they reproduce); per-table sections; clips used.
+    Every row of ours measured with random evaluation networks carries the mark (and so does the title)."""
     cols = ["scale", "params"] + [k for _, k in TABLE_COLUMNS]
     vals = {e["name"]: experiment_values(e) for e in entries}
-    lines = [f"# {title}", "", "Ours: this configuration's runs (`runs/NAME/`, `outputs/NAME/`); paper: quoted "
-             "verbatim. Scale = training audio hours x epochs, Param. = trainable parameters, both read from the "
-             "run. Lower is better for FD, KL and DeSync; higher for IS and IB-score.", "",
-             "## All experiments", "", _row(["Experiment", "Status"] + [COLUMN_NAMES[c] for c in cols]),
-             "| --- | --- |" + " ---: |" * len(cols)]
+    marks = {e["name"]: random_weights(entry_model(e)) for e in entries}
+    mark = lambda name: f" **{marks[name]}**" if marks[name] else ""  # noqa: E731
+    randoms = sorted({entry_model(e) for e in entries if marks[e["name"]]})
+    lines = [f"# {title}" + (": RANDOM WEIGHTS" if randoms else ""), ""]
+    if randoms:
+        lines += [RANDOM_NOTE.format(model="/".join(randoms)) + " Rows marked RANDOM WEIGHTS are such runs; with "
+                  "random evaluation networks, different experiments may well give the same numbers.", ""]
+    lines += ["Ours: this configuration's runs (`runs/NAME/`, `outputs/NAME/`); paper: quoted "
+              "verbatim. Scale = training audio hours x epochs, Param. = trainable parameters, both read from the "
+              "run. Lower is better for FD, KL and DeSync; higher for IS and IB-score.", "",
+              "## All experiments", "", _row(["Experiment", "Status"] + [COLUMN_NAMES[c] for c in cols]),
+              "| --- | --- |" + " ---: |" * len(cols)]
     for e in entries:
-        lines.append(_row([f"**{e['name']}** (ours)", e["status"]] + [vals[e["name"]][c][0] for c in cols]))
+        lines.append(_row([f"**{e['name']}** (ours){mark(e['name'])}", e["status"]] +
+                          [vals[e["name"]][c][0] for c in cols]))
         for ref in e.get("paper") or []:
             row = PAPER_TABLES.get(int(ref["table"]), {}).get("rows", {}).get(ref["row"])
             if row is not None:
@@ -167,16 +210,16 @@ def combined_markdown(entries: list[dict], title: str = "Ablations") -> str:
             lines.append(_row([row_name, "paper"] + [_fmt(c, paper.get(c)) for c in table["columns"]]))
             for e in entries:
                 if any(int(r["table"]) == t and r["row"] == row_name for r in e.get("paper") or []):
-                    lines.append(_row([row_name, f"ours: {e['name']}"] + [vals[e["name"]][c][0]
-                                                                           for c in table["columns"]]))
+                    lines.append(_row([row_name, f"ours: {e['name']}{mark(e['name'])}"] +
+                                      [vals[e["name"]][c][0] for c in table["columns"]]))
     curves = [e for e in entries if e.get("dynamics")]
     if curves:
         lines += ["", "## Training dynamics (Fig. 3; dynamics.png)", "",
                   "| Experiment | Epoch | IB-score | DeSync | FD_PaSST |", "| --- | ---: | ---: | ---: | ---: |"]
         for e in curves:
             for r in e["dynamics"]:
-                lines.append(_row([e["name"], str(r["epoch"])] + [_fmt(k, r.get(k)) for k in
-                                                                  ("ib_score", "desync", "fd_passt")]))
+                lines.append(_row([e["name"] + mark(e["name"]), str(r["epoch"])] +
+                                  [_fmt(k, r.get(k)) for k in ("ib_score", "desync", "fd_passt")]))
     lines += ["", "## Clips each number used", "", _row(["Experiment"] + [COLUMN_NAMES[c] for c in cols]),
               "| --- |" + " ---: |" * len(cols)]
     for e in entries:
@@ -189,7 +232,7 @@ def combined_csv(entries: list[dict]) -> str:
     keys = [k for _, k in TABLE_COLUMNS]
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["experiment", "status", "epochs", "train_clips", "scale_hours", "trainable_params", *keys,
-                *(f"{k}_clips" for k in keys), "paper_rows"])
+                *(f"{k}_clips" for k in keys), "paper_rows", "eval_model"])
     for e in entries:
         train = e.get("train") or {}
         metrics = (e.get("metrics") or {}).get("metrics") or {}
@@ -197,7 +240,8 @@ def combined_csv(entries: list[dict]) -> str:
         used = [experiment_values(e)[k][1] for k in keys]
         w.writerow([e["name"], e["status"], e.get("epochs", ""), train.get("train_clips", ""),
                     train.get("scale_hours", ""), train.get("trainable_params", ""), *[value(k) for k in keys],
-                    *used, "; ".join(f"Table {r['table']}: {r['row']}" for r in e.get("paper") or [])])
+                    *used, "; ".join(f"Table {r['table']}: {r['row']}" for r in e.get("paper") or []),
+                    entry_model(e) or ""])
     return buf.getvalue()
 
 

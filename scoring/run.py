@@ -28,7 +28,7 @@ from scoring.clips import VIDEO_METRICS, ClipScore, score_clip
 from scoring.embedders import AudioEmbedder, VideoAudioScorer, build_embedders
 from scoring.embedders import build_video_scorers
 from scoring.params import EvalParams  # defined there (light, for the config check); scoring.run.EvalParams
-from scoring.report import PAPER_ROW, TABLE_COLUMNS, write_outputs
+from scoring.report import PAPER_ROW, TABLE_COLUMNS, random_weights, system_label, write_outputs
 from v2a.io import check_clip_id
 
 log = logging.getLogger(__name__)
@@ -201,7 +201,9 @@ def finish(p: EvalParams, pair_list: list[ClipPair], result: dict, rows: list[di
         from scoring.gallery import build_gallery
 
         scores = {r["clip_id"]: r for r in rows}
-        gal = build_gallery(pair_list[: p.gallery_max_clips], out_dir / "gallery", scores=scores)
+        mark = random_weights(p.model)
+        title = f"Samples: {system_label(result)}" + (f"; scores with {mark}" if mark else "")
+        gal = build_gallery(pair_list[: p.gallery_max_clips], out_dir / "gallery", scores=scores, title=title)
         result["gallery"] = str(gal)
     result["files"] = {k: str(v) for k, v in write_outputs(out_dir, result, rows).items()}
     return result

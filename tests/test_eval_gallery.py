@@ -11,6 +11,7 @@ import pytest
 import soundfile as sf
 from PIL import Image
 
+import pipeline.spectrogram as S
 from pipeline.spectrogram import write_spectrogram_png
 from scoring.gallery import build_gallery
 from scoring.run import ClipPair
@@ -74,21 +75,29 @@ def test_gallery_is_self_contained_and_parses(tmp_path):
     assert '<b class="label">dog barking</b>' in text and '<b class="prompt">a dog barking</b>' in text
 
 
-def test_gallery_spectrograms_share_one_colour_scale(tmp_path):
-    """Ground truth 40 dB louder than the generated sound: on one scale the generated panel is darker (the
-    generate stage's own-scale PNGs would draw both alike)."""
+def test_gallery_spectrograms_on_the_absolute_scale_and_silence_marked(tmp_path):
+    """Ground truth 40 dB louder than the generated sound: the generated panel is darker, drawn exactly as the
+    generate stage's PNG draws it (one absolute dBFS scale everywhere); a sound peaking below -60 dBFS is marked."""
     t = np.arange(SR) / SR
     loud = (0.5 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
-    page = build_gallery([ClipPair("c0", loud, loud / 100)], tmp_path / "gallery")
+    page = build_gallery([ClipPair("c0", loud, loud / 100), ClipPair("c1", loud, loud / 10_000)],
+                         tmp_path / "gallery")
     with Image.open(page.parent / "media" / "c0" / "spectrogram.png") as img:
         px = np.asarray(img.convert("L"), dtype=float)
-    assert img.size == (800, 22 + 2 * 190 - 30 + 40)
-    gen_panel, gt_panel = px[22:182, 64:784], px[212:372, 64:784]  # layout of pipeline.spectrogram (2 panels)
-    assert gt_panel.mean() > 3 * gen_panel.mean() + 5
-    write_spectrogram_png(tmp_path / "own.png", loud / 100, loud)  # each panel on its own scale
+    assert img.size == (800, S.TOP + 2 * S.PANEL_H + S.GAP + S.BOTTOM)
+    cols = slice(S.LEFT, 800 - S.RIGHT)  # layout of pipeline.spectrogram (2 panels)
+    gen_panel = px[S.TOP: S.TOP + S.PANEL_H, cols]
+    gt_panel = px[S.TOP + S.PANEL_H + S.GAP: S.TOP + 2 * S.PANEL_H + S.GAP, cols]
+    assert gt_panel.max() > gen_panel.max() + 20
+    write_spectrogram_png(tmp_path / "own.png", loud / 100, title="c0")  # the generate stage's figure
     with Image.open(tmp_path / "own.png") as img:
         own = np.asarray(img.convert("L"), dtype=float)
-    assert abs(own[22:182, 64:784].mean() - own[212:372, 64:784].mean()) < 2
+    np.testing.assert_array_equal(own[S.TOP: S.TOP + S.PANEL_H, cols], gen_panel)
+    text = page.read_text()
+    c0, c1 = text.split('id="clip-c1"')
+    assert "generated: peak -46.0 dBFS" in c0 and "SILENT</span>" not in c0.split('id="clip-c0"')[1]
+    assert '<span class="silent">generated: peak -86.0 dBFS: SILENT</span>' in c1
+    assert "ground truth: peak -6.0 dBFS" in c1
 
 
 if not CHROMIUM.exists() and os.environ.get("V2A_REQUIRE_BROWSER"):  # CI (.ci/run) installs it: never skip there

@@ -73,6 +73,65 @@ def test_cli(folders, tmp_path):
            "--set", "stages.evaluate.params.seconds=1.5", "--set", "stages.evaluate.params.gallery=false"]
     r = CliRunner().invoke(app, cfg + ["evaluate", "--pred", str(pred), "--gt", str(gt), "--out", str(tmp_path / "o")])
     assert r.exit_code == 0, r.output
-    assert "3 scored" in r.output and (tmp_path / "o" / "table.md").is_file()
+    assert f"{pred}: 3 scored against {gt}; unmatched: 1 without ground truth, 1 without prediction" in r.output
+    assert "RANDOM WEIGHTS (tiny)" in r.output and "{" not in r.output and (tmp_path / "o" / "table.md").is_file()
+    assert "| `pred` (--pred folder, 3 clips) **RANDOM WEIGHTS (tiny)** |" in (tmp_path / "o" / "table.md").read_text()
     r = CliRunner().invoke(app, cfg + ["evaluate", "--pred", str(tmp_path / "missing"), "--gt", str(gt)])
     assert r.exit_code == 1 and "Traceback" not in r.output
+
+
+def _video(path, audio: np.ndarray, rate: int = 48000, seconds: float = 2.0):
+    """A 32x32 mp4 (8 fps) whose stereo AAC soundtrack is ``audio`` (N,) on the left, half of it on the right."""
+    import av
+
+    with av.open(str(path), "w") as c:
+        v = c.add_stream("libx264", rate=8)
+        v.width, v.height, v.pix_fmt = 32, 32, "yuv420p"
+        a = c.add_stream("aac", rate=rate, layout="stereo")
+        for i in range(int(seconds * 8)):
+            frame = av.VideoFrame.from_ndarray(np.full((32, 32, 3), 15 * i, np.uint8), format="rgb24")
+            frame.pts = i
+            c.mux(v.encode(frame))
+        c.mux(v.encode(None))
+        x = np.stack([audio, audio / 2]).astype(np.float32)  # (2, N) planar
+        fs = a.codec_context.frame_size
+        for k in range(0, x.shape[1], fs):
+            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(x[:, k: k + fs]), format="fltp", layout="stereo")
+            frame.sample_rate, frame.pts = rate, k
+            c.mux(a.encode(frame))
+        c.mux(a.encode(None))
+
+
+def test_gt_folder_of_videos_read_as_the_stage_reads_them(folders, tmp_path):
+    """--gt holding the source videos: each one's audio is read whole, at its own rate, every channel (what the
+    evaluate stage does with a source file), scored exactly like that audio given as an array; the videos also
+    stand in for --video; the table names the --pred folder, marked as measured with random weights."""
+    from scoring.audio import read_audio
+
+    pred, _ = folders
+    vids = tmp_path / "videos"
+    vids.mkdir()
+    t = np.arange(2 * 48000) / 48000
+    for i, stem in enumerate(["a", "b", "c"]):
+        _video(vids / f"{stem}.mp4", (0.3 * np.sin(2 * np.pi * (300 + 150 * i) * t)).astype(np.float32))
+    (vids / "notes.txt").write_text("not a clip")
+    emb = build_embedders(TINY)
+    res = evaluate_folders(TINY, pred, vids, tmp_path / "ev", embedders=emb)
+    assert res["source"]["video"] == str(vids) and res["unmatched"] == {"ground truth": 1, "prediction": 0,
+                                                                          "video": 0}
+    decoded = {s: read_audio(vids / f"{s}.mp4") for s in "abc"}
+    assert all(ch.shape[0] == 2 and sr == 48000 for ch, sr in decoded.values())
+    same = run(TINY, pairs=[ClipPair(s, (decoded[s][0].T, decoded[s][1]), pred / f"{s}.wav") for s in "abc"],
+               out_dir=tmp_path / "direct", embedders=emb)
+    for key, m in same["metrics"].items():
+        assert res["metrics"][key] == m, key
+    table = (tmp_path / "ev" / "table.md").read_text()
+    assert "| `pred` (--pred folder, 3 clips) **RANDOM WEIGHTS (tiny)** |" in table and "Ours" not in table
+    assert table.startswith("# Evaluation: RANDOM WEIGHTS (tiny)\n")
+    (vids / "a.wav").write_bytes(b"")
+    with pytest.raises(ValueError, match="two files for 'a'"):
+        match(pred, vids)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ValueError, match="holds no audio"):
+        match(pred, empty)
