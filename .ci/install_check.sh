@@ -67,11 +67,14 @@ EOF
 step "a fresh virtual environment: $TORCH first, then the wheel"
 "$PYTHON" -m venv "$tmp/venv"
 py="$tmp/venv/bin/python"
-"$py" -m pip install -q --upgrade pip  # as `make install` does
-"$py" -m pip install -q "$TORCH"
-before=$("$py" -c "import torch; print(torch.__version__)")
-"$py" -m pip install -q "$whl"
-after=$("$py" -c "import torch; print(torch.__version__)")
+# pip -q, less this machine's notes on its local package index (one line per package)
+pip() { "$py" -m pip -q "$@" 2>&1 | { grep -v "^WARNING: Location 'file:.*' is ignored" || true; }; }
+torch_version() { "$py" -c "from importlib.metadata import version; print(version('torch'))"; }
+pip install --upgrade pip  # as `make install` does
+pip install "$TORCH"
+before=$(torch_version)
+pip install "$whl"
+after=$(torch_version)
 echo "torch $before before the wheel, $after after it"
 [ "$before" = "$after" ] || die "installing the wheel replaced torch $before by $after"
 
