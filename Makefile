@@ -12,6 +12,7 @@ WORKERS ?= 1
 # CONFIG=... on the command line always wins; `make demo-status` is always the demo's.
 FULL_RUN := $(filter command line environment,$(origin CONFIG))$(wildcard cache data)
 STATUS_CONFIG := $(if $(FULL_RUN),$(CONFIG),$(if $(wildcard demo),$(DEMO),$(CONFIG)))
+TORCH ?= torch==2.13.0
 
 .PHONY: help install demo demo-mappers test extract train generate evaluate reproduce stage status bench \
         demo-status clean-demo experiment ablations demo-ablations weights check smoke-full
@@ -39,8 +40,9 @@ help:
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	# torch first and pinned: the CPU wheel on disk, never a multi-GB CUDA download
-	$(PY) -m pip install -q torch==2.13.0
+	# torch first, the release CI tests: the CPU wheel on disk here, never a multi-GB CUDA download; pyproject.toml
+	# asks for a range (docs/install.md), which it satisfies. TORCH='torch==2.14.1' tries another release.
+	$(PY) -m pip install -q '$(TORCH)'
 	$(PY) -m pip install -q -e '.[test]'
 	touch $@
 

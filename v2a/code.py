@@ -3,7 +3,9 @@
 Imports are read from the source (``ast``), not executed: ``import a.b``, ``from a import b`` (``b`` a submodule or a
 name), relative imports, and imports inside functions all count; imports under ``if TYPE_CHECKING:`` do not (they
 only serve type checkers). A file is a project file when its top-level package (or module) lies in one of the
-search roots: the repository, and the folder of the stage's own top-level package. Third-party packages never count.
+search roots: the repository (only the project's own packages, ``PACKAGES``: installed from a wheel, that folder is
+site-packages), and the folder of the stage's own top-level package. Third-party packages never count, so a stage's
+identity is the same in a checkout and in an install of the same code.
 ``root`` (module_files, code_identity) reads the project from another folder instead (a copy of the repository:
 tests/test_stage_identity.py), without importing anything from it.
 """
@@ -17,7 +19,8 @@ from pathlib import Path
 
 from v2a.io import sha256_bytes
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parent.parent  # the checkout, or site-packages when installed
+PACKAGES = frozenset({"v2a", "frozen", "pipeline", "trainer", "infer", "scoring", "lab"})  # pyproject.toml's packages
 
 
 def _is_type_checking(test: ast.expr) -> bool:
@@ -59,10 +62,15 @@ def _imported_names(source: str, module: str, is_package: bool) -> frozenset[str
     return frozenset(n for n in names if n)
 
 
-def _locate(name: str, roots: tuple[Path, ...]) -> tuple[Path, Path, bool] | None:
+Roots = tuple[tuple[Path, frozenset | None], ...]  # (folder, the top-level names that count there; None: all)
+
+
+def _locate(name: str, roots: Roots) -> tuple[Path, Path, bool] | None:
     """(file, root, is_package) of a project module, or None for a third-party module or a plain name."""
     parts = name.split(".")
-    for root in roots:
+    for root, only in roots:
+        if only is not None and parts[0] not in only:
+            continue
         base = root.joinpath(*parts)
         if (base / "__init__.py").is_file():
             return base / "__init__.py", root, True
@@ -71,21 +79,24 @@ def _locate(name: str, roots: tuple[Path, ...]) -> tuple[Path, Path, bool] | Non
     return None
 
 
-def _roots(module: str) -> tuple[Path, ...]:
+def _roots(module: str) -> Roots:
     spec = importlib.util.find_spec(module.split(".")[0])
     if spec is None or not spec.origin:
         raise ModuleNotFoundError(f"cannot find the stage module {module!r}")
     top = Path(spec.origin).resolve()
     top = top.parent.parent if top.name == "__init__.py" else top.parent
-    return tuple(dict.fromkeys((REPO_ROOT, top)))
+    roots = {REPO_ROOT: PACKAGES}
+    roots.setdefault(top, None)  # a stage outside the project's packages (tests/toy_stages.py): its whole folder
+    return tuple(roots.items())
 
 
 def module_files(module: str, root: Path | None = None) -> dict[str, Path]:
     """Every project file ``module`` imports, transitively (the module itself and its packages' ``__init__``s
     included), keyed by its path relative to its search root (``root``: the only one)."""
-    roots = (Path(root).resolve(),) if root is not None else _roots(module)
+    roots = ((Path(root).resolve(), None),) if root is not None else _roots(module)
     if _locate(module, roots) is None:
-        raise ModuleNotFoundError(f"stage module {module!r} is not a project file under {', '.join(map(str, roots))}")
+        raise ModuleNotFoundError(f"stage module {module!r} is not a project file under "
+                                  f"{', '.join(str(r) for r, _ in roots)}")
     found: dict[str, Path] = {}
     todo = [module]
     seen: set[str] = set()
