@@ -35,9 +35,9 @@ log = logging.getLogger(__name__)
 VIDEO_EXTS = {".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi"}
 VIDEO_H = 280  # px: both videos, so that the results fit beside the settings
 KEEP_REQUESTS = 4  # finished request folders kept on disk (the newest); older ones are removed
-# "Automatic label" (``pipe(video, prompt="auto")``: a zero-shot label, the top-3 classes; being added in another
-# change). When that API exists, set this True: the page then shows the checkbox and passes prompt="auto".
-AUTO_LABEL = False
+# "Automatic label": the checkbox passes prompt="auto" (``pipe``: a zero-shot VGGSound label from the frames,
+# infer/labels.py; the summary line shows the label used)
+AUTO_LABEL = True
 # demo.launch(server_name=..., server_port=..., **LAUNCH_OPTIONS): no public link and no hint about one; errors
 # that are not a user's mistake (bugs) still reach the page
 LAUNCH_OPTIONS = {"share": False, "show_error": True, "quiet": True}

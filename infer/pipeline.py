@@ -365,7 +365,7 @@ class MFMMapperPipeline:
             for i, (p, c, a) in enumerate(zip(paths, clips, audios)):
                 ext = p.suffix.lower() if p.suffix.lower() in MUX_EXTS else ".mkv"
                 videos[i] = Path(output_dir) / f"{c.id}{ext}"
-                mux_audio(p, a, videos[i])
+                mux_audio(p, a, videos[i], seconds=len(a) / SAMPLE_RATE if duration is not None else None)
         return MFMMapperOutput(audios=audios, sample_rate=SAMPLE_RATE, videos=videos, clips=clips,
                                labels=[c.info.get("labels") for c in clips])
 

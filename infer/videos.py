@@ -330,4 +330,5 @@ def _generate(cfg: Config, src: MapperSource, settings: GenerationSettings, todo
         clips.append(clip)
     for c, a in pipe.core.generate_iter(clips, settings, batch_size=batch_size, progress=progress):
         run.written.append(write_clip(out, c.id, a, video=c.source, ground_truth=c.ground_truth, prompt=c.prompt,
-                                      info={"seed": c.seed, **c.info}))
+                                      info={"seed": c.seed, **c.info},
+                                      video_seconds=len(a) / SAMPLE_RATE if duration is not None else None))
