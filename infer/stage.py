@@ -89,7 +89,7 @@ def run(ctx: StageContext) -> None:
         if p.max_clips:
             rows = rows[: p.max_clips]
         if len(rows) == 0:
-            have = dict(zip(*np.unique(meta["split"][meta["status"] == ""].astype(str), return_counts=True)))
+            have = dict(zip(*np.unique([str(s) for s in meta["split"][meta["status"] == ""]], return_counts=True)))
             raise RuntimeError(f"the cache has no usable clips in split {p.split!r} (stages.generate.params.split); "
                                f"usable clips per split: {', '.join(f'{k} {v}' for k, v in have.items()) or 'none'}")
         ids = [str(meta["id"][i]) for i in rows]
