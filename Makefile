@@ -29,7 +29,7 @@ help:
 	@echo "make demo-ablations   the same with the demo's tiny models on CPU (demo/outputs/ablations/)"
 	@echo "make weights   download every checkpoint of the full run (v2a weights fetch; manifest v2a/weights.yaml)"
 	@echo "make check     preflight of the full run: inputs, weights (keys/shapes), devices (v2a check)"
-	@echo "make smoke-full  full-size models, random weights, 3 clips of 10 s, CPU: every stage + metric (docs/full-size.md)"
+	@echo "make smoke-full  every stage and metric at full size, random weights, 3 x 10 s clips, CPU (docs/full-size.md)"
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
