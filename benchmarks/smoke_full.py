@@ -3,7 +3,7 @@ size with seeded random weights (configs/smoke-full.yaml; nothing is downloaded)
 (1 train, 2 test) pushed through frames -> cavp -> timechat -> audiomae -> train -> generate -> evaluate, each
 stage in its own `v2a stage` process.
 
-Prints per stage the wall time and the peak resident memory of its process, then what the stages wrote, read
+Prints per stage the wall time, CPU time and peak resident memory of its process, then what the stages wrote, read
 through the project's own loaders: the cache's per-clip shapes (trainer.data.check_cache: CAVP (40, 512),
 TimeChat (10, 32, 768), AudioMAE (8, 768)), the mapper (trainer.mapper.load_mapper: GPT-2 width 768, its input
 and output sizes against the cache's), the generated audio (16 kHz, audio_seconds long) and every metric's status.
@@ -45,15 +45,17 @@ def machine() -> str:
     return f"{os.cpu_count()} cores ({model}), {mem:.0f} GB RAM, load average {load} at start"
 
 
-def run_stage(cli: list[str], name: str, log: Path) -> tuple[int, float, float]:
-    """(exit status, seconds, peak RSS in GB) of `v2a stage NAME` in a child process (os.wait4's rusage)."""
+def run_stage(cli: list[str], name: str, log: Path) -> tuple[int, float, float, float]:
+    """(exit status, wall seconds, CPU seconds, peak RSS in GB) of `v2a stage NAME` in a child process (os.wait4's
+    rusage: user + system time, which a loaded machine inflates far less than the wall time)."""
     t0 = time.time()
     with open(log, "w") as fh:
         proc = subprocess.Popen(cli + ["stage", name], stdout=fh, stderr=subprocess.STDOUT, cwd=REPO,
                                 env={**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1",
                                      "TRANSFORMERS_OFFLINE": "1"})
         _, status, usage = os.wait4(proc.pid, 0)
-    return os.waitstatus_to_exitcode(status), time.time() - t0, usage.ru_maxrss / 2**20  # ru_maxrss: KiB
+    cpu = usage.ru_utime + usage.ru_stime
+    return os.waitstatus_to_exitcode(status), time.time() - t0, cpu, usage.ru_maxrss / 2**20  # ru_maxrss: KiB
 
 
 def last_error(log: Path) -> str:
@@ -158,13 +160,13 @@ def main() -> int:
     print(f"machine: {machine()}")
     print(f"clips: {len(splits)} x {CLIP_SECONDS:g} s ({', '.join(splits)}); models: "
           f"{'tiny' if args.tiny else 'released sizes, random weights'}")
-    print(f"{'stage':<10} {'seconds':>8} {'peak GB':>8}  log", flush=True)
+    print(f"{'stage':<10} {'seconds':>8} {'CPU s':>8} {'peak GB':>8}  log", flush=True)
     failed, peak = None, 0.0
     for name in STAGES:
         log = out / f"{name}.log"
-        rc, secs, gb = run_stage(cli, name, log)
+        rc, secs, cpu, gb = run_stage(cli, name, log)
         peak = max(peak, gb)
-        print(f"{name:<10} {secs:8.1f} {gb:8.2f}  {log}", flush=True)
+        print(f"{name:<10} {secs:8.1f} {cpu:8.1f} {gb:8.2f}  {log}", flush=True)
         if rc != 0:
             print(f"  FAILED (exit {rc}): {last_error(log)}")
             failed = name

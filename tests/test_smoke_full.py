@@ -52,10 +52,10 @@ def test_smoke_passes_with_every_stage_timed_and_measured(smoke):
     lines = proc.stdout.splitlines()
     assert lines[-1] == "smoke-full passed"
     assert lines[0].startswith("machine: ") and "cores" in lines[0]
-    rows = {m.group(1): (float(m.group(2)), float(m.group(3)))
-            for m in (re.match(r"(\w+)\s+([\d.]+)\s+([\d.]+)\s+\S+\.log$", ln) for ln in lines) if m}
+    rows = {m.group(1): tuple(float(m.group(k)) for k in (2, 3, 4))
+            for m in (re.match(r"(\w+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+\S+\.log$", ln) for ln in lines) if m}
     assert list(rows) == STAGES  # each stage ran, in order, in its own process (its own log)
-    assert all(secs > 0 and 0 < gb < 24 for secs, gb in rows.values())
+    assert all(secs > 0 and cpu > 0 and 0 < gb < 24 for secs, cpu, gb in rows.values())
     assert all((out / f"{s}.log").read_text().rstrip().endswith(f"ran: {s}") for s in STAGES)
     assert not [ln for ln in lines if ln.startswith("!")]
 
