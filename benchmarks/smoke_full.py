@@ -11,6 +11,7 @@ Exits 1 when a stage fails, a size is not the paper's or does not connect, a met
 is_splits = 10 generated clips: with fewer it must be the only one skipped), or a stage peaks above --max-gb.
 
     python benchmarks/smoke_full.py [--out build/smoke-full] [--splits train,test,test] [--max-gb 24] [--tiny]
+                                    [--from STAGE]   (resume: keep --out, run STAGE and the ones after it)
 
 --tiny overlays configs/smoke-tiny.yaml (the demo's tiny models): the same chain and checks in CI time
 (tests/test_smoke_full.py), without the paper's sizes.
@@ -142,17 +143,22 @@ def main() -> int:
     ap.add_argument("--splits", default="train,test,test", help="one synthetic 10 s clip per entry, its split")
     ap.add_argument("--max-gb", type=float, default=24.0, help="fail when a stage's peak RSS passes this")
     ap.add_argument("--tiny", action="store_true", help="the demo's tiny models (configs/smoke-tiny.yaml)")
+    ap.add_argument("--from", dest="start", choices=STAGES, default=STAGES[0],
+                    help="keep --out and run from this stage on (the stages before it must be fresh there)")
     args = ap.parse_args()
     splits = [s.strip() for s in args.splits.split(",") if s.strip()]
     if "train" not in splits or "test" not in splits:
         ap.error(f"--splits needs at least one train and one test clip, got {args.splits!r}")
     out = args.out.resolve()
-    shutil.rmtree(out, ignore_errors=True)
+    if args.start != STAGES[0] and not (out / "videos" / "labels.csv").exists():
+        ap.error(f"--from {args.start} resumes a run in --out, but {out} holds none: run from frames first")
     sys.path.insert(0, str(REPO))
     from pipeline.demo_data import make_demo_clips
     from v2a.config import load_config
 
-    make_demo_clips(out / "videos", n=len(splits), seed=0, splits=splits, duration=CLIP_SECONDS)
+    if args.start == STAGES[0]:
+        shutil.rmtree(out, ignore_errors=True)
+        make_demo_clips(out / "videos", n=len(splits), seed=0, splits=splits, duration=CLIP_SECONDS)
     files, sets = config_args(out, args.tiny)
     cfg = load_config(files, sets)
     cli = [sys.executable, "-m", "lab.cli", "--no-progress"] + [a for f in files for a in ("-c", f)] \
@@ -162,7 +168,7 @@ def main() -> int:
           f"{'tiny' if args.tiny else 'released sizes, random weights'}")
     print(f"{'stage':<10} {'seconds':>8} {'CPU s':>8} {'peak GB':>8}  log", flush=True)
     failed, peak = None, 0.0
-    for name in STAGES:
+    for name in STAGES[STAGES.index(args.start):]:
         log = out / f"{name}.log"
         rc, secs, cpu, gb = run_stage(cli, name, log)
         peak = max(peak, gb)

@@ -132,3 +132,20 @@ def test_train_on_an_empty_subset_is_an_error(smoke, tmp_path):
     cfg = project_config(root, "stages.train.params.subset_fraction=0.4")
     with pytest.raises(ValueError, match=r"training subset is empty \(0 of 1 usable training rows.*subset_fraction"):
         Runner(cfg).run(["train"], only=True, progress=False)
+
+
+def test_full_size_train_names_no_checkpoint():
+    """The overlay's train stage (random GPT-2, `gpt2: ""`) loads no weights: its checkpoint identity is None, not
+    a listing of the config root (which changed as soon as the smoke wrote a log, so generate found train stale)."""
+    from v2a.context import checkpoint_identity, resolved_params
+
+    cfg = load_config(smoke_module().config_args(REPO / "build" / "unused", tiny=False)[0])
+    assert resolved_params(cfg.stage("train"), cfg, strict=False)["gpt2"] == ""
+    assert checkpoint_identity(cfg.stage("train"), cfg) == {"gpt2": None}
+    assert checkpoint_identity(cfg.stage("generate"), cfg) == {"checkpoint": None}
+
+
+def test_resume_needs_a_run_to_resume(tmp_path):
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--from", "train", "--out", str(tmp_path / "none")],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "holds none: run from frames first" in proc.stderr
