@@ -35,7 +35,7 @@ help:
 	@echo "make demo-ablations   the same with the demo's tiny models on CPU (demo/outputs/ablations/)"
 	@echo "make weights   download every checkpoint of the full run (v2a weights fetch; manifest v2a/weights.yaml)"
 	@echo "make check     preflight of the full run: inputs, weights (keys/shapes), devices (v2a check)"
-	@echo "make smoke-full  every full-size model with random weights on 2 clips, CPU (time + peak memory per stage)"
+	@echo "make smoke-full  every stage and metric at full size, random weights, 3 x 10 s clips, CPU (docs/full-size.md)"
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -110,7 +110,7 @@ weights: install
 check: install
 	$(V2A) $(CONFIG) check
 
-# Full-size dry run on the CPU: random weights at the released sizes, 2 synthetic clips, every stage (no downloads).
+# Full-size dry run on the CPU: released sizes, random weights, 3 synthetic 10 s clips, every stage (no downloads).
 smoke-full: install
 	$(PY) benchmarks/smoke_full.py
 

@@ -81,15 +81,17 @@ def run(ctx: StageContext) -> None:
     fp = ctx.fingerprint.value
     batch_size = ctx.runtime.batch_size
     with exclusive_lock(out / f".lock.rank{ctx.rank}", what=f"the generate output {out} (rank {ctx.rank})"):
-        (out / "_stage.json").unlink(missing_ok=True)
         root = cache.open_store(ctx.cfg.zarr_path, "r")
         meta = cache.read_meta(root)
         rows = [int(i) for i in np.flatnonzero((meta["status"] == "") & (meta["split"] == p.split))]
         if p.max_clips:
             rows = rows[: p.max_clips]
         if len(rows) == 0:
-            raise RuntimeError(f"the cache has no usable clips in split {p.split!r} (stages.generate.params.split)")
+            have = dict(zip(*np.unique([str(s) for s in meta["split"][meta["status"] == ""]], return_counts=True)))
+            raise RuntimeError(f"the cache has no usable clips in split {p.split!r} (stages.generate.params.split); "
+                               f"usable clips per split: {', '.join(f'{k} {v}' for k, v in have.items()) or 'none'}")
         ids = [str(meta["id"][i]) for i in rows]
+        (out / "_stage.json").unlink(missing_ok=True)  # after the checks: a refused run leaves the last one recorded
         atomic_write_json(out / "_plan.json", {"fingerprint": fp, "components": ctx.fingerprint.components,
                                                "ids": ids})
         batches = [rows[b: b + batch_size] for b in range(0, len(rows), batch_size)]

@@ -19,6 +19,7 @@ import math
 import tarfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 import av
 from av.codec.context import Flags
@@ -168,27 +169,38 @@ def _events(rng: np.random.Generator, duration: float, fps: int, flash: float) -
     return sorted(k / fps for k in picked)
 
 
+DEMO_SPLITS = ("train", "test", "train", "val", "train", "test", "train", "train")  # cycled over the clips
+
+
 def make_demo_clips(out_dir: str | Path, n: int = 8, seed: int = 0, *, width: int = 160, height: int = 120,
-                    fps: int = 25, labels_name: str = "labels.csv") -> list[ClipSpec]:
-    """Write ``n`` demo clips and ``labels_name`` (VGGSound CSV, no header) into ``out_dir``; return their specs."""
+                    fps: int = 25, labels_name: str = "labels.csv", splits: Sequence[str] = DEMO_SPLITS,
+                    duration: float | None = None) -> list[ClipSpec]:
+    """Write ``n`` demo clips and ``labels_name`` (VGGSound CSV, no header) into ``out_dir``; return their specs.
+
+    Clip ``i`` goes to split ``splits[i % len(splits)]``. ``duration`` None: the demo's mix (10 s, 3 s, 14 s; the
+    7th of every 8 clips has no audio); a number: every clip lasts that long and has a sound track (containers
+    and channel counts still vary), e.g. 10 s for metrics that need 8 s of audio and the video (DeSync, IB-score).
+    """
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
+    if not splits or duration is not None and duration <= 0:
+        raise ValueError(f"splits must name at least one split and duration be > 0, got {splits!r}, {duration!r}")
     out_dir = Path(out_dir)
     rng = np.random.default_rng(seed)
-    splits = ("train", "test", "train", "val", "train", "test", "train", "train")
     classes = rng.permutation(len(CLASSES))
     specs = []
     for i in range(n):
         yid = "".join(rng.choice(list(_ID_CHARS), size=11))
         start = int(rng.integers(0, 300))
         ext = {3: "mkv", 5: "webm"}.get(i % 8, "mp4")
-        duration = (10.0, 3.0, 14.0)[i % 3]
+        seconds = (10.0, 3.0, 14.0)[i % 3] if duration is None else float(duration)
         cls = int(classes[i % len(CLASSES)])
         spec = ClipSpec(youtube_id=yid, start=start, label=CLASSES[cls][0], split=splits[i % len(splits)],
-                        path="", duration=duration, fps=fps, width=width, height=height, class_index=cls,
-                        has_audio=i % 8 != 6, channels=2 if i % 8 == 1 else 1, audio_rate=CONTAINERS[ext][2])
+                        path="", duration=seconds, fps=fps, width=width, height=height, class_index=cls,
+                        has_audio=duration is not None or i % 8 != 6, channels=2 if i % 8 == 1 else 1,
+                        audio_rate=CONTAINERS[ext][2])
         spec.path = str(out_dir / f"{spec.id}.{ext}")
-        spec.events = _events(rng, duration, fps, spec.flash)
+        spec.events = _events(rng, seconds, fps, spec.flash)
         specs.append(write_clip(spec, seed=int(rng.integers(0, 2**31))))
     write_labels_csv(specs, out_dir / labels_name)
     return specs

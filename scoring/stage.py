@@ -113,6 +113,8 @@ def run(ctx: StageContext) -> None:
         raise RuntimeError(f"{index.parent} has no index.csv: run the generate stage first (make generate)")
     with open(index, newline="", encoding="utf-8") as f:
         generated = list(csv.DictReader(f))
+    if not generated:
+        raise RuntimeError(f"{index} lists no generated clips: nothing to evaluate (rerun the generate stage)")
     p: EvalParams = ctx.params
     out, fp = out_dir(ctx), ctx.fingerprint.value
     ids = [g["id"] for g in generated]

@@ -103,3 +103,67 @@ def test_window_upsample_reads_the_stride(tmp_path):
     with pytest.raises(CacheError, match="stride"):
         check_cache(TrainConfig(model="tiny", upsample="window"), root2)
     assert check_cache(TrainConfig(model="tiny", upsample="window", timechat_stride=4), root2)["timechat_stride"] == 4
+
+
+def all_train(n: int, **kw):
+    """A synthetic cache of ``n`` usable clips, every one in split 'train' (no 'val' clip)."""
+    return dict(n=n, shard_size=4, n_val=0, n_rejected=0, n_silent=0, **kw)
+
+
+def test_no_validation_rows_is_a_logged_skip(tmp_path, caplog):
+    write_synthetic_cache(tmp_path / "c.zarr", **all_train(6))
+    root = open_cache(tmp_path / "c.zarr")
+    with caplog.at_level("WARNING", logger="trainer.data"):
+        train, val, how = select_rows(TrainConfig(model="tiny", val_fraction=0.0), root)
+    assert list(train) == list(range(6)) and len(val) == 0
+    assert "none" in how and "validation skipped" in how and "val_fraction 0" in how
+    assert len(caplog.records) == 1 and "validation skipped" in caplog.records[0].getMessage()
+    # one training row: nothing to hold out, whatever val_fraction says
+    write_synthetic_cache(tmp_path / "one.zarr", **all_train(1))
+    root1 = open_cache(tmp_path / "one.zarr")
+    train, val, how = select_rows(TrainConfig(model="tiny", val_fraction=0.25), root1)
+    assert list(train) == [0] and len(val) == 0 and "but 1 row to hold out of" in how
+
+
+@pytest.mark.parametrize("mode", ["memory", "zarr", "per_sample"])
+def test_features_of_no_rows_are_empty_batches(cache, mode):
+    root = open_cache(cache[0])
+    empty = Features(root, np.zeros(0, dtype=np.int64), TINY, mode=mode)
+    assert len(empty) == 0
+    if mode == "memory":  # loaded once: (0, ...) tensors with the per-clip shapes (TimeChat pooled per window)
+        assert tuple(empty.mem["cavp"].shape) == (0, 40, 16) and tuple(empty.mem["timechat"].shape) == (0, 2, 24)
+        assert tuple(empty.mem["audiomae"].shape) == (0, 8, 32)
+        assert empty.mem["cavp"].dtype == torch.float16  # the cache's dtype, as for selected rows
+
+
+def test_no_training_rows_names_the_splits_found(tmp_path):
+    root = edited(tmp_path, lambda r: r["meta"]["split"].__setitem__(slice(None), np.array(["test"] * 12 + ["val"] * 4,
+                                                                                            dtype=object)))
+    status, split = ([str(v) for v in root["meta"][k][:]] for k in ("status", "split"))
+    ok = (np.array(status) == "") & np.asarray(root["audiomae"]["valid"][:]).astype(bool)
+    split = np.array(split)
+    want = f"usable per split: test {int((ok & (split == 'test')).sum())}, val {int((ok & (split == 'val')).sum())}"
+    with pytest.raises(CacheError, match=want) as e:
+        select_rows(TINY, root)
+    assert "\n" not in str(e.value)
+
+
+def test_empty_training_subset_says_what_to_change(tmp_path):
+    write_synthetic_cache(tmp_path / "c.zarr", **all_train(1))
+    with pytest.raises(ValueError, match=r"subset is empty \(0 of 1 usable.*raise train.params.subset_fraction"):
+        select_rows(TrainConfig(model="tiny", subset_fraction=0.4), open_cache(tmp_path / "c.zarr"))
+
+
+def test_training_without_validation_writes_last_only(tmp_path):
+    from infer.generate import mapper_checkpoint
+    from trainer import train
+
+    write_synthetic_cache(tmp_path / "c.zarr", **all_train(4, cavp_dim=8, tc_dim=8, target_dim=16))
+    cfg = TrainConfig(model="tiny", val_fraction=0.0, epochs=2, global_batch=2, device="cpu", compile="off")
+    summary = train.run(cfg, cache=str(tmp_path / "c.zarr"), out_dir=str(tmp_path / "run"), progress=False)
+    assert (summary["train_rows"], summary["val_rows"], summary["epochs_done"], summary["steps"]) == (4, 0, 2, 4)
+    assert summary["best_dir"] is None and "validation skipped" in summary["val_from"]
+    assert "val_loss" not in summary["final"] and np.isfinite(summary["final"]["train_loss"])
+    assert not (tmp_path / "run" / "best").exists()
+    assert (tmp_path / "run" / "val_ids.txt").read_text() == ""
+    assert mapper_checkpoint(tmp_path / "run", "best") == tmp_path / "run" / "last"  # what generate then loads

@@ -132,13 +132,21 @@ def _strings(a) -> np.ndarray:
     return np.array([str(v) for v in np.asarray(a).tolist()], dtype=object)
 
 
+def split_counts(splits) -> str:
+    """'test 2, train 5': clips per split value (for messages), or 'none'."""
+    values, counts = np.unique(np.asarray(splits, dtype=str), return_counts=True)
+    return ", ".join(f"{v or '(empty)'} {c}" for v, c in zip(values.tolist(), counts.tolist())) or "none"
+
+
 def select_rows(cfg: TrainConfig, root: zarr.Group, id_file: str | Path | None = None
                 ) -> tuple[np.ndarray, np.ndarray, str]:
     """(train rows, val rows, how they were chosen): status == '' and <target>/valid (audiomae, or clap for V2A-Mapper), split train / val.
 
     The training subset (``cfg.subset_fraction`` or the id list ``id_file``, see trainer/subset.py) is taken from
     the usable training rows first; with no 'val' split, validation is held out of the clips the subset left out
-    (so the subset is trained on whole), or of the training rows when nothing was left out.
+    (so the subset is trained on whole), or of the training rows when nothing was left out. No validation rows at
+    all (no 'val' clip and val_fraction 0, or a single training row) is a documented skip, logged: training runs
+    without validation and writes no ``best/``. No training rows is a :class:`CacheError`.
     """
     status = _strings(root["meta"]["status"][:])
     split = _strings(root["meta"]["split"][:])
@@ -160,7 +168,15 @@ def select_rows(cfg: TrainConfig, root: zarr.Group, id_file: str | Path | None =
         how = held if how == "split == 'val'" else how.replace("split == 'val'", held)
     if len(train) == 0:
         raise CacheError(f"no usable training rows (status == '', {target_group(cfg)}/valid, split == 'train') among "
-                         f"{len(status)} clips: check the labels file's split column and the rejects")
+                         f"{len(status)} clips (usable per split: {split_counts(split[ok])}): check the labels "
+                         "file's split column and the rejects")
+    if len(val) == 0:  # a documented skip, not an error: nothing to validate on (docs/full-size.md)
+        why = (f"val_fraction {cfg.val_fraction:g}" if cfg.val_fraction == 0 else
+               f"val_fraction {cfg.val_fraction:g} but {len(pool)} row{'s' * (len(pool) != 1)} to hold out of")
+        how = (f"{how}: none (no usable clip in split 'val', {why}); validation skipped, best/ is not written "
+               "and the generate stage's mapper: best takes last/")
+        log.warning("train: no validation rows (no usable clip in split 'val', %s): validation skipped; best/ is "
+                    "not written and the generate stage's `mapper: best` takes last/", why)
     if cfg.val_max_clips is not None and len(val) > cfg.val_max_clips:
         val = val[np.random.default_rng([cfg.seed, 11]).permutation(len(val))[: cfg.val_max_clips]]
         val = np.sort(val)
@@ -217,7 +233,7 @@ class Features:
             sel = self.rows[(self.rows >= start) & (self.rows < start + step)]
             if len(sel):
                 parts.append(self._convert(group, arr[start: start + step][sel - start]))
-        return torch.cat(parts)
+        return torch.cat(parts) if parts else self._convert(group, arr[0:0])  # no rows: (0, ...), e.g. no val
 
     def _read_rows(self, group: str, rows: np.ndarray) -> torch.Tensor:
         arr = self.root[group]["emb"]

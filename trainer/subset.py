@@ -101,5 +101,6 @@ def choose(train_rows: np.ndarray, ids: np.ndarray, labels: np.ndarray, *, fract
                f"{int(keep.sum())} of {len(train_rows)} usable training rows, stratified by label "
                f"(fraction {fraction:g}, seed {seed})")
     if not keep.any():
-        raise ValueError(f"the training subset is empty ({how})")
+        raise ValueError(f"the training subset is empty ({how}): raise train.params.subset_fraction (1.0: every "
+                         "usable training clip), list ids that are in the cache, or add training clips")
     return train_rows[keep], train_rows[~keep], how

@@ -47,6 +47,8 @@ def resolved_params(spec: StageSpec, cfg: Config, *, strict: bool = True) -> dic
     manifest, wdir, out = load_manifest(), weights_dir(cfg), dict(spec.params)
     for key in spec.checkpoints:
         value = out.get(key)
+        if value in (None, ""):  # names no checkpoint (not the config root that "" would resolve to)
+            continue
         if isinstance(value, str) and value not in manifest and not Path(value).is_absolute() \
                 and (cfg.root / value).exists():
             out[key] = str(cfg.root / value)
