@@ -39,11 +39,12 @@ help:
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
+	@# pip's output goes to $(VENV)/pip.log and is shown only when a step fails
+	$(PY) -m pip install -q --upgrade pip > $(VENV)/pip.log 2>&1 || (cat $(VENV)/pip.log; exit 1)
 	# torch first, the release CI tests: the CPU wheel on disk here, never a multi-GB CUDA download; pyproject.toml
 	# asks for a range (docs/install.md), which it satisfies. TORCH='torch==2.14.1' tries another release.
-	$(PY) -m pip install -q '$(TORCH)'
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q '$(TORCH)' >> $(VENV)/pip.log 2>&1 || (cat $(VENV)/pip.log; exit 1)
+	$(PY) -m pip install -q -e '.[test]' >> $(VENV)/pip.log 2>&1 || (cat $(VENV)/pip.log; exit 1)
 	touch $@
 
 install: $(VENV)/.installed

@@ -32,6 +32,7 @@ from frozen.grid import ClipGrid
 from pipeline.framestore import (AUDIO_KEY, JPEG_MAX_SIDE, encode_audio, encode_frames, read_manifest, shard_name,
                                  strip_fits)
 from pipeline.inputs import ClipSource, discover
+from v2a.logfmt import pairs
 from v2a.io import atomic_path, atomic_write_json, atomic_write_text, exclusive_lock, read_json
 from v2a.procs import bounded_map, worker_pool
 from v2a.schema import from_known_keys
@@ -364,7 +365,8 @@ def _finalize(ctx: StageContext, out: Path, n_shards: int, n_clips: int, p: Fram
     per_clip = float(np.mean([r["bytes"] for r in kept])) if kept else 0.0
     summary = {"clips": n_clips, "rejected": len(rejects), "no_audio": sum(not r["has_audio"] for r in kept),
                "silent": sum(r["audio_silent"] for r in kept), "bytes_per_clip": round(per_clip)}
-    log.info("frames: %s (%.1f KB per clip stored; rejects in %s)", summary, per_clip / 1024, out / "rejects.csv")
+    log.info("frames: %s (%.1f KB per clip stored; rejects in %s)", pairs(summary), per_clip / 1024,
+             out / "rejects.csv")
     share = len(rejects) / max(1, n_clips)
     if share > p.max_reject_share:
         raise RuntimeError(
