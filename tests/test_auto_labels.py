@@ -4,9 +4,8 @@ CLIP whose weights are set so that a known frame maps to a known class, scores a
 
 from __future__ import annotations
 
-import fnmatch
-
 import dataclasses
+import fnmatch
 import tomllib
 from pathlib import Path
 
