@@ -133,7 +133,7 @@ def test_changed_encoder_makes_train_and_generate_stale(project, demo_config):
     assert r.status("audiomae")[0] and r.status("timechat")[0]
     with pytest.raises(RuntimeError, match="needs cavp, which is stale"):
         r.run(["train"], only=True)
-    with pytest.raises(RuntimeError, match=r"mapper in .* is stale .*input cavp changed"):
+    with pytest.raises(RuntimeError, match=r"mapper in .* is not up to date .*input cavp changed.*--mapper"):
         generate_videos(r.cfg, [Path(next(iter(project[1].values())).path)], root / "unused", progress=False)
 
 
