@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from infer.audioldm2 import clip_seed
-from infer.core import Clip, GenerationCore, feature_names, generator_for  # noqa: F401 (feature_names re-exported)
+from infer.core import Clip, GenerationCore, feature_names, generator_for
 from infer.media_out import mux_audio, write_wav
 from infer.params import GenerateParams  # defined there (light, for the config check); infer.generate.GenerateParams
 from pipeline.spectrogram import SILENT_DBFS, is_silent, peak_dbfs, write_spectrogram_png
