@@ -93,7 +93,7 @@ expect 0 "check: [0-9]+ stages .*: no problems" "$v2a" -c demo check
 expect 0 "wrote a tiny untrained pipeline" "$py" -m lab.tiny_pipeline tiny
 clip=$(ls demo/videos/*.mp4 | head -n 1)
 id=$(basename "$clip" .mp4)
-expect 0 "wrote 1 clips" "$v2a" --no-progress -c demo generate --mapper tiny "$clip" -o out
+expect 0 "done 1, skipped 0" "$v2a" --no-progress -c demo generate --mapper tiny "$clip" -o out
 for f in "$id.wav" "$id.mp4" "$id.png" "$id.json"; do
   [ -s "out/$f" ] || die "v2a generate did not write out/$f"
 done
